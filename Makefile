@@ -1,0 +1,46 @@
+# Two commands on a fresh machine:  `make reproduce` (the whole book, PROFILE=cpu by default) and
+# `make test`. Each sets itself up (a virtual environment in .venv) first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+
+# Offline data (read-only): FineWeb/C4 text, eval sets, tokenizers, stories260K.
+export LADDER_DATA ?= $(abspath ../shared/data)
+
+# cpu/smoke profiles run offline from LADDER_DATA; the gpu profile reaches the Hugging Face hub.
+ifeq ($(PROFILE),gpu)
+OFFLINE ?= 0
+else
+OFFLINE ?= 1
+endif
+ifeq ($(OFFLINE),1)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+endif
+
+.PHONY: setup test reproduce book clean
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	set -o pipefail; $(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
+
+test: setup  ## run the test suite
+	$(PY) -m pytest -q tests
+
+reproduce: setup  ## run every notebook with PROFILE's parameters, then build the book
+	$(PY) -m ladder.pipeline --profile $(PROFILE)
+
+book: setup  ## rebuild the book from the stored executed notebooks
+	$(PY) -m ladder.pipeline --profile $(PROFILE) --book-only
+
+clean:
+	rm -rf book/_build

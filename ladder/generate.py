@@ -1,0 +1,100 @@
+"""gpt-fast style generation: one prefill, then one cached decode step per token.
+
+The cache is allocated once (`model.setup_cache`), positions are passed explicitly, the loop runs under
+`torch.inference_mode`, and the decode step can be compiled (`compile=True`: CUDA graphs via
+mode="reduce-overhead" on GPU). Every rank of a TP group runs the same loop; logits are replicated, and
+sampling draws from the same seeded generator on every rank, so all ranks pick the same tokens.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .model import Transformer
+
+
+def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Next token ids (batch,) from the last position's logits; greedy when temperature == 0."""
+    logits = logits[:, -1].float()
+    if temperature <= 0:
+        return logits.argmax(-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = torch.where(logits < kth, torch.full_like(logits, -float("inf")), logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def prefill(model: Transformer, tokens: torch.Tensor, input_pos: torch.Tensor, **sampling) -> torch.Tensor:
+    return sample(model(tokens, input_pos), **sampling)
+
+
+def decode_one(model: Transformer, token: torch.Tensor, input_pos: torch.Tensor, **sampling) -> torch.Tensor:
+    return sample(model(token[:, None], input_pos), **sampling)
+
+
+@dataclass
+class Timing:
+    prefill_s: float
+    decode_s: float
+    new_tokens: int
+    batch: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        """The paper's metric: batch x new tokens / (prefill + decode) wall time."""
+        return self.batch * self.new_tokens / (self.prefill_s + self.decode_s)
+
+
+def _sync(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, temperature: float = 0.0,
+             top_k: int | None = None, seed: int = 0, decode_fn=None, prefill_fn=None) -> tuple[torch.Tensor, Timing]:
+    """Generate `max_new_tokens` after `prompt` (batch x prompt_len); returns (tokens, timing).
+
+    `decode_fn` / `prefill_fn` default to `decode_one` / `prefill`; pass compiled versions to compile.
+    The model's cache must hold prompt_len + max_new_tokens positions (allocated here if it does not).
+    """
+    if prompt.dim() != 2:
+        raise ValueError(f"prompt must be (batch, prompt_len), got shape {tuple(prompt.shape)}")
+    batch, plen = prompt.shape
+    total = plen + max_new_tokens
+    if getattr(model, "cache_len", 0) < total or model.layers[0].self_attn.kv_cache.k.shape[0] < batch:
+        model.setup_cache(batch, total)
+    device = prompt.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    sampling = dict(temperature=temperature, top_k=top_k, generator=gen)
+    decode_fn = decode_fn or decode_one
+    prefill_fn = prefill_fn or prefill
+    out = torch.empty(batch, total, dtype=prompt.dtype, device=device)
+    out[:, :plen] = prompt
+
+    _sync(device)
+    t0 = time.perf_counter()
+    token = prefill_fn(model, prompt, torch.arange(plen, device=device), **sampling)
+    out[:, plen] = token
+    _sync(device)
+    t1 = time.perf_counter()
+    pos = torch.tensor([plen], device=device)
+    for i in range(1, max_new_tokens):
+        token = decode_fn(model, token, pos, **sampling).clone()
+        out[:, plen + i] = token
+        pos += 1
+    _sync(device)
+    t2 = time.perf_counter()
+    return out, Timing(t1 - t0, t2 - t1, max_new_tokens, batch)
+
+
+def compiled_steps(mode: str = "reduce-overhead"):
+    """(prefill_fn, decode_fn) compiled with torch.compile, as the paper's benchmark does on GPU."""
+    decode = torch.compile(decode_one, mode=mode, fullgraph=True)
+    pre = torch.compile(prefill, fullgraph=True, dynamic=True)
+    return pre, decode

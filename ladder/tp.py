@@ -1,0 +1,175 @@
+"""Tensor parallelism: the communicator the model calls, process-group setup, and weight sharding.
+
+Sharding (Megatron style, as in gpt-fast's tp.py):
+  attention  q/k/v_proj column-parallel (split by query / KV heads), o_proj row-parallel
+  MLP        gate/up_proj column-parallel (split along ffn_dim),    down_proj row-parallel
+  embeddings, norms and the LM head are replicated.
+Each rank's attention/MLP output is then a partial sum that an all-reduce makes whole. *Where* that
+all-reduce is waited on is decided by the wiring in ladder/model.py, so the communicator exposes the
+collective as two halves: `start` (launch) and `wait` (block until done).
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .config import ModelConfig
+
+
+class SingleDevice:
+    """The communicator of an unsharded model: every collective is the identity."""
+
+    size = 1
+    rank = 0
+
+    def start(self, partial: torch.Tensor):
+        """Launch the all-reduce of `partial`; returns a handle for `wait`."""
+        return partial
+
+    def wait(self, handle) -> torch.Tensor | None:
+        """Block until the collective behind `handle` is complete; returns the reduced tensor.
+
+        A handle may also be None (nothing pending) or an already-complete tensor.
+        """
+        return handle
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        """Blocking all-reduce: launch and wait at once."""
+        return self.wait(self.start(partial))
+
+    def count(self) -> int:
+        return 0
+
+
+class TensorParallel(SingleDevice):
+    """All-reduce over a torch.distributed process group (gloo on CPU, NCCL on CUDA).
+
+    Uses functional collectives: `start` returns at once with the collective in flight (eager) and
+    traces into the graph under torch.compile, where inductor can reorder it around compute.
+    """
+
+    def __init__(self, group: dist.ProcessGroup | None = None):
+        if not dist.is_initialized():
+            raise RuntimeError("torch.distributed is not initialised; call ladder.tp.init_distributed() "
+                               "or launch with torchrun")
+        self.group = group if group is not None else dist.group.WORLD
+        self.size = dist.get_world_size(self.group)
+        self.rank = dist.get_rank(self.group)
+        self.n_collectives = 0  # launched all-reduces, for tests and reports
+
+    def start(self, partial):
+        from torch.distributed import _functional_collectives as funcol
+        self.n_collectives += 1
+        return funcol.all_reduce(partial, "sum", self.group)
+
+    def wait(self, handle):
+        from torch.distributed import _functional_collectives as funcol
+        if isinstance(handle, funcol.AsyncCollectiveTensor):
+            return funcol.wait_tensor(handle.elem)
+        return handle
+
+    def count(self) -> int:
+        return self.n_collectives
+
+
+def init_distributed(backend: str | None = None, device: str | None = None) -> tuple[TensorParallel, torch.device]:
+    """Initialise the default process group from torchrun's environment and return (comm, device).
+
+    backend defaults to NCCL when CUDA is available and gloo otherwise.
+    """
+    missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+    if missing and not dist.is_initialized():
+        raise RuntimeError(f"environment variables {missing} are not set: launch with torchrun "
+                           "(e.g. `torchrun --nproc-per-node 2 -m ladder.bench ...`)")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    dev = torch.device(f"cuda:{local_rank}") if device.startswith("cuda") else torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(minutes=30),
+                                device_id=dev if dev.type == "cuda" else None)
+    return TensorParallel(), dev
+
+
+# --------------------------------------------------------------------------------------------- sharding
+# parameter name suffix -> (dimension to split, kind). Column-parallel weights split their output rows
+# (dim 0); row-parallel weights split their input columns (dim 1). Everything else is replicated.
+_SPLITS = {
+    "self_attn.q_proj.weight": 0, "self_attn.k_proj.weight": 0, "self_attn.v_proj.weight": 0,
+    "self_attn.o_proj.weight": 1,
+    "mlp.gate_proj.weight": 0, "mlp.up_proj.weight": 0,
+    "mlp.down_proj.weight": 1,
+}
+
+
+def split_dim(name: str) -> int | None:
+    """The dimension along which parameter `name` is sharded, or None if it is replicated."""
+    for suffix, dim in _SPLITS.items():
+        if name.endswith(suffix):
+            return dim
+    return None
+
+
+def shard_tensor(name: str, full: torch.Tensor, rank: int, size: int) -> torch.Tensor:
+    """This rank's slice of one full parameter (contiguous blocks of heads / hidden units)."""
+    dim = split_dim(name)
+    if dim is None or size == 1:
+        return full
+    if full.shape[dim] % size:
+        raise ValueError(f"{name}: dimension {dim} of shape {tuple(full.shape)} does not divide by TP size {size}")
+    return full.chunk(size, dim=dim)[rank].contiguous()
+
+
+def shard_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, rank: int, size: int) -> dict:
+    """Pure function: the full (unsharded) state dict -> rank `rank`'s shard at TP degree `size`.
+
+    Contiguous head blocks keep grouped-query attention consistent: rank r holds query heads
+    [r*H/p, (r+1)*H/p) and KV heads [r*KV/p, (r+1)*KV/p), and local query head j uses local KV head
+    j // (H/KV), exactly the grouping of the full model.
+    """
+    config.local_sizes(size)  # refuses shapes that do not divide, naming the dimension
+    return {name: shard_tensor(name, t, rank, size) for name, t in state.items()}
+
+
+def gather_state_dict(model: torch.nn.Module, comm: SingleDevice) -> dict[str, torch.Tensor]:
+    """Inverse of shard_state_dict: reassemble full weights from every rank (collective; all ranks call)."""
+    out = {}
+    for name, t in model.state_dict().items():
+        dim = split_dim(name)
+        if dim is None or comm.size == 1:
+            out[name] = t.detach().clone()
+            continue
+        parts = [torch.empty_like(t) for _ in range(comm.size)]
+        dist.all_gather(parts, t.detach().contiguous(), group=comm.group)
+        out[name] = torch.cat(parts, dim=dim)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- local launch
+def _local_worker(rank, fn, world_size, init_file, out_dir, args):
+    torch.set_num_threads(1)  # ranks share the machine's cores
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        result = fn(TensorParallel(), *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_local(fn, world_size: int, *args) -> list:
+    """Run `fn(comm, *args)` on `world_size` local CPU processes over gloo; returns each rank's result.
+
+    For tests and notebooks (no torchrun needed). `fn` must be importable (defined at module level).
+    """
+    import tempfile
+
+    import torch.multiprocessing as mp
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_local_worker, args=(fn, world_size, os.path.join(tmp, "init"), tmp, args), nprocs=world_size)
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]

@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Hermetic and offline: no hub access, caches in a temp dir.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def shared_data_dir() -> Path:
+    """The read-only shared data directory (LADDER_DATA, default ../shared/data next to the repo)."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return Path(os.environ.get("LADDER_DATA", default))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = shared_data_dir()
+    if not d.is_dir():
+        pytest.fail(f"shared data directory {d} not found; set LADDER_DATA to the shared/data directory")
+    return d
+
+
+@pytest.fixture(scope="session")
+def stories_dir(data_dir) -> Path:
+    return data_dir / "models" / "stories260K" / "hf"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _hf_home(tmp_path_factory):
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))

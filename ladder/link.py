@@ -1,0 +1,146 @@
+"""Emulated interconnects: make every all-reduce cost a modelled time on a machine without a real fabric.
+
+A `Link` is an alpha-beta model of one interconnect: a ring all-reduce of `n` bytes over `p` ranks costs
+
+    alpha + 2 (p - 1) / p * n / bandwidth
+
+(each rank sends and receives 2(p-1)/p of the message: a reduce-scatter then an all-gather).
+
+`EmulatedLink` wraps a communicator (ladder.tp.SingleDevice / TensorParallel): `start` launches the
+real collective (so results stay exact) and notes a deadline, issue time + modelled cost; `wait` does
+the real wait and then *sleeps* until the deadline. Sleeping uses no CPU, like a DMA engine moving bytes
+while the cores compute: in the standard wiring the caller waits at once and pays the full cost; in the
+ladder wiring `wait` is called one module later, so compute in between hides the cost.
+
+These are emulations: numbers measured under them are labelled "emulated link" wherever they are shown.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Link:
+    """An interconnect as latency `alpha_s` (seconds) and per-direction bandwidth `bandwidth_Bps` (bytes/s)."""
+    name: str
+    alpha_s: float
+    bandwidth_Bps: float
+
+    def __post_init__(self):
+        if self.alpha_s < 0:
+            raise ValueError(f"link {self.name!r}: alpha_s must be >= 0, got {self.alpha_s}")
+        if not self.bandwidth_Bps > 0:
+            raise ValueError(f"link {self.name!r}: bandwidth_Bps must be > 0, got {self.bandwidth_Bps}")
+
+    def allreduce_time(self, nbytes: float, p: int) -> float:
+        """Seconds for a ring all-reduce of an `nbytes` message over `p` ranks (0 when p == 1)."""
+        if p < 1:
+            raise ValueError(f"number of ranks must be >= 1, got {p}")
+        if p == 1:
+            return 0.0
+        return self.alpha_s + 2 * (p - 1) / p * nbytes / self.bandwidth_Bps
+
+    def scaled(self, factor: float, name: str | None = None) -> "Link":
+        """The same link `factor` times slower (alpha x factor, bandwidth / factor)."""
+        return Link(name or f"{self.name}x{factor:g}", self.alpha_s * factor, self.bandwidth_Bps / factor)
+
+
+def custom(alpha_s: float, bandwidth_Bps: float, name: str | None = None) -> Link:
+    """A link with the given latency (s) and per-direction bandwidth (bytes/s)."""
+    return Link(name or f"custom(alpha={alpha_s:g}s, bw={bandwidth_Bps:g}B/s)", alpha_s, bandwidth_Bps)
+
+
+# Named presets. Bandwidths are published per-direction peaks; latencies are order-of-magnitude figures
+# for one small NCCL collective (kernel launch + synchronisation), which dominate decode-size messages.
+PRESETS: dict[str, Link] = {
+    # NVLink 4 on H100 SXM: 18 links x 50 GB/s = 900 GB/s bidirectional, i.e. 450 GB/s per direction
+    # (NVIDIA H100 Tensor Core GPU datasheet; Hopper architecture whitepaper). Through NVSwitch every pair
+    # of the 8 GPUs in an HGX/DGX H100 gets the full rate. Small-message NCCL all-reduce latency is
+    # roughly 10-25 us on such a node (nccl-tests); 10 us is used here.
+    "nvlink4": Link("nvlink4", 10e-6, 450 * GB),
+    # PCIe 5.0 x16: 32 GT/s x 16 lanes, 128b/130b encoding -> ~63 GB/s per direction (PCI-SIG PCIe 5.0
+    # specification). With NCCL_P2P_DISABLE=1 traffic is staged through host memory, roughly halving it
+    # and adding host synchronisation latency: ~25 GB/s per direction and ~25 us.
+    "pcie5-nop2p": Link("pcie5-nop2p", 25e-6, 25 * GB),
+    # 100 Gb/s network (e.g. InfiniBand EDR / 100 GbE RoCE): 12.5 GB/s per direction; ~5 us wire + stack.
+    "net100g": Link("net100g", 30e-6, 12.5 * GB),
+    # 400 Gb/s network (InfiniBand NDR ConnectX-7, one NIC per GPU on DGX H100): 50 GB/s per direction.
+    "net400g": Link("net400g", 20e-6, 50 * GB),
+}
+
+
+def get(link: str | Link | dict | None) -> Link | None:
+    """A Link from a preset name, a Link, a dict {alpha_s, bandwidth_Bps[, name]}, or None (no emulation).
+
+    Strings of the form "custom:ALPHA:BW" (seconds, bytes/s) give a custom link.
+    """
+    if link is None or isinstance(link, Link):
+        return link
+    if isinstance(link, dict):
+        return custom(float(link["alpha_s"]), float(link["bandwidth_Bps"]), link.get("name"))
+    if isinstance(link, str):
+        if link in ("none", ""):
+            return None
+        if link.startswith("custom:"):
+            try:
+                _, a, b = link.split(":")
+                return custom(float(a), float(b), link)
+            except ValueError:
+                raise ValueError(f"custom link {link!r} must look like 'custom:ALPHA_S:BANDWIDTH_BPS'") from None
+        if link in PRESETS:
+            return PRESETS[link]
+    raise ValueError(f"unknown link {link!r}; choose one of {', '.join(PRESETS)}, 'custom:ALPHA_S:BANDWIDTH_BPS' "
+                     "or None")
+
+
+class EmulatedLink:
+    """A communicator whose every all-reduce costs at least the modelled time of `link`.
+
+    Same API as ladder.tp.SingleDevice / TensorParallel (start / wait / all_reduce / count / size / rank).
+    `ranks` overrides the p used in the cost model (default: the wrapped communicator's size).
+    """
+
+    def __init__(self, comm, link: Link, ranks: int | None = None):
+        self.comm = comm
+        self.link = link
+        self.size = comm.size
+        self.rank = comm.rank
+        self.group = getattr(comm, "group", None)
+        self.p = ranks or comm.size
+        self.modelled_s = 0.0  # total modelled communication time issued so far
+
+    def start(self, partial: torch.Tensor):
+        cost = self.link.allreduce_time(partial.numel() * partial.element_size(), self.p)
+        self.modelled_s += cost
+        return _Pending(self.comm.start(partial), time.perf_counter() + cost)
+
+    def wait(self, handle):
+        if not isinstance(handle, _Pending):
+            return self.comm.wait(handle)
+        out = self.comm.wait(handle.inner)
+        if out is not None and out.is_cuda:
+            torch.cuda.current_stream().synchronize()  # the deadline is wall time, so be honest about it
+        delay = handle.deadline - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)  # a DMA engine: the cores are free while the bytes "move"
+        return out
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        return self.wait(self.start(partial))
+
+    def count(self) -> int:
+        return self.comm.count()
+
+
+class _Pending:
+    """A collective in flight plus the wall time before which its result may not be used."""
+    __slots__ = ("inner", "deadline")
+
+    def __init__(self, inner, deadline: float):
+        self.inner = inner
+        self.deadline = deadline

@@ -1,0 +1,110 @@
+"""Emulated links: the modelled cost is a lower bound on every all-reduce, and results stay exact.
+
+Only lower bounds on time are asserted: a slow machine can make things later, never earlier.
+"""
+import time
+
+import pytest
+import torch
+
+from ladder import build_model, preset
+from ladder.link import PRESETS, EmulatedLink, Link, custom, get
+from ladder.tp import SingleDevice, launch_local
+
+
+def test_ring_allreduce_cost():
+    link = custom(1e-3, 1e9)
+    assert link.allreduce_time(1e6, 1) == 0.0
+    assert link.allreduce_time(1e6, 2) == pytest.approx(1e-3 + 1e-3)  # 2*(1/2)*1e6/1e9
+    assert link.allreduce_time(1e6, 8) == pytest.approx(1e-3 + 2 * 7 / 8 * 1e-3)
+    assert link.allreduce_time(2e6, 4) > link.allreduce_time(1e6, 4)
+    assert link.scaled(2).allreduce_time(1e6, 4) == pytest.approx(2 * link.allreduce_time(1e6, 4))
+
+
+def test_presets_and_lookup():
+    assert PRESETS["nvlink4"].bandwidth_Bps == 450e9
+    assert PRESETS["pcie5-nop2p"].bandwidth_Bps < PRESETS["nvlink4"].bandwidth_Bps
+    assert PRESETS["net100g"].bandwidth_Bps < PRESETS["net400g"].bandwidth_Bps
+    assert get("nvlink4") is PRESETS["nvlink4"]
+    assert get(None) is None and get("none") is None
+    assert get("custom:0.005:1e9").alpha_s == 0.005
+    assert get({"alpha_s": 0.002, "bandwidth_Bps": 1e8}).bandwidth_Bps == 1e8
+
+
+@pytest.mark.parametrize("bad", ["warp-drive", "custom:abc", 3])
+def test_bad_link_names_the_problem(bad):
+    with pytest.raises(ValueError, match="link"):
+        get(bad)
+
+
+def test_bad_link_parameters():
+    with pytest.raises(ValueError, match="alpha_s"):
+        Link("x", -1.0, 1e9)
+    with pytest.raises(ValueError, match="bandwidth"):
+        Link("x", 0.0, 0.0)
+
+
+def test_single_device_emulation_with_virtual_ranks():
+    comm = EmulatedLink(SingleDevice(), custom(5e-3, 1e12), ranks=2)
+    x = torch.randn(8)
+    t0 = time.perf_counter()
+    out = comm.all_reduce(x)
+    assert time.perf_counter() - t0 >= 5e-3
+    assert torch.equal(out, x)
+
+
+LINK = custom(5e-3, 1e12)  # 5 ms latency, bandwidth high enough not to matter
+
+
+def _blocking_and_async(comm):
+    emu = EmulatedLink(comm, LINK)
+    x = torch.arange(16, dtype=torch.float32) * (comm.rank + 1)
+    blocking = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        out = emu.all_reduce(x.clone())
+        blocking.append(time.perf_counter() - t0)
+    issued = time.perf_counter()
+    handle = emu.start(x.clone())
+    modelled = LINK.allreduce_time(x.numel() * 4, comm.size)
+    async_out = emu.wait(handle)
+    done = time.perf_counter()
+    return {"blocking": blocking, "issued": issued, "done": done, "modelled": modelled,
+            "out": out, "async_out": async_out, "count": emu.count()}
+
+
+def test_emulated_allreduce_is_a_lower_bound_and_exact():
+    ranks = launch_local(_blocking_and_async, 2)
+    expected = torch.arange(16, dtype=torch.float32) * 3  # rank 0 x 1 + rank 1 x 2
+    for r in ranks:
+        assert min(r["blocking"]) >= 5e-3
+        assert r["modelled"] >= 5e-3
+        assert r["done"] >= r["issued"] + r["modelled"]
+        torch.testing.assert_close(r["out"], expected)
+        torch.testing.assert_close(r["async_out"], expected)
+        assert r["count"] == 4
+
+
+def _model_logits(comm, states, tok):
+    out = {}
+    for wiring, state in states.items():
+        for emulate in (False, True):
+            model = build_model(preset("tiny", wiring=wiring), comm)
+            model.load_full_state_dict(state)
+            if emulate:
+                model.comm = EmulatedLink(comm, custom(1e-4, 1e9))
+            with torch.inference_mode():
+                model.setup_cache(tok.shape[0], 16)
+                before = model.comm.count()
+                out[wiring, emulate] = model(tok, torch.arange(tok.shape[1])), model.comm.count() - before
+    return out
+
+
+def test_emulation_does_not_change_results():
+    states = {w: build_model(preset("tiny", wiring=w), seed=3).state_dict() for w in ("standard", "ladder")}
+    tok = torch.randint(0, 256, (2, 7), generator=torch.Generator().manual_seed(1))
+    for rank in launch_local(_model_logits, 2, states, tok):
+        for wiring in states:
+            (plain, n_plain), (emulated, n_emulated) = rank[wiring, False], rank[wiring, True]
+            torch.testing.assert_close(emulated, plain, rtol=0, atol=0)
+            assert n_plain == n_emulated == 2 * preset("tiny").n_layers

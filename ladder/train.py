@@ -1,0 +1,341 @@
+"""Pre-training loop (nanoGPT-style: read it top to bottom).
+
+The paper's recipe is the default: AdamW (0.9, 0.95), weight decay 0.1, eps 1e-10, linear warm-up then
+cosine decay to 0.1 x peak, init N(0, 0.02) (`ladder.model.init_weights`, done by `build_model`),
+gradient clipping at 1.0, gradient accumulation, bf16 autocast on GPU and plain fp32 on CPU.
+
+Weight decay follows common practice (GPT-NeoX, OLMo, Megatron's defaults for norms): it applies to the
+attention and MLP matrices (and an untied output head), not to norm gains or the token embedding.
+
+Every wiring trained with the same `TrainConfig` sees the same batches in the same order (the order is a
+function of `seed` and the step only) and, built with the same `build_model(seed=...)`, starts from the
+same weights, so differences between runs come from the wiring alone.
+
+Multi-GPU: launch with `torchrun --nproc-per-node N -m ladder.train ...`; the model is wrapped in
+torch's `DistributedDataParallel` and rank r takes every N-th batch. Checkpoints (every `ckpt_every`
+steps, in out_dir/checkpoints/step_NNNNNN/) hold the weights (safetensors) and the optimizer, scheduler,
+data position and RNG state; `train` resumes from the newest one and continues on the same trajectory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .data import IGNORE_INDEX, TokenBlocks
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100
+    batch_size: int = 8            # sequences per micro-batch per process
+    grad_accum: int = 1            # micro-batches per optimizer step
+    lr: float = 3e-4               # peak learning rate
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.1      # cosine decays to min_lr_ratio x lr at max_steps
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-10
+    grad_clip: float = 1.0         # max global grad norm; 0 disables clipping
+    eval_every: int = 50           # validation loss every N steps (and at the end); 0 = only at the end
+    eval_batches: int = 8          # validation batches (a fixed set: the first ones, in order)
+    ckpt_every: int = 0            # checkpoint every N steps (and at the end); 0 = only at the end
+    keep_checkpoints: int = 2      # older checkpoints are deleted
+    seed: int = 0                  # data order
+    device: str = "auto"           # "auto" = cuda if available else cpu
+    amp: str = "auto"              # "auto" = bf16 autocast on cuda, none on cpu; or "bf16" / "none"
+    progress: bool = True
+    progress_interval: float = 5.0  # seconds between progress-bar refreshes (keeps notebooks small)
+
+    def tokens_per_step(self, seq_len: int, world_size: int = 1) -> int:
+        return self.batch_size * self.grad_accum * seq_len * world_size
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warm-up, cosine to min_lr_ratio."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay the matrices of attention/MLP (and an untied lm_head); not norms or the embedding."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():  # tied weights appear once, as embed_tokens.weight
+        if not p.requires_grad:
+            continue
+        (no_decay if p.dim() < 2 or "embed_tokens" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def _checkpoints(out_dir: Path) -> list[Path]:
+    return sorted((out_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path:
+    from safetensors.torch import save_model
+    d = out_dir / "checkpoints" / f"step_{step:06d}"
+    tmp = d.with_name(d.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
+                "rng": rng, **state}, tmp / "trainer_state.pt")
+    shutil.rmtree(d, ignore_errors=True)
+    tmp.rename(d)  # a run killed mid-save leaves only a .tmp folder, never a half checkpoint
+    for old in _checkpoints(out_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    return d
+
+
+def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
+    from safetensors.torch import load_model
+    load_model(model, str(d / "model.safetensors"), device=str(next(model.parameters()).device))
+    st = torch.load(d / "trainer_state.pt", weights_only=False)
+    optimizer.load_state_dict(st["optimizer"])
+    scheduler.load_state_dict(st["scheduler"])
+    torch.set_rng_state(st["rng"]["torch"])
+    if "cuda" in st["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["rng"]["cuda"])
+    return st
+
+
+def _truncate_metrics(path: Path, step: int):
+    """Drop log lines written after the checkpoint we resume from (they will be written again)."""
+    if path.exists():
+        keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= step]
+        path.write_text("".join(l + "\n" for l in keep))
+
+
+# --------------------------------------------------------------------------------------------- loop
+@torch.no_grad()
+def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int | None, device, autocast) -> float:
+    """Mean next-token loss over the first `max_batches` batches of `blocks` (token-weighted)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    n = len(blocks) if max_batches is None else min(len(blocks), max_batches * batch_size)
+    for i in range(0, n, batch_size):
+        x, y = blocks.inputs_targets(slice(i, min(i + batch_size, n)))
+        x, y = x.to(device), y.to(device)
+        with autocast:
+            logits = model(x)
+        mask = y != IGNORE_INDEX
+        total += F.cross_entropy(logits.float()[mask], y[mask], reduction="sum").item()
+        count += int(mask.sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _ddp_info() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg: TrainConfig,
+          out_dir: str | os.PathLike) -> dict:
+    """Train `model` (a ladder.Transformer, any wiring) for cfg.max_steps optimizer steps.
+
+    Resumes from the newest checkpoint in out_dir/checkpoints. Writes out_dir/metrics.jsonl (one line
+    per step: loss, lr, grad norm, tokens, tokens/s; plus val_loss at eval steps) and out_dir/summary.json.
+    Returns the summary: final train/val loss, tokens seen, wall time, tokens/s.
+    """
+    out_dir = Path(out_dir)
+    rank, world = _ddp_info()
+    master = rank == 0
+    device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device).train()
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                  fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
+    step, tokens_seen = 0, 0
+    metrics_path = out_dir / "metrics.jsonl"
+    ckpts = _checkpoints(out_dir)
+    if ckpts:
+        st = load_checkpoint(ckpts[-1], model, optimizer, scheduler)
+        step, tokens_seen = st["step"], st["tokens_seen"]
+        if master:
+            _truncate_metrics(metrics_path, step)
+    elif master and metrics_path.exists():
+        metrics_path.unlink()  # a fresh run: no stale log lines
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,
+                                                               "model": model.config.to_dict()}, indent=2))
+
+    ddp = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # global micro-batch index: `step * grad_accum * world` batches have been consumed by all ranks
+    batches = train_blocks.batches(cfg.batch_size, cfg.seed, start=step * cfg.grad_accum * world,
+                                   rank=rank, world_size=world)
+    tokens_per_step = cfg.tokens_per_step(train_blocks.seq_len, world)
+
+    def validate():
+        return evaluate_loss(model, val_blocks, cfg.batch_size, cfg.eval_batches, device, autocast)
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and master), desc=model.config.wiring,
+               mininterval=cfg.progress_interval, dynamic_ncols=True)
+    log = open(metrics_path, "a") if master else None
+    t_start, start_step, loss_val, val_loss = time.perf_counter(), step, float("nan"), None
+    while step < cfg.max_steps:
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for micro in range(cfg.grad_accum):
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            sync = nullcontext() if (world == 1 or micro == cfg.grad_accum - 1) else ddp.no_sync()
+            with sync:
+                with autocast:
+                    logits = ddp(x)
+                loss = loss_fn(logits, y) / cfg.grad_accum
+                loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += tokens_per_step
+        if world > 1:
+            dist.all_reduce(loss_sum)  # SUM (gloo has no AVG)
+            loss_sum /= world
+        loss_val = loss_sum.item()
+        dt = time.perf_counter() - t0
+        rec = {"step": step, "loss": loss_val, "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens_seen,
+               "tokens_per_s": tokens_per_step / dt, "time_s": time.perf_counter() - t_start}
+        if val_blocks is not None and (step == cfg.max_steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            val_loss = validate()
+            rec["val_loss"] = val_loss
+        if master:
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)
+        if step == cfg.max_steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
+            if master:
+                save_checkpoint(out_dir, model, optimizer, scheduler, step, {"tokens_seen": tokens_seen},
+                                cfg.keep_checkpoints)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    if log:
+        log.close()
+    wall = time.perf_counter() - t_start
+    if val_loss is None and val_blocks is not None:
+        val_loss = validate()
+    summary = {"wiring": model.config.wiring, "steps": step, "tokens": tokens_seen, "train_loss": loss_val,
+               "val_loss": val_loss, "wall_s": wall,
+               "tokens_per_s": (step - start_step) * tokens_per_step / wall if step > start_step else None,
+               "params": model.config.num_params(), "params_non_embedding": model.config.num_params(False)}
+    if master:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def read_metrics(out_dir: str | os.PathLike) -> list[dict]:
+    """The per-step records of a run's metrics.jsonl."""
+    path = Path(out_dir) / "metrics.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+
+
+def save_hf(model, out_dir: str | os.PathLike, tokenizer=None, dtype: torch.dtype | None = None) -> Path:
+    """Save a trained native model as a Hugging Face checkpoint (with its tokenizer, if given).
+
+    standard -> a plain `LlamaForCausalLM` (loadable with transformers alone); other wirings ->
+    `LadderLlamaForCausalLM` (import ladder.hf before `from_pretrained`). `dtype` casts on export
+    (e.g. torch.bfloat16 to halve the size).
+    """
+    from .hf import to_hf
+    model = getattr(model, "module", model)  # unwrap DDP
+    hf = to_hf(model)
+    if dtype is not None:
+        hf = hf.to(dtype)
+    out_dir = Path(out_dir)
+    hf.save_pretrained(str(out_dir))
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(out_dir))
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def main(argv=None):
+    """`python -m ladder.train` (or under `torchrun --nproc-per-node N`): one wiring, one run."""
+    import argparse
+    from .config import preset
+    from .data import prepare_corpus
+    from .model import build_model
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--preset", default="cpu-small")
+    p.add_argument("--wiring", default="standard")
+    p.add_argument("--out", required=True)
+    p.add_argument("--data", nargs="*", default=None, help="local files/folders or HuggingFaceFW/fineweb-edu")
+    p.add_argument("--max-docs", type=int, default=None)
+    p.add_argument("--tokenizer", default=None, help="e.g. bigcode/starcoder; default: train a BPE")
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--tokens", type=float, default=1e6, help="token budget (sets max_steps)")
+    p.add_argument("--init-seed", type=int, default=0)
+    for f in ("batch_size", "grad_accum", "lr", "warmup_steps", "eval_every", "eval_batches", "ckpt_every", "seed"):
+        t = type(getattr(TrainConfig, f))
+        p.add_argument("--" + f.replace("_", "-"), type=t, default=getattr(TrainConfig, f))
+    a = p.parse_args(argv)
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    rank, world = _ddp_info()
+    out = Path(a.out)
+    # every rank builds the same corpus deterministically; rank 0 first so the others read its cache
+    if rank != 0:
+        dist.barrier()
+    tok, train_blocks, val_blocks, info = prepare_corpus(out / "data", sources=a.data, tokenizer=a.tokenizer,
+                                                         vocab_size=a.vocab_size, seq_len=a.seq_len,
+                                                         max_docs=a.max_docs)
+    if rank == 0 and world > 1:
+        dist.barrier()
+    cfg = TrainConfig(**{f: getattr(a, f) for f in ("batch_size", "grad_accum", "lr", "warmup_steps", "eval_every",
+                                                    "eval_batches", "ckpt_every", "seed")})
+    cfg.max_steps = max(1, int(a.tokens // cfg.tokens_per_step(a.seq_len, world)))
+    device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    model_cfg = preset(a.preset, wiring=a.wiring, vocab_size=len(tok), max_seq_len=max(a.seq_len, 256))
+    model = build_model(model_cfg, device=device, seed=a.init_seed)
+    summary = train(model, train_blocks, val_blocks, cfg, out / a.wiring)
+    if rank == 0:
+        save_hf(model, out / a.wiring / "hf", tok)
+        print(json.dumps(summary, indent=2))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

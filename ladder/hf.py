@@ -242,15 +242,14 @@ def convert(checkpoint, ladder_layers: int | list[int] = 16, *, wiring: str = "h
     kw = {k: v for k, v in src.to_dict().items() if k in LlamaConfig.__dataclass_fields__}
     cfg = LadderLlamaConfig(**{**kw, "wiring": wiring, "ladder_layers": ladder_layers,
                                "architectures": ["LadderLlamaForCausalLM"]})
-    model = LadderLlamaForCausalLM(cfg).to(dtype)
-    state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v
-             for k, v in load_hf_state_dict(path).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [m for m in missing if not (m == "lm_head.weight" and cfg.tie_word_embeddings)]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not match a Llama of its config: missing {missing}, "
-                         f"unexpected {unexpected}")
-    if cfg.tie_word_embeddings:
-        model.tie_weights()
+    if not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"no *.safetensors weights in {path}")
+    # transformers' own loader: meta-device init and shard-by-shard loading, so an 8B model is not first
+    # materialised with random weights (the parameter names are Llama's, hence loadable unchanged)
+    model, info = LadderLlamaForCausalLM.from_pretrained(path, config=cfg, dtype=dtype, output_loading_info=True)
+    missing = [m for m in info["missing_keys"] if not (m == "lm_head.weight" and cfg.tie_word_embeddings)]
+    unexpected = [u for u in info["unexpected_keys"] if not u.endswith("rotary_emb.inv_freq")]
+    if missing or unexpected or info.get("mismatched_keys"):
+        raise ValueError(f"checkpoint {path} does not match a Llama of its config: missing {sorted(missing)}, "
+                         f"unexpected {sorted(unexpected)}, mismatched {info.get('mismatched_keys')}")
     return model.to(device).eval()
-

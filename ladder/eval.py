@@ -1,0 +1,128 @@
+"""Evaluation: lm-eval on saved Hugging Face checkpoints, and perplexity of a native model.
+
+`evaluate(checkpoint_dir, tasks)` runs `lm_eval.simple_evaluate` with lm-eval's own `hf` model on a
+checkpoint saved by `ladder.train.save_hf` (a plain LlamaForCausalLM or a LadderLlamaForCausalLM; the
+latter loads because `ladder.hf` is imported here, which registers it with the Auto classes).
+
+Task names are the paper's (lm-eval's built-in names). On a connected machine they run as lm-eval
+defines them. Offline (`local=True`, the default when HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) they map
+to the YAMLs in ladder/tasks/ over $LADDER_DATA/eval. SciQ has no offline copy: it maps to OpenBookQA,
+and results say so (`SUBSTITUTES`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX, TokenBlocks
+
+TASK_DIR = Path(__file__).parent / "tasks"
+
+# paper / lm-eval name -> offline task in ladder/tasks
+LOCAL_TASKS = {
+    "arc_challenge": "ladder_arc_challenge",
+    "arc_easy": "ladder_arc_easy",
+    "hellaswag": "ladder_hellaswag",
+    "piqa": "ladder_piqa",
+    "sciq": "ladder_openbookqa",   # SciQ is not available offline (see SUBSTITUTES)
+    "openbookqa": "ladder_openbookqa",
+    "winogrande": "ladder_winogrande",
+    "lambada_openai": "ladder_lambada",
+    "wikitext": "ladder_wikitext",
+}
+SUBSTITUTES = {"sciq": "openbookqa"}  # offline, the first is measured with the second's data
+PAPER_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande", "wikitext"]
+# the number each task contributes to the paper's table
+HEADLINE_METRIC = {"wikitext": "word_perplexity", "lambada_openai": "acc"}
+
+
+def offline_default() -> bool:
+    return any(os.environ.get(v, "0") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def local_task_names() -> list[str]:
+    """The offline task names defined by the YAMLs in ladder/tasks."""
+    return sorted(p.stem for p in TASK_DIR.glob("ladder_*.yaml"))
+
+
+def resolve_task(name: str, local: bool) -> str:
+    """The lm-eval task that measures `name` (a paper/lm-eval name or a local task name)."""
+    if name in local_task_names():
+        return name
+    if not local:
+        return name
+    if name not in LOCAL_TASKS:
+        raise ValueError(f"task {name!r} has no offline version; offline tasks: {sorted(LOCAL_TASKS)} "
+                         f"(or {local_task_names()})")
+    return LOCAL_TASKS[name]
+
+
+def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, limit: int | float | None = None,
+             batch_size: int = 8, *, device: str | None = None, dtype: str = "float32", local: bool | None = None,
+             num_fewshot: int | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Zero-shot lm-eval scores of a saved checkpoint: {task: {metric: value}}.
+
+    `tasks`: paper / lm-eval names (default the paper's: ARC-C, ARC-E, HellaSwag, PIQA, SciQ,
+    WinoGrande, WikiText) or local names. `limit`: examples per task (int) or fraction (float), for
+    quick runs. Each entry also holds "task" (the lm-eval task actually run), "n" (examples) and, for
+    an offline substitute, "substitute".
+    """
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    from . import hf  # noqa: F401  registers LadderLlamaForCausalLM with the Auto classes
+
+    path = Path(checkpoint_dir)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a saved checkpoint (no config.json); save one with ladder.train.save_hf")
+    local = offline_default() if local is None else local
+    tasks = list(tasks or PAPER_TASKS)
+    run = {t: resolve_task(t, local) for t in tasks}
+    tm = TaskManager(include_path=str(TASK_DIR), include_defaults=not local)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype={dtype}",
+                                  tasks=sorted(set(run.values())), task_manager=tm, limit=limit,
+                                  batch_size=batch_size, device=device, num_fewshot=num_fewshot,
+                                  bootstrap_iters=0, log_samples=False, random_seed=seed,
+                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    out = {}
+    for t, lt in run.items():
+        metrics = {k.split(",")[0]: v for k, v in res["results"][lt].items()
+                   if "," in k and "_stderr" not in k and isinstance(v, (int, float))}
+        entry = {**metrics, "task": lt, "n": res.get("n-samples", {}).get(lt, {}).get("effective")}
+        if local and t in SUBSTITUTES:
+            entry["substitute"] = SUBSTITUTES[t]
+        out[t] = entry
+    return out
+
+
+def headline(scores: dict[str, dict]) -> dict[str, float]:
+    """One number per task as the paper reports it: accuracy in %, WikiText word perplexity."""
+    out = {}
+    for t, m in scores.items():
+        metric = HEADLINE_METRIC.get(t, "acc")
+        v = m.get(metric)
+        out[t] = v if v is None or metric.endswith("perplexity") else 100 * v
+    return out
+
+
+@torch.no_grad()
+def perplexity(model, blocks: TokenBlocks, batch_size: int = 8, max_blocks: int | None = None) -> float:
+    """exp(mean next-token loss) of a native Transformer over packed held-out blocks."""
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(blocks) if max_blocks is None else min(len(blocks), max_blocks)
+    total, count = 0.0, 0
+    for i in range(0, n, batch_size):
+        x, y = blocks.inputs_targets(slice(i, min(i + batch_size, n)))
+        logits = model(x.to(device)).float()
+        y = y.to(device)
+        mask = y != IGNORE_INDEX
+        total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
+        count += int(mask.sum())
+    if count == 0:
+        raise ValueError("no target tokens to score")
+    return math.exp(total / count)

@@ -1,0 +1,339 @@
+"""Run every notebook with a profile's parameters, then build the book.
+
+    python -m ladder.pipeline --profile smoke|cpu|gpu [--only STEM ...] [--force] [--book-only] [--no-book]
+
+1. papermill executes each `notebooks/NN_*.ipynb` (kernel `python3`, working directory `notebooks/`, the
+   same as opening the notebook in Jupyter) with the parameters in `profiles/<profile>/<stem>.yaml` plus
+   `profile=<profile>`, into `book/notebooks/<stem>.ipynb`. A failing notebook stops the run with the
+   notebook, cell and error named; its partly executed copy is kept in `book/_failed/`.
+2. Finished work is skipped: a stamp `book/notebooks/<stem>.stamp.json` beside each executed copy holds
+   the hash of the notebook, its parameters and the profile; when it matches, the notebook is not run
+   again (unless --force).
+3. The book is built with Jupyter Book 1.x (`execute_notebooks: off`, so the stored outputs render):
+   the claims table (`book/_generated/claims.md`, from data/results/<profile>/*.json) and the table of
+   contents (`book/_toc.yml`, one chapter per executed notebook present) are generated first, and
+   MathJax is installed from npm so the HTML needs no CDN.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import yaml
+
+from .provenance import REPO_ROOT, provenance
+
+PROFILES = ("smoke", "cpu", "gpu")
+REPO_URL = "https://github.com/ladder-repro/ladder-residual"
+BRANCH = "main"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES_DIR = REPO_ROOT / "profiles"
+BOOK_DIR = REPO_ROOT / "book"
+MATHJAX_CACHE = REPO_ROOT / ".cache" / "mathjax"
+# Pages of the book besides the chapters (book/<name>.md), in reading order after the chapters.
+EXTRA_PAGES = ("methods", "gpu", "cite")
+
+
+class PipelineError(RuntimeError):
+    """A problem the user must fix (bad profile, missing parameter file, failing notebook, failed build)."""
+
+
+class NotebookFailed(PipelineError):
+    def __init__(self, notebook: Path, cell_index: int, exec_count, source: str, ename: str, evalue: str,
+                 partial: Path | None):
+        self.notebook, self.cell_index, self.exec_count = notebook, cell_index, exec_count
+        self.source, self.ename, self.evalue, self.partial = source, ename, evalue, partial
+        snippet = "\n".join("    " + line for line in source.strip().splitlines()[:12])
+        msg = (f"notebook {_rel(notebook)} failed in cell {cell_index} (execution count {exec_count}): "
+               f"{ename}: {evalue}\n  cell source:\n{snippet}")
+        if partial is not None:
+            msg += f"\n  partly executed copy: {_rel(partial)}"
+        super().__init__(msg)
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(p)
+
+
+# --------------------------------------------------------------------------------------------- discovery
+def discover(notebooks_dir: Path = NOTEBOOKS_DIR, only=None) -> list[Path]:
+    """The notebooks to run: `NN_*.ipynb` in order, optionally restricted to the stems in `only`."""
+    found = sorted(p for p in Path(notebooks_dir).glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        stems = {p.stem for p in found}
+        unknown = [s for s in only if s.removesuffix(".ipynb") not in stems]
+        if unknown:
+            raise PipelineError(f"--only: no notebook named {unknown} in {_rel(notebooks_dir)} "
+                                f"(have: {sorted(stems)})")
+        keep = {s.removesuffix(".ipynb") for s in only}
+        found = [p for p in found if p.stem in keep]
+    return found
+
+
+def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR) -> dict:
+    """The papermill parameters for one notebook: profiles/<profile>/<stem>.yaml plus `profile`."""
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    path = Path(profiles_dir) / profile / f"{stem}.yaml"
+    if not path.is_file():
+        raise PipelineError(f"missing parameter file {_rel(path)} for notebook {stem} in profile {profile!r} "
+                            f"(each notebook needs one per profile: a flat YAML mapping of its parameters)")
+    params = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(params, dict):
+        raise PipelineError(f"{_rel(path)} must be a flat mapping of parameter names to values, "
+                            f"not {type(params).__name__}")
+    return {**params, "profile": profile}
+
+
+# --------------------------------------------------------------------------------------------- skipping
+def work_hash(notebook: Path, params: dict, profile: str) -> str:
+    """What a finished run depends on: the notebook's bytes, its parameters and the profile."""
+    h = hashlib.sha256()
+    h.update(Path(notebook).read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    h.update(profile.encode())
+    return h.hexdigest()
+
+
+def stamp_path(executed: Path) -> Path:
+    return executed.with_name(executed.stem + ".stamp.json")
+
+
+def is_up_to_date(executed: Path, digest: str) -> bool:
+    """True when the executed copy exists and its stamp records the same work hash."""
+    stamp = stamp_path(executed)
+    if not (executed.is_file() and stamp.is_file()):
+        return False
+    try:
+        return json.loads(stamp.read_text()).get("hash") == digest
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------- executing
+def _hardware_line(prov: dict) -> str:
+    hw = prov.get("hardware", {})
+    parts = [f"{hw.get('cpu_count', '?')} CPU cores ({hw.get('machine', '?')})"]
+    if "memory_gb" in hw:
+        parts.append(f"{hw['memory_gb']} GB RAM")
+    parts.append(f"{hw['gpu_count']} x {hw['gpu']}" if hw.get("gpu") else "no GPU")
+    return ", ".join(parts)
+
+
+def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: float) -> str:
+    """Markdown for the top of an executed chapter: launch badges and when/what produced it."""
+    nb = f"notebooks/{stem}.ipynb"
+    colab = f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/{BRANCH}/{nb}"
+    binder = f"https://mybinder.org/v2/gh/{REPO_URL.split('github.com/')[1]}/{BRANCH}?labpath={nb}"
+    shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "profile")
+    v = prov.get("versions", {})
+    return (
+        f"[![Open in Colab](../_static/colab-badge.svg)]({colab}) "
+        f"[![Launch Binder](../_static/binder-badge.svg)]({binder})\n\n"
+        "```{admonition} How this page was produced\n:class: note\n"
+        f"Executed with the **{profile}** profile on {prov['date'][:16].replace('T', ' ')} UTC in "
+        f"{seconds:.0f} s, on {_hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
+        f"git commit `{prov.get('git_commit', 'unknown')[:12]}`.\n"
+        f"Parameters (`profiles/{profile}/{stem}.yaml`): {shown or 'none'}.\n"
+        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n```\n")
+
+
+def _insert_provenance(executed: Path, text: str) -> None:
+    import nbformat
+    nb = nbformat.read(executed, as_version=4)
+    nb.cells = [c for c in nb.cells if "provenance" not in c.get("metadata", {}).get("tags", [])]
+    cell = nbformat.v4.new_markdown_cell(text)
+    cell.metadata["tags"] = ["provenance"]
+    # after the title cell, so the page keeps its heading as title
+    first = nb.cells[0] if nb.cells else None
+    at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("#") else 0
+    nb.cells.insert(at, cell)
+    nbformat.write(nb, executed)
+
+
+def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
+            profiles_dir: Path = PROFILES_DIR, kernel: str = "python3", log=print) -> Path | None:
+    """Execute one notebook into <book_dir>/notebooks/<stem>.ipynb; None when skipped as up to date."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = Path(notebook).resolve()
+    stem = notebook.stem
+    params = load_parameters(profile, stem, profiles_dir)
+    executed = Path(book_dir) / "notebooks" / f"{stem}.ipynb"
+    digest = work_hash(notebook, params, profile)
+    if not force and is_up_to_date(executed, digest):
+        log(f"[pipeline] {stem}: up to date (profile {profile}), skipped; --force to re-run")
+        return None
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    failed_dir = Path(book_dir) / "_failed"
+    tmp = failed_dir / f"{stem}.ipynb"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    log(f"[pipeline] {stem}: running with profile {profile} ...")
+    t0 = time.perf_counter()
+    # the kernel inherits this environment: make the repository's `ladder` importable from notebooks/
+    # even when the package is not pip-installed
+    # (and tell notebooks which book folder they are writing for: LADDER_BOOK_DIR, for book/figures/)
+    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env_before["PYTHONPATH"]) if p)
+    os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
+    try:
+        pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
+                            cwd=str(notebook.parent), progress_bar=False)
+    except PapermillExecutionError as e:
+        raise NotebookFailed(notebook, e.cell_index, e.exec_count, e.source, e.ename, e.evalue, tmp) from None
+    finally:
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    seconds = time.perf_counter() - t0
+    prov = provenance(params)
+    _insert_provenance(tmp, provenance_cell(stem, profile, params, prov, seconds))
+    shutil.move(str(tmp), executed)  # only a successful run replaces the executed copy
+    stamp_path(executed).write_text(json.dumps(
+        {"notebook": f"notebooks/{stem}.ipynb", "profile": profile, "hash": digest, "parameters": params,
+         "seconds": round(seconds, 1), "provenance": prov}, indent=2, default=str) + "\n")
+    log(f"[pipeline] {stem}: done in {seconds:.0f} s -> {_rel(executed)}")
+    return executed
+
+
+# --------------------------------------------------------------------------------------------- book
+def ensure_mathjax(book_dir: Path = BOOK_DIR, log=print) -> bool:
+    """MathJax 3 from npm into <book>/_extra/mathjax (served via html_extra_path), so math renders
+    offline. Without npm: a warning, and a stub that loads MathJax from its CDN instead."""
+    dest = Path(book_dir) / "_extra" / "mathjax"
+    if (dest / "tex-chtml.js").is_file() and (dest / "output").is_dir():
+        return True
+    es5 = MATHJAX_CACHE / "node_modules" / "mathjax" / "es5"
+    if not (es5 / "tex-chtml.js").is_file():
+        npm = shutil.which("npm")
+        if npm:
+            MATHJAX_CACHE.mkdir(parents=True, exist_ok=True)
+            r = subprocess.run([npm, "install", "--prefix", str(MATHJAX_CACHE), "--no-save", "--no-audit",
+                                "--no-fund", "--loglevel=error", "mathjax@3"], capture_output=True, text=True,
+                               timeout=600)
+            if r.returncode:
+                log(f"[pipeline] npm install mathjax@3 failed: {r.stderr.strip()[-500:]}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    if (es5 / "tex-chtml.js").is_file():
+        shutil.copytree(es5, dest)
+        return True
+    warnings.warn("npm or mathjax@3 unavailable: the book's math will load MathJax from a CDN "
+                  "(install npm and re-run for an offline book)", stacklevel=2)
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tex-chtml.js").write_text(
+        "// placeholder written by ladder.pipeline: npm was unavailable, so load MathJax from its CDN\n"
+        "(function () { var s = document.createElement('script');\n"
+        "  s.src = 'https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js'; s.async = true;\n"
+        "  document.head.appendChild(s); })();\n")
+    return False
+
+
+def write_toc(book_dir: Path = BOOK_DIR) -> Path:
+    """<book>/_toc.yml: the intro, one chapter per executed notebook present, then the extra pages."""
+    book_dir = Path(book_dir)
+    chapters = sorted(p.stem for p in (book_dir / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    pages = [p for p in EXTRA_PAGES if (book_dir / f"{p}.md").is_file()]
+    toc = {"format": "jb-book", "root": "index", "parts": [
+        {"caption": "Experiments", "chapters": [{"file": f"notebooks/{c}"} for c in chapters]},
+        {"caption": "About this reproduction", "chapters": [{"file": p} for p in pages]}]}
+    toc["parts"] = [p for p in toc["parts"] if p["chapters"]]
+    path = book_dir / "_toc.yml"
+    path.write_text("# Generated by ladder.pipeline (write_toc): one chapter per executed notebook in "
+                    "book/notebooks/.\n" + yaml.safe_dump(toc, sort_keys=False))
+    return path
+
+
+def jupyter_book_exe() -> str:
+    """The `jupyter-book` script of this interpreter's environment (`python -m jupyter_book` does not work)."""
+    exe = Path(sys.executable).parent / "jupyter-book"
+    if exe.is_file():
+        return str(exe)
+    found = shutil.which("jupyter-book")
+    if not found:
+        raise PipelineError("the jupyter-book script was not found next to this Python nor on PATH: "
+                            "pip install 'jupyter-book==1.0.4.post1'")
+    return found
+
+
+def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
+    """Generate the claims table and toc, then `jupyter-book build`; returns the HTML folder.
+
+    The build log is written to <book>/_build/build.log; warnings are printed.
+    """
+    from .claims import write_claims_page
+    book_dir = Path(book_dir)
+    write_claims_page(profile, book_dir / "_generated" / "claims.md")
+    write_toc(book_dir)
+    ensure_mathjax(book_dir, log=log)
+    cmd = [jupyter_book_exe(), "build", str(book_dir), "--all"]
+    log(f"[pipeline] building the book: {' '.join(cmd)}")
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT)
+    out = book_dir / "_build"
+    out.mkdir(exist_ok=True)
+    (out / "build.log").write_text(r.stdout + "\n--- stderr ---\n" + r.stderr)
+    for line in (r.stdout + r.stderr).splitlines():
+        if "WARNING" in line or "ERROR" in line:
+            log(f"[jupyter-book] {line}")
+    if r.returncode:
+        raise PipelineError(f"jupyter-book build failed (exit {r.returncode}); see {_rel(out / 'build.log')}:\n"
+                            + (r.stdout + r.stderr)[-2000:])
+    html = out / "html"
+    log(f"[pipeline] book: {_rel(html / 'index.html')}")
+    return html
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
+        book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
+        log=print) -> None:
+    if profile not in PROFILES:
+        raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if book_only and no_book:
+        raise PipelineError("--book-only and --no-book exclude each other")
+    if not book_only:
+        notebooks = discover(notebooks_dir, only)
+        if not notebooks:
+            raise PipelineError(f"no notebooks matching NN_*.ipynb in {_rel(notebooks_dir)}")
+        for nb in notebooks:  # every parameter file is checked before anything runs
+            load_parameters(profile, nb.stem, profiles_dir)
+        for nb in notebooks:
+            execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log)
+    if not no_book:
+        build_book(profile, book_dir, log=log)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ladder.pipeline", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", required=True, help=f"one of {', '.join(PROFILES)}")
+    ap.add_argument("--only", nargs="+", metavar="STEM", help="run only these notebooks (e.g. 01_architecture)")
+    ap.add_argument("--force", action="store_true", help="re-run notebooks even when nothing changed")
+    ap.add_argument("--book-only", action="store_true", help="build the book from the stored executed notebooks")
+    ap.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
+    ap.add_argument("--book-dir", type=Path, default=BOOK_DIR,
+                    help="book source folder (default: book/); executed copies go to <book-dir>/notebooks")
+    args = ap.parse_args(argv)
+    try:
+        run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The papermill pipeline: profile errors, skipping finished work, failing notebooks named by cell."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from ladder import pipeline
+from ladder.pipeline import NotebookFailed, PipelineError
+
+
+def _notebook(path, *cells, params="x = 0\nlog = ''"):
+    """A throwaway notebook: a title, a `parameters` cell, then `cells` (code)."""
+    p = new_code_cell(params)
+    p.metadata["tags"] = ["parameters"]
+    nb = new_notebook(cells=[new_markdown_cell("# Tiny"), p, *(new_code_cell(c) for c in cells)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _profile(root, profile, stem, text):
+    p = root / profile / f"{stem}.yaml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+    return p
+
+
+# --------------------------------------------------------------------------------------------- profiles
+def test_unknown_profile_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineError, match="unknown profile 'fast'.*smoke"):
+        pipeline.load_parameters("fast", "01_x", tmp_path)
+    with pytest.raises(PipelineError, match="unknown profile 'fast'"):
+        pipeline.run("fast", no_book=True, notebooks_dir=tmp_path, profiles_dir=tmp_path, book_dir=tmp_path)
+
+
+def test_missing_profile_file_names_the_file(tmp_path):
+    _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)")
+    with pytest.raises(PipelineError, match=r"missing parameter file .*smoke/01_tiny\.yaml"):
+        pipeline.run("smoke", no_book=True, notebooks_dir=tmp_path / "nb", profiles_dir=tmp_path / "profiles",
+                     book_dir=tmp_path / "book")
+
+
+def test_profile_file_must_be_a_mapping(tmp_path):
+    _profile(tmp_path, "cpu", "01_tiny", "- 1\n- 2\n")
+    with pytest.raises(PipelineError, match="flat mapping"):
+        pipeline.load_parameters("cpu", "01_tiny", tmp_path)
+
+
+def test_parameters_carry_the_profile(tmp_path):
+    _profile(tmp_path, "gpu", "01_tiny", "x: 3\n")
+    assert pipeline.load_parameters("gpu", "01_tiny", tmp_path) == {"x": 3, "profile": "gpu"}
+
+
+def test_discover_orders_notebooks_and_rejects_unknown_only(tmp_path):
+    for name in ("02_b", "01_a", "notes", "10_c"):
+        _notebook(tmp_path / f"{name}.ipynb")
+    assert [p.stem for p in pipeline.discover(tmp_path)] == ["01_a", "02_b", "10_c"]
+    assert [p.stem for p in pipeline.discover(tmp_path, ["02_b.ipynb"])] == ["02_b"]
+    with pytest.raises(PipelineError, match="no notebook named \\['03_zz'\\]"):
+        pipeline.discover(tmp_path, ["03_zz"])
+
+
+def test_book_only_and_no_book_exclude_each_other(tmp_path):
+    with pytest.raises(PipelineError, match="exclude each other"):
+        pipeline.run("smoke", book_only=True, no_book=True, book_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------------------------- skipping
+def test_work_hash_depends_on_notebook_parameters_and_profile(tmp_path):
+    nb = _notebook(tmp_path / "01_a.ipynb", "print(x)")
+    h = pipeline.work_hash(nb, {"x": 1}, "cpu")
+    assert h == pipeline.work_hash(nb, {"x": 1}, "cpu")
+    assert h != pipeline.work_hash(nb, {"x": 2}, "cpu")
+    assert h != pipeline.work_hash(nb, {"x": 1}, "smoke")
+    _notebook(nb, "print(x + 1)")
+    assert h != pipeline.work_hash(nb, {"x": 1}, "cpu")
+
+
+def test_skips_unchanged_work_and_reruns_when_asked_or_changed(tmp_path):
+    runs = tmp_path / "runs.txt"
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
+                   f"open({str(runs)!r}, 'a').write(f'{{x}}\\n')")
+    profiles, book = tmp_path / "profiles", tmp_path / "book"
+    _profile(profiles, "smoke", "01_tiny", "x: 1\n")
+    kw = dict(book_dir=book, profiles_dir=profiles, log=lambda *a: None)
+
+    executed = pipeline.execute(nb, "smoke", **kw)
+    assert executed == book / "notebooks" / "01_tiny.ipynb" and executed.is_file()
+    stamp = json.loads(pipeline.stamp_path(executed).read_text())
+    assert stamp["profile"] == "smoke" and stamp["parameters"] == {"x": 1, "profile": "smoke"}
+    assert pipeline.execute(nb, "smoke", **kw) is None  # nothing changed: skipped
+    assert pipeline.execute(nb, "smoke", force=True, **kw) == executed  # --force
+    _profile(profiles, "smoke", "01_tiny", "x: 2\n")
+    assert pipeline.execute(nb, "smoke", **kw) == executed  # parameters changed
+    assert runs.read_text().split() == ["1", "1", "2"]
+
+    # the executed copy says when and where it ran, after the title cell
+    cells = nbformat.read(executed, as_version=4).cells
+    assert cells[0].source.startswith("# Tiny")
+    assert "provenance" in cells[1].metadata["tags"] and "**smoke** profile" in cells[1].source
+    assert "colab.research.google.com" in cells[1].source and "mybinder.org" in cells[1].source
+
+
+def test_failing_notebook_names_notebook_cell_and_error(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_bad.ipynb", "y = x + 1", "raise ValueError(f'boom {y}')", "print('never')")
+    profiles, book = tmp_path / "profiles", tmp_path / "book"
+    _profile(profiles, "smoke", "01_bad", "x: 41\n")
+    good = book / "notebooks" / "01_bad.ipynb"
+    good.parent.mkdir(parents=True)
+    good.write_text("previous good copy")
+    with pytest.raises(NotebookFailed) as info:
+        pipeline.run("smoke", no_book=True, notebooks_dir=nb.parent, profiles_dir=profiles, book_dir=book,
+                     log=lambda *a: None)
+    err = info.value
+    assert err.ename == "ValueError" and "boom 42" in err.evalue
+    assert "raise ValueError" in err.source
+    msg = str(err)
+    assert "01_bad.ipynb" in msg and f"cell {err.cell_index}" in msg and "ValueError: boom 42" in msg
+    assert err.partial.is_file()  # the partly executed copy is kept for inspection ...
+    assert good.read_text() == "previous good copy"  # ... and does not replace the last good one
+
+
+def test_cli_reports_errors_without_traceback(tmp_path, capsys):
+    assert pipeline.main(["--profile", "nope", "--no-book", "--book-dir", str(tmp_path)]) == 1
+    assert "unknown profile 'nope'" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- book parts
+def test_toc_lists_only_present_chapters(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    for stem in ("03_c", "01_a"):
+        (tmp_path / "notebooks" / f"{stem}.ipynb").write_text("{}")
+    (tmp_path / "methods.md").write_text("# M")
+    toc = pipeline.yaml.safe_load(pipeline.write_toc(tmp_path).read_text())
+    assert toc["root"] == "index"
+    assert [c["file"] for c in toc["parts"][0]["chapters"]] == ["notebooks/01_a", "notebooks/03_c"]
+    assert [c["file"] for c in toc["parts"][1]["chapters"]] == ["methods"]
+
+
+def test_mathjax_without_npm_warns_and_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "MATHJAX_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(pipeline.shutil, "which", lambda name: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert pipeline.ensure_mathjax(tmp_path / "book", log=lambda *a: None) is False
+    assert any("npm" in str(w.message) for w in caught)
+    assert "cdn.jsdelivr.net/npm/mathjax@3" in (tmp_path / "book" / "_extra" / "mathjax" / "tex-chtml.js").read_text()

@@ -1,0 +1,129 @@
+"""Llama adaptation (issue 5): chat data with response-only loss, token budgets, the convert -> retrain ->
+export path on stories260K, and the quality-vs-tokens curve."""
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from ladder import adapt
+from ladder.data import IGNORE_INDEX, pack
+from ladder.hf import LadderLlamaForCausalLM, load_pretrained
+
+# A minimal Llama-3-like template: header, content, end-of-turn marker
+TEMPLATE = ("{% for m in messages %}<s>[{{ m['role'] }}] {{ m['content'] }} </s>{% endfor %}"
+            "{% if add_generation_prompt %}<s>[assistant]{% endif %}")
+CONV = [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Tell a story."},
+        {"role": "assistant", "content": "Once upon a time there was a cat."},
+        {"role": "user", "content": "Another one."}, {"role": "assistant", "content": "Lily saw a big tree."}]
+
+
+@pytest.fixture(scope="module")
+def tok(stories_dir):
+    return AutoTokenizer.from_pretrained(stories_dir)
+
+
+@pytest.fixture(scope="module")
+def chat_tok(stories_dir):
+    t = AutoTokenizer.from_pretrained(stories_dir)
+    t.chat_template = TEMPLATE
+    return t
+
+
+def test_chat_example_masks_exactly_the_assistant_responses(chat_tok):
+    ids, mask = adapt.chat_example(CONV, chat_tok)
+    assert len(ids) == len(mask)
+    full = chat_tok.apply_chat_template(CONV, tokenize=True)
+    assert ids == list(full["input_ids"] if hasattr(full, "keys") else full)
+    trained = chat_tok.decode([i for i, m in zip(ids, mask) if m])
+    assert "cat" in trained and "tree" in trained
+    assert "story" not in trained and "kind" not in trained and "Another" not in trained
+    # the generation prompt ("[assistant]") is context, not a target
+    assert "assistant" not in trained and "assistant" in chat_tok.decode(ids)
+
+
+def test_chat_blocks_loss_only_on_responses(chat_tok):
+    blocks = adapt.chat_blocks([CONV] * 5, chat_tok, seq_len=32)
+    assert blocks.tokens.shape[1] == 33 and blocks.loss_mask.dtype == torch.bool
+    x, y = blocks.inputs_targets()
+    kept = y[y != IGNORE_INDEX]
+    ids, mask = adapt.chat_example(CONV, chat_tok)
+    assert len(kept) <= 5 * sum(mask) and len(kept) >= 5 * sum(mask) - blocks.tokens.shape[0]
+    assert 0 < blocks.loss_mask.float().mean() < 0.6
+
+
+def test_chat_data_errors(tok):
+    with pytest.raises(ValueError, match="no chat template"):
+        adapt.chat_example(CONV, tok)
+    with pytest.raises(ValueError, match="unknown speaker 'robot'"):
+        adapt.normalize_conversation({"conversations": [{"from": "robot", "value": "hi"}]})
+    with pytest.raises(ValueError, match="neither 'conversations' nor 'messages'"):
+        adapt.normalize_conversation({"text": "hi"})
+    assert adapt.normalize_conversation({"conversations": [{"from": "human", "value": "a"},
+                                                           {"from": "gpt", "value": "b"}]}) == \
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+
+
+def test_steps_for_budget():
+    assert adapt.steps_for_budget(3e9, batch_size=64, seq_len=4096, grad_accum=4) == 2861
+    assert adapt.steps_for_budget(10, 8, 128) == 1
+    with pytest.raises(ValueError, match="token_budget must be positive"):
+        adapt.steps_for_budget(0, 8, 128)
+
+
+def test_sample_texts_is_seeded(stories_dir, tok):
+    model = load_pretrained(stories_dir)
+    a = adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
+    b = adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
+    assert a == b and len(a) == 3 and all(isinstance(t, str) and t for t in a)
+    assert adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=2) != a
+
+
+@pytest.fixture(scope="module")
+def adapted(stories_dir, tok, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapt")
+    source = load_pretrained(stories_dir)
+    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
+    result = adapt.adapt(stories_dir, 3, train, val, token_budget=4 * 32 * 6, out_dir=out, tokenizer=tok,
+                         batch_size=4, lr=1e-3, n_points=3, progress=False)
+    return result, train, val, out
+
+
+def test_adapt_exports_a_ladder_checkpoint_that_matches_the_native_model(adapted, stories_dir):
+    result, train, val, out = adapted
+    assert result["summary"]["steps"] == 6 and result["summary"]["tokens"] == 6 * 4 * 32
+    hf = AutoModelForCausalLM.from_pretrained(result["checkpoint"])
+    assert type(hf) is LadderLlamaForCausalLM and hf.config.ladder_layers == 3
+    native = load_pretrained(result["checkpoint"])
+    source = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
+    x = train.tokens[:2, :-1]
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, native(x), rtol=1e-5, atol=1e-5)
+        assert (native(x) - source(x)).abs().max() > 1e-3  # retraining changed the weights
+    assert (result["checkpoint"] / "tokenizer.json").exists()
+
+
+def test_quality_curve_starts_at_the_converted_model(adapted, stories_dir):
+    result, train, val, out = adapted
+    curve = adapt.quality_curve(out, stories_dir, 3, val)
+    assert [p["step"] for p in curve] == [0, 2, 4, 6]
+    assert [p["tokens"] for p in curve] == [0, 256, 512, 768]
+    converted = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
+    assert curve[0]["ppl"] == pytest.approx(adapt.perplexity(converted, val), rel=1e-6)
+    final = load_pretrained(result["checkpoint"])
+    assert curve[-1]["ppl"] == pytest.approx(adapt.perplexity(final, val), rel=1e-5)
+    assert curve[-1]["ppl"] == pytest.approx(math.exp(result["summary"]["val_loss"]), rel=1e-5)
+
+
+def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):
+    val = pack([open(stories_dir / "config.json").read()] * 4, tok, 32)  # any text will do
+    src = adapt.evaluate_checkpoint(stories_dir, val)
+    conv = adapt.evaluate_checkpoint(stories_dir, val, wiring="hybrid", ladder_layers=4)
+    assert src["tasks"] == {} and src["ppl"] != conv["ppl"]
+
+
+def test_primary_metric():
+    assert adapt.primary_metric({"acc,none": 0.5, "acc_norm,none": 0.6, "acc_stderr,none": 0.1}) == 0.6
+    assert adapt.primary_metric({"exact_match,strict-match": 0.3}) == 0.3
+    assert adapt.primary_metric({"alias": "x"}) is None

@@ -144,3 +144,32 @@ class _Pending:
     def __init__(self, inner, deadline: float):
         self.inner = inner
         self.deadline = deadline
+
+
+class VirtualRanks:
+    """One rank of a `size`-rank tensor-parallel group whose peers are not there (a single process).
+
+    The model is built with this rank's local sizes, so compute is exactly one rank's; every all-reduce
+    returns the local partial unchanged (so, like the upper_bound wiring, the outputs are not a valid
+    model). Wrapped in EmulatedLink, each all-reduce then costs only the modelled time: the timeline of
+    one rank with a perfect, CPU-free interconnect, free of the noise of a real CPU collective.
+    """
+
+    def __init__(self, size: int):
+        if size < 1:
+            raise ValueError(f"VirtualRanks size must be >= 1, got {size}")
+        self.size, self.rank, self.group = size, 0, None
+        self.n_collectives = 0
+
+    def start(self, partial: torch.Tensor):
+        self.n_collectives += 1
+        return partial
+
+    def wait(self, handle):
+        return handle
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        return self.wait(self.start(partial))
+
+    def count(self) -> int:
+        return self.n_collectives

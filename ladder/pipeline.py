@@ -47,16 +47,37 @@ class PipelineError(RuntimeError):
 
 
 class NotebookFailed(PipelineError):
+    """A cell raised. `cell_number` is 1-based in the source notebook (papermill's injected-parameters
+    cell does not count); `cell_index` is papermill's 0-based index in the executed copy."""
+
     def __init__(self, notebook: Path, cell_index: int, exec_count, source: str, ename: str, evalue: str,
                  partial: Path | None):
         self.notebook, self.cell_index, self.exec_count = notebook, cell_index, exec_count
         self.source, self.ename, self.evalue, self.partial = source, ename, evalue, partial
+        self.cell_number, n_cells = _source_cell_number(partial, cell_index)
         snippet = "\n".join("    " + line for line in source.strip().splitlines()[:12])
-        msg = (f"notebook {_rel(notebook)} failed in cell {cell_index} (execution count {exec_count}): "
+        where = f"cell {self.cell_number} of {n_cells}" if n_cells else f"cell {cell_index}"
+        msg = (f"notebook {_rel(notebook)} failed in {where} (execution count {exec_count}): "
                f"{ename}: {evalue}\n  cell source:\n{snippet}")
         if partial is not None:
             msg += f"\n  partly executed copy: {_rel(partial)}"
         super().__init__(msg)
+
+
+def _source_cell_number(executed: Path | None, cell_index: int) -> tuple[int, int | None]:
+    """(1-based number of the failing cell in the source notebook, number of source cells)."""
+    try:
+        import nbformat
+        cells = nbformat.read(executed, as_version=4).cells
+    except Exception:  # the partial copy is only a convenience for the message
+        return cell_index + 1, None
+    def tagged(tag):
+        return [i for i, c in enumerate(cells) if tag in c.get("metadata", {}).get("tags", [])]
+    injected = tagged("injected-parameters")
+    # papermill adds error-marker cells to a failed copy after the fact; they are not source cells
+    added = injected + tagged("papermill-error-cell-tag")
+    shift = sum(1 for i in injected if i < cell_index)
+    return cell_index - shift + 1, len(cells) - len(added)
 
 
 def _rel(p: Path) -> str:

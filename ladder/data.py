@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
@@ -274,15 +275,12 @@ def pack(texts_or_token_lists, tokenizer, seq_len: int, *, add_eos: bool = True)
     eos = tokenizer.eos_token_id if tokenizer is not None else None
     if add_eos and eos is None:
         raise ValueError("pack(add_eos=True) needs a tokenizer with an EOS token")
-    stream = []
-    for ids in docs:
-        stream.extend(ids)
-        if add_eos:
-            stream.append(eos)
+    sep = [eos] if add_eos else []
+    stream = np.concatenate([np.asarray(list(ids) + sep, dtype=np.int64) for ids in docs]) if docs else np.zeros(0)
     n = len(stream) // (seq_len + 1)
     if n == 0:
         raise ValueError(f"{len(stream)} tokens are fewer than one block of seq_len + 1 = {seq_len + 1}")
-    return TokenBlocks(torch.tensor(stream[:n * (seq_len + 1)], dtype=torch.long).view(n, seq_len + 1))
+    return TokenBlocks(torch.from_numpy(stream[:n * (seq_len + 1)].astype(np.int64)).view(n, seq_len + 1))
 
 
 def prepare_corpus(out_dir: str | os.PathLike, *, sources=None, tokenizer: str | None = None,

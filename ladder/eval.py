@@ -11,6 +11,7 @@ and results say so (`SUBSTITUTES`).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from pathlib import Path
@@ -61,15 +62,28 @@ def resolve_task(name: str, local: bool) -> str:
     return LOCAL_TASKS[name]
 
 
+@contextlib.contextmanager
+def _quiet(enabled: bool):
+    """Silence transformers' warnings during an evaluation (lm-eval's own go through `verbosity`)."""
+    import transformers
+    old_level = transformers.logging.get_verbosity()
+    if enabled:
+        transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(old_level)
+
+
 def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, limit: int | float | None = None,
              batch_size: int = 8, *, device: str | None = None, dtype: str = "float32", local: bool | None = None,
-             num_fewshot: int | None = None, seed: int = 0) -> dict[str, dict[str, float]]:
+             num_fewshot: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, dict[str, float]]:
     """Zero-shot lm-eval scores of a saved checkpoint: {task: {metric: value}}.
 
     `tasks`: paper / lm-eval names (default the paper's: ARC-C, ARC-E, HellaSwag, PIQA, SciQ,
     WinoGrande, WikiText) or local names. `limit`: examples per task (int) or fraction (float), for
     quick runs. Each entry also holds "task" (the lm-eval task actually run), "n" (examples) and, for
-    an offline substitute, "substitute".
+    an offline substitute, "substitute". `progress=False` silences lm-eval's logging.
     """
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -83,11 +97,13 @@ def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, 
     run = {t: resolve_task(t, local) for t in tasks}
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=not local)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype={dtype}",
-                                  tasks=sorted(set(run.values())), task_manager=tm, limit=limit,
-                                  batch_size=batch_size, device=device, num_fewshot=num_fewshot,
-                                  bootstrap_iters=0, log_samples=False, random_seed=seed,
-                                  numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed)
+    with _quiet(not progress):
+        res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype={dtype}",
+                                      tasks=sorted(set(run.values())), task_manager=tm, limit=limit,
+                                      batch_size=batch_size, device=device, num_fewshot=num_fewshot,
+                                      bootstrap_iters=0, log_samples=False, random_seed=seed,
+                                      numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed,
+                                      verbosity="INFO" if progress else "ERROR")
     out = {}
     for t, lt in run.items():
         metrics = {k.split(",")[0]: v for k, v in res["results"][lt].items()

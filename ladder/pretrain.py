@@ -1,0 +1,143 @@
+"""The from-scratch experiment (notebooks/03_pretraining.ipynb): train each wiring on the same data,
+evaluate, and compare with the paper's Table 3 (claims H5, H6).
+
+Each run lives in its own folder named by a hash of everything that determines it, so a notebook
+re-run with the same parameters resumes or reuses finished runs and a changed parameter starts anew.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .config import ModelConfig, preset
+from .data import TokenBlocks
+from .eval import PAPER_TASKS, evaluate, headline, perplexity
+from .model import build_model
+from .provenance import REPO_ROOT
+from .train import TrainConfig, read_metrics, save_hf, train
+
+TABLE_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande"]  # Table 3's columns
+WIRING_LABEL = {"standard": "Standard", "parallel": "Parallel", "ladder": "Ladder"}
+
+
+def model_config(size: str | dict, wiring: str, vocab_size: int, seq_len: int) -> ModelConfig:
+    """A preset name (e.g. "1B") or a dict of ModelConfig fields (may hold a "name"), at the given wiring,
+    with the tokenizer's vocabulary and room for `seq_len`."""
+    if isinstance(size, str):
+        cfg = preset(size, wiring=wiring, vocab_size=vocab_size)
+        return cfg.replace(max_seq_len=max(seq_len, min(cfg.max_seq_len, seq_len)))
+    fields = {k: v for k, v in size.items() if k != "name"}
+    return ModelConfig(**{"max_seq_len": seq_len, "tie_embeddings": True, **fields, "wiring": wiring,
+                          "vocab_size": vocab_size})
+
+
+def size_name(size: str | dict) -> str:
+    if isinstance(size, str):
+        return size
+    return size.get("name") or f"{size['n_layers']}L-d{size['dim']}"
+
+
+def run_key(*parts) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_blocks: TokenBlocks, cfg: TrainConfig,
+              tokenizer, root: str | Path, data_key: str = "", device: str = "auto") -> dict:
+    """Train one (size, wiring, seed) run — init seed and data-order seed both `seed` — and save it as an
+    HF checkpoint in <run>/hf. Returns the training summary plus run metadata."""
+    cfg = dataclasses.replace(cfg, seed=seed, device=device)
+    model_cfg = model_config(size, wiring, len(tokenizer), train_blocks.seq_len)
+    run = Path(root) / f"{size_name(size)}-{wiring}-s{seed}-{run_key(model_cfg.to_dict(), cfg.to_dict(), data_key)}"
+    dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = build_model(model_cfg, device=dev, seed=seed)
+    summary = train(model, train_blocks, val_blocks, cfg, run)
+    save_hf(model, run / "hf", tokenizer)
+    summary.update(size=size_name(size), seed=seed, run_dir=str(run), hf_dir=str(run / "hf"),
+                   val_ppl=math.exp(summary["val_loss"]))
+    summary["model"] = model
+    return summary
+
+
+def loss_curves(runs: list[dict]) -> pd.DataFrame:
+    """Per-step metrics of every run, long format, labelled by wiring and seed."""
+    frames = []
+    for r in runs:
+        m = pd.DataFrame(read_metrics(r["run_dir"]))
+        m["run"] = f"{r['wiring']} (seed {r['seed']})"
+        m["wiring"], m["seed"], m["size"] = r["wiring"], r["seed"], r["size"]
+        frames.append(m)
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_runs(runs: list[dict], val_blocks: TokenBlocks, tasks=None, limit=None, batch_size: int = 8,
+                  ppl_blocks: int | None = None) -> list[dict]:
+    """lm-eval scores (the paper's tasks) and held-out perplexity for every run; adds them to the runs."""
+    for r in runs:
+        r["scores"] = evaluate(r["hf_dir"], tasks or PAPER_TASKS, limit=limit, batch_size=batch_size)
+        r["heldout_ppl"] = perplexity(r["model"], val_blocks, batch_size, max_blocks=ppl_blocks)
+    return runs
+
+
+def results_table(runs: list[dict], paper: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 3's layout: accuracy (%) per task, their average, WikiText word perplexity — our runs, and
+    the paper's rows beside them when `paper` (data/paper/pretraining.csv) is given."""
+    rows = []
+    for r in runs:
+        h = headline(r["scores"])
+        row = {"model": f"{WIRING_LABEL.get(r['wiring'], r['wiring'])}-{r['size']} (seed {r['seed']})",
+               "source": "ours", **{t: h.get(t) for t in TABLE_TASKS}}
+        accs = [row[t] for t in TABLE_TASKS if row[t] is not None]
+        row["avg"] = sum(accs) / len(accs) if accs else None  # over the tasks that were run
+        row["wikitext_ppl"] = h.get("wikitext")
+        if "lambada_openai" in h:
+            row["lambada_acc"] = h["lambada_openai"]
+        row["heldout_ppl"] = r.get("heldout_ppl")
+        rows.append(row)
+    ours = pd.DataFrame(rows)
+    if paper is None:
+        return ours.set_index("model")
+    theirs = paper.rename(columns={"wikitext_ppl": "wikitext_ppl"})[["model", *TABLE_TASKS, "avg", "wikitext_ppl"]]
+    theirs = theirs.assign(source="paper")
+    return pd.concat([ours, theirs], ignore_index=True).set_index("model")
+
+
+def load_paper_table() -> pd.DataFrame:
+    return pd.read_csv(REPO_ROOT / "data" / "paper" / "pretraining.csv")
+
+
+def compare(runs: list[dict], size: str, metric: str = "val_loss") -> dict:
+    """Ladder (and parallel) minus standard on `metric` at one size, with the standard's seed-to-seed
+    spread (max - min over its seeds; None with one seed)."""
+    def values(w):
+        return [r[metric] for r in runs if r["wiring"] == w and r["size"] == size]
+    std = values("standard")
+    if not std:
+        raise ValueError(f"no standard run at size {size!r}")
+    out = {"metric": metric, "standard": std[0], "standard_seeds": std,
+           "seed_spread": (max(std) - min(std)) if len(std) > 1 else None}
+    for w in ("parallel", "ladder"):
+        v = values(w)
+        if v:
+            out[w] = v[0]
+            out[f"{w}_minus_standard"] = v[0] - std[0]
+    return out
+
+
+def verdict(cmp: dict, rel_tol: float = 0.01) -> str:
+    """"comparable" (consistent with H5) when ladder's gap to standard is within twice the seed spread,
+    or within `rel_tol` of the standard's value when there is only one seed; otherwise "worse"/"better"."""
+    gap = cmp.get("ladder_minus_standard")
+    if gap is None:
+        return "not run"
+    tol = max(2 * cmp["seed_spread"], 0.0) if cmp["seed_spread"] is not None else 0.0
+    tol = max(tol, rel_tol * abs(cmp["standard"])) if cmp["seed_spread"] is None else tol
+    if abs(gap) <= tol:
+        return "comparable"
+    return "worse" if gap > 0 else "better"  # for a loss, positive = ladder worse

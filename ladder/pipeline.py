@@ -1,6 +1,7 @@
 """Run every notebook with a profile's parameters, then build the book.
 
     python -m ladder.pipeline --profile smoke|cpu|gpu [--only STEM ...] [--force] [--book-only] [--no-book]
+                              [--book-dir DIR] [--log-output]
 
 1. papermill executes each `notebooks/NN_*.ipynb` (kernel `python3`, working directory `notebooks/`, the
    same as opening the notebook in Jupyter) with the parameters in `profiles/<profile>/<stem>.yaml` plus
@@ -13,6 +14,9 @@
    the claims table (`book/_generated/claims.md`, from data/results/<profile>/*.json) and the table of
    contents (`book/_toc.yml`, one chapter per executed notebook present) are generated first, and
    MathJax is installed from npm so the HTML needs no CDN.
+
+`--book-dir` puts the executed copies and the build in another copy of book/ (the smoke test uses one, so
+the committed cpu-profile notebooks are left alone); notebooks find it in $LADDER_BOOK_DIR.
 """
 from __future__ import annotations
 
@@ -184,7 +188,8 @@ def _insert_provenance(executed: Path, text: str) -> None:
 
 
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
-            profiles_dir: Path = PROFILES_DIR, kernel: str = "python3", log=print) -> Path | None:
+            profiles_dir: Path = PROFILES_DIR, kernel: str = "python3", log=print,
+            log_output: bool = False) -> Path | None:
     """Execute one notebook into <book_dir>/notebooks/<stem>.ipynb; None when skipped as up to date."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -211,7 +216,7 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
-                            cwd=str(notebook.parent), progress_bar=False)
+                            cwd=str(notebook.parent), progress_bar=False, log_output=log_output)
     except PapermillExecutionError as e:
         raise NotebookFailed(notebook, e.cell_index, e.exec_count, e.source, e.ename, e.evalue, tmp) from None
     finally:
@@ -321,7 +326,7 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 # --------------------------------------------------------------------------------------------- CLI
 def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
         book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
-        log=print) -> None:
+        log=print, log_output: bool = False) -> None:
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     if book_only and no_book:
@@ -333,7 +338,7 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         for nb in notebooks:  # every parameter file is checked before anything runs
             load_parameters(profile, nb.stem, profiles_dir)
         for nb in notebooks:
-            execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log)
+            execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
     if not no_book:
         build_book(profile, book_dir, log=log)
 
@@ -347,9 +352,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
     ap.add_argument("--book-dir", type=Path, default=BOOK_DIR,
                     help="book source folder (default: book/); executed copies go to <book-dir>/notebooks")
+    ap.add_argument("--log-output", action="store_true",
+                    help="stream the notebooks' cell outputs to the terminal (long gpu runs)")
     args = ap.parse_args(argv)
     try:
-        run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir)
+        run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir,
+            log_output=args.log_output)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

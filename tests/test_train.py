@@ -93,3 +93,27 @@ def test_saved_checkpoint_reloads_with_same_logits(wiring, tmp_path):
     x = blocks(n=2).tokens[:, :-1]
     with torch.no_grad():
         torch.testing.assert_close(hf(x).logits, model(x), atol=1e-5, rtol=1e-5)
+
+
+def _ddp_worker(comm, data, out_dir):
+    torch.manual_seed(0)
+    cfg = TrainConfig(max_steps=3, batch_size=4, grad_accum=1, lr=3e-3, warmup_steps=1, progress=False, device="cpu")
+    model = build_model(tiny("ladder"), seed=0)  # replicated (no TP): torch's DDP splits the batches
+    train(model, data, None, cfg, out_dir)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_ddp_equals_gradient_accumulation(tmp_path):
+    """2 data-parallel ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches (same batches)."""
+    from ladder.tp import launch_local
+    data = blocks(n=24)
+    ranks = launch_local(_ddp_worker, 2, data, str(tmp_path / "ddp"))
+    single = build_model(tiny("ladder"), seed=0)
+    cfg = TrainConfig(max_steps=3, batch_size=4, grad_accum=2, lr=3e-3, warmup_steps=1, progress=False, device="cpu")
+    train(single, data, None, cfg, tmp_path / "single")
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(ranks[0][k], v, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(ranks[1][k], v, atol=2e-6, rtol=1e-5)
+    ddp_log, single_log = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
+    assert [m["tokens"] for m in ddp_log] == [m["tokens"] for m in single_log]
+    assert [m["loss"] for m in ddp_log] == pytest.approx([m["loss"] for m in single_log], abs=1e-5)

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from . import link as links
 from .config import ModelConfig, preset
 from .generate import compiled_steps, generate
-from .model import build_model
+from .model import Transformer, build_model
 from .provenance import provenance
 from .tp import SingleDevice
 
@@ -117,11 +117,36 @@ def _spread(xs: list[float]) -> dict:
     return {"min": min(xs), "q25": q[0], "median": statistics.median(xs), "q75": q[2], "max": max(xs)}
 
 
-def _build(cfg: BenchConfig, comm, device):
+def _weights_key(cfg: BenchConfig, mcfg: ModelConfig) -> tuple:
+    """Configurations with equal keys have identical weights (the wiring adds or removes no weight
+    except the parallel wiring's second norm), so interleaved runs can share one copy."""
+    shape = mcfg.replace(wiring="standard", ladder_layers=0)
+    return (shape, cfg.tp, cfg.ranks, cfg.dtype, cfg.seed, cfg.checkpoint)
+
+
+def _share(model, mcfg: ModelConfig, model_comm, device):
+    """A model of config `mcfg` whose parameters are `model`'s own tensors (no copy)."""
+    with torch.device("meta"):
+        twin = Transformer(mcfg, model_comm)
+    twin.load_state_dict(model.state_dict(), strict=False, assign=True)
+    if mcfg.tie_embeddings:
+        twin.lm_head.weight = twin.embed_tokens.weight
+    if any(p.is_meta for p in twin.parameters()):
+        return None
+    twin._init_buffers(device)
+    return twin
+
+
+def _build(cfg: BenchConfig, comm, device, shared: dict | None = None):
     mcfg = cfg.model_config()
     lk = links.get(cfg.link)
     model_comm = links.EmulatedLink(comm, lk) if lk else comm
     dtype = DTYPES[cfg.dtype]
+    key = _weights_key(cfg, mcfg)
+    if shared is not None and key in shared:
+        twin = _share(shared[key], mcfg, model_comm, device)
+        if twin is not None:
+            return twin.eval()
     if cfg.checkpoint:
         from .hf import load_pretrained
         over = {"wiring": mcfg.wiring, "max_seq_len": mcfg.max_seq_len}
@@ -130,6 +155,8 @@ def _build(cfg: BenchConfig, comm, device):
         model = load_pretrained(cfg.checkpoint, comm=model_comm, device=device, dtype=dtype, **over)
     else:
         model = build_model(mcfg, model_comm, device=device, dtype=dtype, seed=cfg.seed)
+    if shared is not None:
+        shared[key] = model
     return model.eval()
 
 
@@ -154,14 +181,14 @@ def _probe_allreduce(cfg: BenchConfig, model, device, reps: int = 20) -> dict:
 class _Case:
     """One configuration, set up on this rank: the model, the prompt, and the samples taken so far."""
 
-    def __init__(self, cfg: BenchConfig, comm, device):
+    def __init__(self, cfg: BenchConfig, comm, device, shared: dict | None = None):
         comm = comm or SingleDevice()
         if cfg.ranks == "virtual":
             comm = links.VirtualRanks(cfg.tp)
         if comm.size != cfg.tp:
             raise ValueError(f"config asks for tp={cfg.tp} but the communicator has {comm.size} ranks")
         self.cfg, self.comm, self.device = cfg, comm, torch.device(device)
-        self.model = _build(cfg, comm, self.device)
+        self.model = _build(cfg, comm, self.device, shared)
         gen = torch.Generator().manual_seed(cfg.seed)  # the same prompt on every rank
         self.prompt = torch.randint(0, self.model.config.vocab_size, (cfg.batch, cfg.prompt_len),
                                     generator=gen).to(self.device)
@@ -244,7 +271,8 @@ def run(cfgs: list[BenchConfig], comm=None, device="cpu", progress: bool = True,
             bar.set_postfix_str(f"{cfg.preset_name} {cfg.wiring} b={cfg.batch}")
             out.append(run_one(cfg, comm, device))
         return out
-    cases = [_Case(cfg, comm, device) for cfg in cfgs]
+    shared = {}  # one copy of the weights per shape
+    cases = [_Case(cfg, comm, device, shared) for cfg in cfgs]
     with tqdm(total=sum(c.runs for c in cases), desc=f"bench tp={comm.size} (interleaved)", disable=quiet,
               file=sys.stderr) as bar:
         for r in range(max(c.runs for c in cases)):
@@ -334,6 +362,29 @@ def torchrun_command(nproc: int, args: list[str], p2p: bool = True) -> tuple[lis
         env["NCCL_P2P_DISABLE"] = "1"
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "ladder.bench", *args], env
+
+
+def run_torchrun(nproc: int, out: str | os.PathLike, p2p: bool = True, **options) -> list[dict]:
+    """Run the CLI under torchrun on this node (one process per GPU) and return its records.
+
+    `options` become CLI flags (`batch=[1, 4]` -> `--batch 1 4`, `compile=True` -> `--compile`).
+    `p2p=False` sets NCCL_P2P_DISABLE=1 (NVLink peer-to-peer off: traffic through host memory / PCIe).
+    """
+    import subprocess
+    args = ["--out", str(out)]
+    for k, v in options.items():
+        flag = "--" + k.replace("_", "-")
+        if v is True:
+            args.append(flag)
+        elif v not in (False, None):
+            args += [flag, *map(str, v if isinstance(v, (list, tuple)) else [v])]
+    out = Path(out)
+    if out.exists():
+        out.unlink()
+        out.with_suffix(".csv").unlink(missing_ok=True)
+    argv, env = torchrun_command(nproc, args, p2p)
+    subprocess.run(argv, env=env, check=True)
+    return read_records(out)
 
 
 # --------------------------------------------------------------------------------------------- CLI

@@ -102,3 +102,21 @@ def test_bad_configs_name_the_problem(bad, match):
 def test_run_local_refuses_gpu_configs():
     with pytest.raises(ValueError, match="device"):
         run_local([BenchConfig(**TINY, device="cuda")])
+
+
+def test_interleaved_runs_share_weights_and_match_sequential_counts():
+    cfgs = sweep(dict(TINY, tp=2, ranks="virtual"), wiring=["standard", "parallel", "ladder"])
+    recs = run_local(cfgs, progress=False, interleave=True)
+    assert [r["allreduces_per_generation"] for r in recs] == [24, 12, 24]
+    for cfg, rec in zip(cfgs, recs):
+        check_record(rec, cfg)
+
+
+def test_shared_twin_has_the_same_tensors():
+    from ladder import SingleDevice
+    from ladder.bench import _build
+    shared = {}
+    a = _build(BenchConfig(**TINY, wiring="standard"), SingleDevice(), "cpu", shared)
+    b = _build(BenchConfig(**TINY, wiring="ladder"), SingleDevice(), "cpu", shared)
+    assert b.config.wiring == "ladder"
+    assert b.layers[0].mlp.up_proj.weight.data_ptr() == a.layers[0].mlp.up_proj.weight.data_ptr()

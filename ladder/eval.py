@@ -75,6 +75,19 @@ def _quiet(enabled: bool):
         transformers.logging.set_verbosity(old_level)
 
 
+@contextlib.contextmanager
+def _explain_length_errors(path: Path):
+    """lm-eval asserts (without a message) that every answer fits the model's context; say so."""
+    try:
+        yield
+    except AssertionError as e:
+        import json
+        n = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
+        raise ValueError(f"lm-eval failed on {path}: most likely an answer is longer than the model's context "
+                         f"(max_position_embeddings={n}); train/export with a longer max_seq_len "
+                         f"(PIQA answers need ~400 tokens with a 4k BPE)") from e
+
+
 def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, limit: int | float | None = None,
              batch_size: int = 8, *, device: str | None = None, dtype: str = "float32", local: bool | None = None,
              num_fewshot: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, dict[str, float]]:
@@ -97,7 +110,7 @@ def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, 
     run = {t: resolve_task(t, local) for t in tasks}
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=not local)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    with _quiet(not progress):
+    with _quiet(not progress), _explain_length_errors(path):
         res = lm_eval.simple_evaluate(model="hf", model_args=f"pretrained={path},dtype={dtype}",
                                       tasks=sorted(set(run.values())), task_manager=tm, limit=limit,
                                       batch_size=batch_size, device=device, num_fewshot=num_fewshot,

@@ -31,7 +31,7 @@ def model_config(size: str | dict, wiring: str, vocab_size: int, seq_len: int) -
     with the tokenizer's vocabulary and room for `seq_len`."""
     if isinstance(size, str):
         cfg = preset(size, wiring=wiring, vocab_size=vocab_size)
-        return cfg.replace(max_seq_len=max(seq_len, min(cfg.max_seq_len, seq_len)))
+        return cfg.replace(max_seq_len=max(seq_len, cfg.max_seq_len))
     fields = {k: v for k, v in size.items() if k != "name"}
     return ModelConfig(**{"max_seq_len": seq_len, "tie_embeddings": True, **fields, "wiring": wiring,
                           "vocab_size": vocab_size})

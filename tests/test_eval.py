@@ -62,3 +62,11 @@ def test_perplexity_is_exp_of_mean_loss():
         expected = math.exp(loss_fn(model(x), y).item())
     assert perplexity(model, blocks, batch_size=2) == pytest.approx(expected, rel=1e-5)
     assert 30 < expected < 80  # a near-uniform random model: about the vocabulary size
+
+
+def test_answer_longer_than_context_is_a_clear_error(tmp_path):
+    tok = load_tokenizer("gpt2")
+    cfg = ModelConfig(n_layers=1, dim=32, n_heads=4, n_kv_heads=2, ffn_dim=64, vocab_size=len(tok), max_seq_len=8)
+    ckpt = save_hf(build_model(cfg, seed=0), tmp_path, tok)
+    with pytest.raises(ValueError, match="longer than the model's context"):
+        evaluate(ckpt, ["piqa"], limit=2, local=True)

@@ -7,7 +7,9 @@ A `Link` is an alpha-beta model of one interconnect: a ring all-reduce of `n` by
 (each rank sends and receives 2(p-1)/p of the message: a reduce-scatter then an all-gather).
 
 `EmulatedLink` wraps a communicator (ladder.tp.SingleDevice / TensorParallel): `start` launches the
-real collective (so results stay exact) and notes a deadline, issue time + modelled cost; `wait` does
+real collective (so results stay exact) and notes a deadline, issue time + modelled cost (collectives
+go over the link one at a time, in issue order, as NCCL runs them on one stream: a collective issued
+while another is in flight starts when that one ends); `wait` does
 the real wait and then *sleeps* until the deadline. Sleeping uses no CPU, like a DMA engine moving bytes
 while the cores compute: in the standard wiring the caller waits at once and pays the full cost; in the
 ladder wiring `wait` is called one module later, so compute in between hides the cost.
@@ -113,11 +115,13 @@ class EmulatedLink:
         self.group = getattr(comm, "group", None)
         self.p = ranks or comm.size
         self.modelled_s = 0.0  # total modelled communication time issued so far
+        self._busy_until = 0.0  # when the link finishes the collectives issued so far
 
     def start(self, partial: torch.Tensor):
         cost = self.link.allreduce_time(partial.numel() * partial.element_size(), self.p)
         self.modelled_s += cost
-        return _Pending(self.comm.start(partial), time.perf_counter() + cost)
+        self._busy_until = max(time.perf_counter(), self._busy_until) + cost
+        return _Pending(self.comm.start(partial), self._busy_until)
 
     def wait(self, handle):
         if not isinstance(handle, _Pending):

@@ -108,3 +108,12 @@ def test_emulation_does_not_change_results():
             (plain, n_plain), (emulated, n_emulated) = rank[wiring, False], rank[wiring, True]
             torch.testing.assert_close(emulated, plain, rtol=0, atol=0)
             assert n_plain == n_emulated == 2 * preset("tiny").n_layers
+
+
+def test_collectives_in_flight_go_over_the_link_one_at_a_time():
+    comm = EmulatedLink(SingleDevice(), custom(3e-3, 1e12), ranks=2)
+    t0 = time.perf_counter()
+    handles = [comm.start(torch.ones(4)) for _ in range(3)]
+    for h in handles:
+        comm.wait(h)
+    assert time.perf_counter() - t0 >= 3 * 3e-3

@@ -184,10 +184,14 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
           out_dir: str | os.PathLike, *, tokenizer=None, device: str = "cpu", dtype=torch.float32,
           export_dtype: torch.dtype | None = None, **retrain_kw) -> dict:
     """The whole path: HF Llama checkpoint -> native hybrid (last `ladder_layers` layers ladder) ->
-    retraining -> a LadderLlamaForCausalLM checkpoint in out_dir/hf. Returns {"checkpoint", "summary"}."""
+    retraining -> a LadderLlamaForCausalLM checkpoint in out_dir/hf. Returns {"checkpoint", "summary"}.
+
+    `ladder_layers=0` retrains the source model unchanged (standard wiring, exported as a plain
+    LlamaForCausalLM): the control that separates the effect of the retraining data from the rewiring.
+    """
     from .train import save_hf
-    model = load_pretrained(source, wiring="hybrid", ladder_layers=ladder_layers, device=device, dtype=dtype,
-                            max_seq_len=max(train_blocks.seq_len, 256))
+    rewire = {"wiring": "hybrid", "ladder_layers": ladder_layers} if ladder_layers else {"wiring": "standard"}
+    model = load_pretrained(source, device=device, dtype=dtype, max_seq_len=max(train_blocks.seq_len, 256), **rewire)
     summary = retrain(model, train_blocks, val_blocks, token_budget, out_dir, **retrain_kw)
     ckpt = save_hf(model, Path(out_dir) / "hf", tokenizer, dtype=export_dtype)
     return {"checkpoint": ckpt, "summary": summary}
@@ -275,14 +279,266 @@ def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks:
     return curve
 
 
-def primary_metric(task_scores: dict) -> float | None:
-    """The headline number of one lm-eval task result: acc_norm, else acc, else exact_match, else the
-    first numeric metric (stderr excluded)."""
-    for key in ("acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "mc2"):
+# The metric each benchmark of the paper's adaptation table is read from (lm-eval names).
+TASK_METRIC = {"mmlu": "acc", "arc_challenge": "acc_norm", "openbookqa": "acc_norm", "hellaswag": "acc_norm",
+               "truthfulqa_mc2": "acc", "gsm8k": "exact_match", "ifeval": "prompt_level_strict_acc"}
+
+
+def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
+    """The headline number of one lm-eval task result: the task's TASK_METRIC, else acc_norm, acc,
+    exact_match, ... (metric names with or without lm-eval's ",filter" suffix)."""
+    prefer = [TASK_METRIC[task]] if task in TASK_METRIC else []
+    for key in prefer + ["acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "word_perplexity"]:
         for k, v in task_scores.items():
             if k.split(",")[0] == key and isinstance(v, (int, float)):
                 return float(v)
-    for k, v in task_scores.items():
-        if "stderr" not in k and isinstance(v, (int, float)):
-            return float(v)
     return None
+
+
+# --------------------------------------------------------------------------------------------- experiment
+def resolve_model(name: str):
+    """A model name of the notebook's parameters -> a checkpoint path or hub id, or None if a local
+    checkpoint is missing. "stories260K" is the pretrained checkpoint in the data directory; a relative
+    path is taken from the repository root (e.g. notebook 03's data/results/cpu/checkpoints/standard)."""
+    from .paths import data_path
+    from .provenance import REPO_ROOT
+    if name == "stories260K":
+        return data_path("models", "stories260K", "hf")
+    p = Path(name).expanduser()
+    for cand in (p, REPO_ROOT / p):
+        if (cand / "config.json").is_file():
+            return cand
+    local = name.startswith((".", "/", "~", "data/", "runs/")) or name.count("/") != 1
+    return None if local else name
+
+
+def ladder_counts(n_layers: int, fractions: Sequence[float]) -> list[int]:
+    """Numbers of converted (upper) layers for fractions of the depth: ceil, so 0.5 and 0.625 of 32
+    layers are the paper's 16 and 20, and of stories260K's 5 layers 3 and 4."""
+    return sorted({min(n_layers, max(1, math.ceil(f * n_layers - 1e-9))) for f in fractions})
+
+
+def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, corpus_tokens: int = 65_536,
+                    eval_tokens: int = 16_384, seed: int = 0, device: str = "cpu",
+                    eval_text: str | None = None) -> tuple[TokenBlocks, TokenBlocks, str]:
+    """(train blocks, held-out evaluation blocks, a description) for retraining the converted model.
+
+    kind: "instruct" (Infinity-Instruct, chat template, loss on responses; needs the hub), "text"
+    (documents: the local FineWeb/C4 stand-in offline, FineWeb-edu from the hub online; split by
+    document exactly as notebook 03 does, so its model's held-out documents stay held out),
+    "self" (text sampled from the source model; evaluation on `eval_text`, default the TinyStories
+    sample), or "auto": "self" for stories260K, "instruct" online when the tokenizer has a chat
+    template, else "text".
+    """
+    from . import data
+    from .eval import offline_default
+    is_stories = Path(str(path)).parts[-2:] == ("stories260K", "hf")
+    if kind == "auto":
+        if is_stories:
+            kind = "self"
+        elif not offline_default() and getattr(tokenizer, "chat_template", None):
+            kind = "instruct"
+        else:
+            kind = "text"
+    if kind == "self":
+        source = load_pretrained(path, device=device, max_seq_len=max(seq_len + 1, 256))
+        n = math.ceil(corpus_tokens / (seq_len - 1))
+        texts = sample_texts(source, tokenizer, n, seq_len - 1, batch_size=256, seed=seed)
+        train = text_blocks(texts, tokenizer, seq_len)
+        if eval_text is None:
+            from .paths import data_path
+            eval_text = data_path("text", "tinystories_sample", "tinystories_sample.txt")
+        docs = [d for d in Path(eval_text).read_text().split("\n\n") if d.strip()]
+        val = text_blocks(docs, tokenizer, seq_len)
+        note = (f"retraining text: {len(texts)} samples from the source model (self-distillation, "
+                f"{train.num_tokens:,} tokens); evaluation: {Path(eval_text).name} (real text, never trained on, "
+                f"{val.num_tokens:,} tokens)")
+    elif kind == "text":
+        sources = None if offline_default() else [data.FINEWEB_EDU]
+        docs = data.load_documents(sources, max_docs=None if sources is None else 20_000)
+        train_docs, val_docs = data.split_documents(docs, 0.05, seed=0)
+        train = _take_tokens(train_docs["text"], tokenizer, seq_len, corpus_tokens)
+        val = _take_tokens(val_docs["text"], tokenizer, seq_len, eval_tokens)
+        where = "local FineWeb/C4 stand-in" if sources is None else data.FINEWEB_EDU
+        note = (f"retraining text: {train.num_tokens:,} tokens of training-split documents ({where}); "
+                f"evaluation: {val.num_tokens:,} tokens of held-out documents (full loss)")
+    elif kind == "instruct":
+        per_conv = 512  # a rough size, only to decide how many conversations to stream
+        n_train = max(8, corpus_tokens // per_conv)
+        n_val = max(4, eval_tokens // per_conv)
+        train = chat_blocks(load_conversations(n_train), tokenizer, seq_len)
+        val = chat_blocks(load_conversations(n_val, skip=n_train), tokenizer, seq_len)
+        note = (f"retraining data: {n_train} {INFINITY_INSTRUCT} ({INFINITY_INSTRUCT_CONFIG}) conversations, chat "
+                f"template, loss on assistant responses only; evaluation: the next {n_val} conversations")
+    else:
+        raise ValueError(f"unknown retraining data kind {kind!r}; choose auto, instruct, text or self")
+    return train, val, note
+
+
+def _take_tokens(texts, tokenizer, seq_len: int, n_tokens: int) -> TokenBlocks:
+    """Pack documents in order until about n_tokens training tokens."""
+    chosen, count = [], 0
+    for t in texts:
+        chosen.append(t)
+        count += len(t) // 3  # a cheap over-estimate of tokens; packing below cuts exactly
+        if count >= 2 * n_tokens:
+            break
+    blocks = text_blocks(chosen, tokenizer, seq_len)
+    return blocks[:max(1, n_tokens // seq_len)]
+
+
+def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequence[float] = (0.5, 0.625),
+                   retrain_tokens: float = 200_000, seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3,
+                   tasks: Sequence[str] = (), limit: int | None = None, data_kind: str = "auto",
+                   corpus_tokens: int = 65_536, eval_tokens: int = 16_384, n_points: int = 6,
+                   eval_batch_size: int = 8, device: str = "cpu", seed: int = 0, control: bool = False) -> dict | None:
+    """The paper's adaptation experiment on one pretrained Llama: evaluate it, convert its upper layers
+    (each fraction of the depth), evaluate right after conversion, retrain, evaluate again, and trace
+    quality vs retraining tokens. `control`: also retrain the unconverted source on the same data (how
+    much of the remaining gap is the retraining data's, not the rewiring's). Returns None (with a printed
+    note) when a local checkpoint is missing.
+    """
+    import shutil
+    from transformers import AutoConfig, AutoTokenizer
+    path = resolve_model(name)
+    if path is None:
+        print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
+        return None
+    out = Path(out_root) / _slug(name)
+    shutil.rmtree(out, ignore_errors=True)  # a rerun starts fresh instead of resuming stale runs
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    n_layers = AutoConfig.from_pretrained(str(path)).num_hidden_layers
+    counts = ladder_counts(n_layers, fractions)
+    train_blocks, val_blocks, note = retraining_data(path, tokenizer, kind=data_kind, seq_len=seq_len,
+                                                     corpus_tokens=corpus_tokens, eval_tokens=eval_tokens,
+                                                     seed=seed, device=device)
+    ev = dict(limit=limit, batch_size=eval_batch_size, device=device)
+    rows = [{"model": name, "variant": "source", "ladder_layers": 0, "retrain_tokens": 0,
+             **_flatten(evaluate_checkpoint(path, val_blocks, tasks, **ev))}]
+    curves, checkpoints, summaries = {}, {"source": str(path)}, {}
+    for n in counts:
+        conv = save_converted(path, n, out / f"hybrid{n}_converted", tokenizer)
+        rows.append({"model": name, "variant": f"Hybrid-{n}L, no retraining", "ladder_layers": n,
+                     "retrain_tokens": 0, **_flatten(evaluate_checkpoint(conv, val_blocks, tasks, **ev))})
+        res = adapt(path, n, train_blocks, val_blocks, retrain_tokens, out / f"hybrid{n}", tokenizer=tokenizer,
+                    device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
+        rows.append({"model": name, "variant": f"Hybrid-{n}L, retrained", "ladder_layers": n,
+                     "retrain_tokens": res["summary"]["tokens"],
+                     **_flatten(evaluate_checkpoint(res["checkpoint"], val_blocks, tasks, **ev))})
+        curves[n] = quality_curve(out / f"hybrid{n}", path, n, val_blocks, batch_size=eval_batch_size, device=device)
+        checkpoints[f"hybrid{n}_converted"], checkpoints[f"hybrid{n}"] = str(conv), str(res["checkpoint"])
+        summaries[n] = res["summary"]
+    if control:
+        res = adapt(path, 0, train_blocks, val_blocks, retrain_tokens, out / "source_retrained", tokenizer=tokenizer,
+                    device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
+        rows.insert(1, {"model": name, "variant": "source, retrained (control)", "ladder_layers": 0,
+                        "retrain_tokens": res["summary"]["tokens"],
+                        **_flatten(evaluate_checkpoint(res["checkpoint"], val_blocks, tasks, **ev))})
+        checkpoints["source_retrained"], summaries[0] = str(res["checkpoint"]), res["summary"]
+    return {"model": name, "path": str(path), "n_layers": n_layers, "ladder_layers": counts, "data": note,
+            "rows": rows, "curves": curves, "checkpoints": checkpoints, "train_summaries": summaries,
+            "tasks": list(tasks), "limit": limit}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/")).strip("_")
+
+
+def _flatten(ev: dict) -> dict:
+    """{"ppl": x, "tasks": {task: scores}} -> {"ppl": x, task: headline value in %}."""
+    out = {"ppl": ev.get("ppl")}
+    for task, scores in ev.get("tasks", {}).items():
+        v = primary_metric(scores, task)
+        out[task] = None if v is None else 100 * v
+    return out
+
+
+def recovery(rows: list[dict], metric: str = "ppl") -> dict[int, dict]:
+    """Per converted depth: the metric for source / converted / retrained and the fraction of the
+    conversion's damage that retraining recovered (1 = back to the source, 0 = none); with a control
+    row (the source retrained on the same data) also the fraction recovered toward the control."""
+    src = next(r for r in rows if r["variant"] == "source")[metric]
+    ctrl = next((r[metric] for r in rows if r["variant"].startswith("source, retrained")), None)
+    out = {}
+    for n in sorted({r["ladder_layers"] for r in rows if r["ladder_layers"]}):
+        conv = next(r for r in rows if r["ladder_layers"] == n and r["retrain_tokens"] == 0)[metric]
+        ret = next(r for r in rows if r["ladder_layers"] == n and r["retrain_tokens"] > 0)[metric]
+        drop = conv - src
+        out[n] = {"source": src, "converted": conv, "retrained": ret,
+                  "recovered": (conv - ret) / drop if drop else float("nan")}
+        if ctrl is not None:
+            out[n]["control"] = ctrl
+            out[n]["recovered_vs_control"] = (conv - ret) / (conv - ctrl) if conv != ctrl else float("nan")
+    return out
+
+
+def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = None):
+    """Our rows beside the paper's adaptation table (a pandas DataFrame): one row per variant (the
+    source, then each converted depth without and with retraining; the smaller depth is matched to the
+    paper's 16L, the larger to its 20L), columns (benchmark, ours | paper) for the benchmarks we ran
+    that the paper has, our perplexity, and each side's average over its own benchmarks."""
+    import pandas as pd
+    from .provenance import REPO_ROOT
+    paper = pd.read_csv(paper_csv or REPO_ROOT / "data" / "paper" / "adaptation.csv")
+    depths = sorted({r["ladder_layers"] for r in rows if r["ladder_layers"]})
+    paper_depth = dict(zip(depths, (16, 20)))
+    paper_col = {"truthfulqa_mc2": "truthfulqa"}
+    bench = [c for c in ("mmlu", "arc_challenge", "openbookqa", "hellaswag", "truthfulqa_mc2", "gsm8k", "ifeval")
+             if any(r.get(c) is not None for r in rows)]
+    out = []
+    for r in rows:
+        n, retrained = r["ladder_layers"], r["retrain_tokens"] > 0
+        p = None
+        if not r["variant"].startswith("source, retrained"):
+            sel = paper[(paper.ladder_layers == (paper_depth.get(n) if n else 0)) & (paper.retrained == retrained)]
+            p = sel.iloc[0] if len(sel) else None
+        label = f"{r['model']}: {r['variant']}"
+        if p is not None:
+            label += f"  [paper: {p['model'] if p['variant'] == 'source' else p['variant']}]"
+        row = {("model", ""): label, ("perplexity", "ours"): r.get("ppl")}
+        for b in bench:
+            row[(b, "ours")] = r.get(b)
+            row[(b, "paper")] = None if p is None else float(p[paper_col.get(b, b)])
+        ours = [r.get(b) for b in bench if r.get(b) is not None]
+        row[("avg", "ours")] = sum(ours) / len(ours) if ours else None
+        row[("avg", "paper")] = None if p is None else float(p["avg"])
+        out.append(row)
+    df = pd.DataFrame(out).set_index(("model", ""))
+    df.index.name = "model"
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df
+
+
+# --------------------------------------------------------------------------------------------- speed
+def speed_configs(result: dict, *, tp: int = 2, links: Sequence[str | None] = (None,), **bench_kw) -> list:
+    """ladder.bench configurations for one adaptation result: the source (standard wiring) and each
+    retrained hybrid, loaded from their checkpoints into the native TP runtime, at TP degree `tp`,
+    for each (emulated) link. `bench_kw` are further BenchConfig fields (batch, prompt_len, ...)."""
+    from transformers import AutoConfig
+    from .bench import BenchConfig
+    base = config_from_hf(AutoConfig.from_pretrained(result["path"]))
+    cfgs = []
+    for link in links:
+        link = None if link in (None, "none", "") else link
+        cfgs.append(BenchConfig(preset=base, wiring="standard", tp=tp, link=link, checkpoint=result["path"],
+                                **bench_kw))
+        for n in result["ladder_layers"]:
+            cfgs.append(BenchConfig(preset=base, wiring="hybrid", ladder_layers=n, tp=tp, link=link,
+                                    checkpoint=result["checkpoints"][f"hybrid{n}"], **bench_kw))
+    return cfgs
+
+
+def speedup_table(records: list[dict]) -> list[dict]:
+    """One row per (link, hybrid): tokens/s of the hybrid and of the standard source, and their ratio."""
+    rows = []
+    key = lambda r: (r["link"] or {}).get("name", "none (measured gloo)") if isinstance(r["link"], dict) else \
+        (r["link"] or "none (measured gloo)")
+    std = {key(r): r for r in records if r["wiring"] == "standard"}
+    for r in records:
+        if r["wiring"] != "hybrid":
+            continue
+        s = std[key(r)]
+        rows.append({"link": key(r), "tp": r["tp"], "ladder_layers": r["ladder_layers"],
+                     "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
+                     "speedup": r["tokens_per_s"] / s["tokens_per_s"]})
+    return rows

@@ -92,10 +92,6 @@ def module_costs(cfg: ModelConfig, tp: int, batch: int, tokens: int, context: fl
             "head": roof(2 * head_w * n, head_w * bytes_per + act, 2)}
 
 
-def layer_kinds(cfg: ModelConfig) -> list[str]:
-    return cfg.layer_wirings()
-
-
 def _run(start: float, cost: float, busy_until: float, slow: float) -> float:
     """End of a compute of `cost` seconds starting at `start` while the link is busy until `busy_until`;
     during that overlap compute runs at (1 - slow) of its speed (the collective holds part of the chip)."""
@@ -117,7 +113,7 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
     ar_end = []   # completion time of each module's all-reduce (index = module)
     comm_free = 0.0
     mods = []     # (label, cost, needs all-reduce, how far back its input dependency is)
-    for layer, kind in enumerate(layer_kinds(cfg)):
+    for layer, kind in enumerate(cfg.layer_wirings()):
         if kind == "parallel":
             mods.append((f"L{layer} attn+mlp", costs["attn"] + costs["mlp"], True, 1))
         elif kind == "upper_bound":
@@ -147,9 +143,9 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
 class Prediction:
     prefill_s: float
     decode_s: float          # all decode steps
-    decode_step_s: float     # one decode step (at the mean context)
+    decode_step_s: float     # one decode step
     tokens_per_s: float
-    comm_share: float        # share of standard-style serial time spent in all-reduces (0 for upper bound)
+    comm_share: float        # all-reduce time / (all-reduce + compute time) if nothing overlapped
 
 
 def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8, batch: int = 1,

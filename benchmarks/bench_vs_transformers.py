@@ -1,0 +1,82 @@
+"""Side-by-side: our TP = 1 generation against transformers' LlamaForCausalLM.generate (static cache).
+
+Same shape, same weights (exported with ladder.hf.to_hf), same batch, dtype, prompt and greedy decoding,
+in one process on the same machine; the two are timed alternately so load drift hits both alike.
+Decode time per token is measured as (time for prompt + G tokens - time for prompt + 1 token) / (G - 1)
+for transformers (its generate has no separate prefill timer) and directly for ours.
+
+    .venv/bin/python benchmarks/bench_vs_transformers.py --preset cpu-bench --batch 1 --new-tokens 32
+
+A benchmark, not a test: it prints medians and the ratio and asserts nothing about speed.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+
+from ladder import build_model, preset
+from ladder.generate import generate
+from ladder.hf import to_hf
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def hf_generate(hf, prompt, new_tokens):
+    t0 = time.perf_counter()
+    out = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                      min_new_tokens=new_tokens, do_sample=False, cache_implementation="static",
+                      pad_token_id=0)
+    return out, time.perf_counter() - t0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="cpu-bench")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt-len", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(a.threads)
+    dtype = DTYPES[a.dtype]
+
+    cfg = preset(a.preset, max_seq_len=max(preset(a.preset).max_seq_len, a.prompt_len + a.new_tokens))
+    ours = build_model(cfg, dtype=dtype, seed=0).eval()
+    hf = to_hf(ours).to(dtype).eval()
+    hf.generation_config.pad_token_id = 0
+    prompt = torch.randint(0, cfg.vocab_size, (a.batch, a.prompt_len), generator=torch.Generator().manual_seed(0))
+
+    ours_dec, ours_pre, hf_dec, hf_pre = [], [], [], []
+    for i in range(a.repeats + 1):  # the first round warms up both
+        tok_ours, t = generate(ours, prompt, a.new_tokens)
+        with torch.inference_mode():
+            _, t_one = hf_generate(hf, prompt, 1)
+            tok_hf, t_all = hf_generate(hf, prompt, a.new_tokens)
+        if i == 0:
+            same = torch.equal(tok_ours, tok_hf)
+            continue
+        ours_pre.append(t.prefill_s)
+        ours_dec.append(t.decode_s / (a.new_tokens - 1))
+        hf_pre.append(t_one)
+        hf_dec.append((t_all - t_one) / (a.new_tokens - 1))
+
+    med = statistics.median
+    print(f"{a.preset} ({cfg.num_params() / 1e6:.1f}M params), batch {a.batch}, prompt {a.prompt_len}, "
+          f"{a.new_tokens} new tokens, {a.dtype}, {a.threads} threads, {a.repeats} repeats")
+    print(f"greedy tokens identical: {same}")
+    print(f"prefill (+1st token)  ours {1e3 * med(ours_pre):8.2f} ms   transformers {1e3 * med(hf_pre):8.2f} ms")
+    print(f"decode per token      ours {1e3 * med(ours_dec):8.2f} ms   transformers {1e3 * med(hf_dec):8.2f} ms"
+          f"   (spread ours {1e3 * min(ours_dec):.2f}-{1e3 * max(ours_dec):.2f}, "
+          f"transformers {1e3 * min(hf_dec):.2f}-{1e3 * max(hf_dec):.2f})")
+    print(f"ratio transformers / ours (decode): {med(hf_dec) / med(ours_dec):.2f}x")
+
+
+if __name__ == "__main__":
+    main()

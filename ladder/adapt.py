@@ -214,8 +214,12 @@ def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, b
     """{task: {metric: value}} from lm-eval's Hugging Face wrapper on a saved checkpoint (ladder.eval)."""
     if not tasks:
         return {}
+    import contextlib
+    import io
     from .eval import evaluate
-    return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)
+    # lm-eval draws several progress bars per call; keep them out of notebooks (errors still raise)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)
 
 
 def evaluate_checkpoint(checkpoint, val_blocks: TokenBlocks | None, tasks: Sequence[str] = (), *,

@@ -126,4 +126,5 @@ def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):
 def test_primary_metric():
     assert adapt.primary_metric({"acc,none": 0.5, "acc_norm,none": 0.6, "acc_stderr,none": 0.1}) == 0.6
     assert adapt.primary_metric({"exact_match,strict-match": 0.3}) == 0.3
-    assert adapt.primary_metric({"alias": "x"}) is None
+    assert adapt.primary_metric({"alias": "x", "n": 5}) is None
+    assert adapt.primary_metric({"acc": 0.5, "acc_norm": 0.6}, "mmlu") == 0.5

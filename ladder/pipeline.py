@@ -305,6 +305,11 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
     book_dir = Path(book_dir)
     write_claims_page(profile, book_dir / "_generated" / "claims.md")
     write_toc(book_dir)
+    for executed in sorted((book_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        if not stamp_path(executed).is_file():
+            log(f"[pipeline] warning: {_rel(executed)} was not executed by this pipeline, so its page does not "
+                f"say when and on what hardware it ran: python -m ladder.pipeline --profile {profile} "
+                f"--only {executed.stem}")
     ensure_mathjax(book_dir, log=log)
     cmd = [jupyter_book_exe(), "build", str(book_dir), "--all"]
     log(f"[pipeline] building the book: {' '.join(cmd)}")

@@ -123,7 +123,7 @@ def to_markdown(rows: list[dict], profile: str) -> str:
         "```{list-table} Headline claims: the paper's value and ours "
         f"(profile **{profile}**; generated from the result files)",
         ":header-rows: 1", ":name: claims-table", ":class: claims-table",
-        ":widths: 28 18 20 16 8 10", "",
+        ":widths: 22 16 28 16 8 10", "",
         "* - Claim", "  - Paper", "  - Ours", "  - How ours was obtained", "  - Profile, date", "  - Verdict"]
     for r in rows:
         verdicts = " ".join(f"{{{BADGES[v]}}}`{v}`" for v in r["verdict"].split(" / "))

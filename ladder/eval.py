@@ -64,15 +64,26 @@ def resolve_task(name: str, local: bool) -> str:
 
 @contextlib.contextmanager
 def _quiet(enabled: bool):
-    """Silence transformers' warnings during an evaluation (lm-eval's own go through `verbosity`)."""
+    """Silence transformers' warnings and lm-eval's per-batch progress bars during an evaluation (a
+    rolling-perplexity task draws one bar per batch of windows, thousands of lines in a notebook).
+    lm-eval's own logging goes through simple_evaluate's `verbosity`."""
+    import logging
+
     import transformers
-    old_level = transformers.logging.get_verbosity()
+    from lm_eval.models import huggingface as lm_hf
+    old_level, old_tqdm = transformers.logging.get_verbosity(), lm_hf.tqdm
+    lm_logger = logging.getLogger("lm_eval")
+    old_lm_level = lm_logger.level
     if enabled:
         transformers.logging.set_verbosity_error()
+        lm_logger.setLevel(logging.ERROR)
+        lm_hf.tqdm = lambda *a, **k: old_tqdm(*a, **{**k, "disable": True})
     try:
         yield
     finally:
         transformers.logging.set_verbosity(old_level)
+        lm_logger.setLevel(old_lm_level)
+        lm_hf.tqdm = old_tqdm
 
 
 @contextlib.contextmanager

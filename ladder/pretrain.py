@@ -77,10 +77,18 @@ def loss_curves(runs: list[dict]) -> pd.DataFrame:
 
 
 def evaluate_runs(runs: list[dict], val_blocks: TokenBlocks, tasks=None, limit=None, batch_size: int = 8,
-                  ppl_blocks: int | None = None) -> list[dict]:
-    """lm-eval scores (the paper's tasks) and held-out perplexity for every run; adds them to the runs."""
+                  ppl_blocks: int | None = None, wikitext_limit: int | None = None) -> list[dict]:
+    """lm-eval scores (the paper's tasks) and held-out perplexity for every run; adds them to the runs.
+
+    `limit` caps the examples of each task; `wikitext_limit` separately caps the WikiText articles
+    (rolling perplexity over whole articles is the slow part on a CPU)."""
+    tasks = list(tasks or PAPER_TASKS)
+    rolling = [t for t in tasks if t == "wikitext"]
+    others = [t for t in tasks if t != "wikitext"]
     for r in runs:
-        r["scores"] = evaluate(r["hf_dir"], tasks or PAPER_TASKS, limit=limit, batch_size=batch_size)
+        r["scores"] = evaluate(r["hf_dir"], others, limit=limit, batch_size=batch_size) if others else {}
+        if rolling:
+            r["scores"].update(evaluate(r["hf_dir"], rolling, limit=wikitext_limit or limit, batch_size=batch_size))
         r["heldout_ppl"] = perplexity(r["model"], val_blocks, batch_size, max_blocks=ppl_blocks)
     return runs
 

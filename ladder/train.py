@@ -185,6 +185,9 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
             _truncate_metrics(metrics_path, step)
     elif master and metrics_path.exists():
         metrics_path.unlink()  # a fresh run: no stale log lines
+    if step >= cfg.max_steps and (out_dir / "summary.json").exists():
+        # already finished (e.g. a notebook re-run): keep the measured summary instead of an empty one
+        return {**json.loads((out_dir / "summary.json").read_text()), "reused": True}
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "train_config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,

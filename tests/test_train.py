@@ -117,3 +117,16 @@ def test_ddp_equals_gradient_accumulation(tmp_path):
     ddp_log, single_log = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
     assert [m["tokens"] for m in ddp_log] == [m["tokens"] for m in single_log]
     assert [m["loss"] for m in ddp_log] == pytest.approx([m["loss"] for m in single_log], abs=1e-5)
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path):
+    cfg = TrainConfig(max_steps=2, batch_size=4, lr=3e-3, warmup_steps=1, progress=False, device="cpu")
+    data = blocks(n=8)
+    first = train(build_model(tiny("parallel"), seed=0), data, None, cfg, tmp_path)
+    again_model = build_model(tiny("parallel"), seed=99)
+    again = train(again_model, data, None, cfg, tmp_path)
+    assert again["reused"] and again["train_loss"] == first["train_loss"] and again["tokens"] == first["tokens"]
+    assert len(read_metrics(tmp_path)) == 2
+    trained = build_model(tiny("parallel"), seed=0)
+    train(trained, data, None, cfg, tmp_path / "fresh")
+    assert all(torch.equal(p, trained.state_dict()[k]) for k, p in again_model.state_dict().items())

@@ -163,19 +163,22 @@ def steps_for_budget(token_budget: float, batch_size: int, seq_len: int, grad_ac
 
 def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, token_budget: float,
             out_dir: str | os.PathLike, *, batch_size: int = 8, grad_accum: int = 1, lr: float = 1e-4,
-            warmup_frac: float = 0.05, n_points: int = 6, **train_kw) -> dict:
+            warmup_frac: float = 0.05, n_points: int = 6, keep_checkpoints: bool = False, **train_kw) -> dict:
     """Supervised fine-tuning of a (converted) native model for `token_budget` tokens with ladder.train.
 
     Defaults follow the paper's fine-tuning recipe in spirit (AdamW, short warm-up, cosine decay); the
-    learning rate is a parameter. `n_points` checkpoints and validation losses are spread evenly over
-    the run, for `quality_curve`. Returns ladder.train.train's summary plus the TrainConfig used.
+    learning rate is a parameter. `n_points` validation losses are spread evenly over the run (the
+    quality-vs-tokens curve); with `keep_checkpoints` a checkpoint is kept at each of them too (for
+    benchmark curves; costly for large models), else only the final one. Returns ladder.train.train's
+    summary plus the TrainConfig used.
     """
     from .train import TrainConfig, train
     steps = steps_for_budget(token_budget, batch_size, train_blocks.seq_len, grad_accum)
     every = max(1, steps // max(1, n_points))
     cfg = TrainConfig(**{**dict(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_steps=max(1, round(warmup_frac * steps)), eval_every=every,
-                                eval_batches=10**9, ckpt_every=every, keep_checkpoints=0), **train_kw})
+                                eval_batches=10**9, ckpt_every=every if keep_checkpoints else 0,
+                                keep_checkpoints=0 if keep_checkpoints else 1), **train_kw})
     summary = train(model, train_blocks, val_blocks, cfg, out_dir)
     return {**summary, "train_config": cfg.to_dict()}
 
@@ -248,36 +251,43 @@ def save_converted(source, ladder_layers, out_dir: str | os.PathLike, tokenizer=
     return out_dir
 
 
-def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks: TokenBlocks, *,
-                  tasks: Sequence[str] = (), limit: int | None = None, tokenizer=None, batch_size: int = 8,
-                  device: str = "cpu") -> list[dict]:
-    """Quality vs retraining tokens: perplexity (and lm-eval scores when `tasks`) of the converted model
-    before retraining (tokens = 0) and at every checkpoint of the retraining run in `run_dir`.
+def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks: TokenBlocks | None = None, *,
+                  start_ppl: float | None = None, tasks: Sequence[str] = (), from_checkpoints: bool = False,
+                  limit: int | None = None, tokenizer=None, batch_size: int = 8, device: str = "cpu") -> list[dict]:
+    """Quality vs retraining tokens: held-out perplexity of the converted model before retraining
+    (tokens = 0; `start_ppl` if already known) and along the retraining run in `run_dir`.
 
-    Checkpoints are ladder.train's (out_dir/checkpoints/step_N: native weights + trainer state).
+    By default the points are the validation losses ladder.train logged (metrics.jsonl, on the same
+    held-out blocks), so nothing is recomputed. With `tasks` or `from_checkpoints`, every kept
+    checkpoint (retrain(..., keep_checkpoints=True)) is loaded and evaluated: perplexity on
+    `val_blocks` and, for `tasks`, lm-eval on an exported copy.
     """
-    from safetensors.torch import load_model
-    from .train import _checkpoints, save_hf
+    from .train import _checkpoints, read_metrics, save_hf
     run_dir = Path(run_dir)
     path = resolve_checkpoint(source)
+    rewired = dict(wiring="hybrid", ladder_layers=ladder_layers)
+    seq = max(val_blocks.seq_len if val_blocks is not None else 0, 256)
+    if start_ppl is None:
+        if val_blocks is None:
+            raise ValueError("quality_curve needs val_blocks or start_ppl for the point before retraining")
+        start_ppl = perplexity(load_pretrained(path, device=device, max_seq_len=seq, **rewired), val_blocks, batch_size)
+    curve = [{"step": 0, "tokens": 0, "ppl": start_ppl}]
+    if not (tasks or from_checkpoints):
+        return curve + [{"step": m["step"], "tokens": m["tokens"], "ppl": math.exp(m["val_loss"])}
+                        for m in read_metrics(run_dir) if "val_loss" in m]
+    from safetensors.torch import load_model
     from transformers import AutoConfig
-    config = config_from_hf(AutoConfig.from_pretrained(path), max_seq_len=max(val_blocks.seq_len, 256),
-                            wiring="hybrid", ladder_layers=ladder_layers)
-    points = [(0, 0, None)]
+    if val_blocks is None:
+        raise ValueError("evaluating checkpoints needs val_blocks")
+    config = config_from_hf(AutoConfig.from_pretrained(path), max_seq_len=seq, **rewired)
     for d in _checkpoints(run_dir):
         state = torch.load(d / "trainer_state.pt", weights_only=False, map_location="cpu")
-        points.append((state["step"], state["tokens_seen"], d))
-    curve = []
-    for step, tokens, d in points:
-        if d is None:
-            model = load_pretrained(path, device=device, max_seq_len=config.max_seq_len, wiring="hybrid",
-                                    ladder_layers=ladder_layers)
-        else:
-            model = build_model(config, device=device)
-            load_model(model, str(d / "model.safetensors"), device=str(device))
-        rec = {"step": step, "tokens": tokens, "ppl": perplexity(model.eval(), val_blocks, batch_size)}
+        model = build_model(config, device=device)
+        load_model(model, str(d / "model.safetensors"), device=str(device))
+        rec = {"step": state["step"], "tokens": state["tokens_seen"],
+               "ppl": perplexity(model.eval(), val_blocks, batch_size)}
         if tasks:
-            hf_dir = save_hf(model, run_dir / "curve" / f"step_{step:06d}", tokenizer)
+            hf_dir = save_hf(model, run_dir / "curve" / f"step_{state['step']:06d}", tokenizer)
             rec["tasks"] = lm_eval_scores(hf_dir, tasks, limit, batch_size)
         curve.append(rec)
     return curve
@@ -426,10 +436,12 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
                      "retrain_tokens": 0, **_flatten(evaluate_checkpoint(conv, val_blocks, tasks, **ev))})
         res = adapt(path, n, train_blocks, val_blocks, retrain_tokens, out / f"hybrid{n}", tokenizer=tokenizer,
                     device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
+        # the final validation loss of the run is the retrained model's held-out perplexity already
         rows.append({"model": name, "variant": f"Hybrid-{n}L, retrained", "ladder_layers": n,
                      "retrain_tokens": res["summary"]["tokens"],
-                     **_flatten(evaluate_checkpoint(res["checkpoint"], val_blocks, tasks, **ev))})
-        curves[n] = quality_curve(out / f"hybrid{n}", path, n, val_blocks, batch_size=eval_batch_size, device=device)
+                     **_flatten(evaluate_checkpoint(res["checkpoint"], None, tasks, **ev)),
+                     "ppl": math.exp(res["summary"]["val_loss"])})
+        curves[n] = quality_curve(out / f"hybrid{n}", path, n, start_ppl=rows[-2]["ppl"])
         checkpoints[f"hybrid{n}_converted"], checkpoints[f"hybrid{n}"] = str(conv), str(res["checkpoint"])
         summaries[n] = res["summary"]
     if control:
@@ -437,7 +449,8 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
                     device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
         rows.insert(1, {"model": name, "variant": "source, retrained (control)", "ladder_layers": 0,
                         "retrain_tokens": res["summary"]["tokens"],
-                        **_flatten(evaluate_checkpoint(res["checkpoint"], val_blocks, tasks, **ev))})
+                        **_flatten(evaluate_checkpoint(res["checkpoint"], None, tasks, **ev)),
+                        "ppl": math.exp(res["summary"]["val_loss"])})
         checkpoints["source_retrained"], summaries[0] = str(res["checkpoint"]), res["summary"]
     return {"model": name, "path": str(path), "n_layers": n_layers, "ladder_layers": counts, "data": note,
             "rows": rows, "curves": curves, "checkpoints": checkpoints, "train_summaries": summaries,

@@ -86,7 +86,7 @@ def adapted(stories_dir, tok, tmp_path_factory):
     train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
     val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
     result = adapt.adapt(stories_dir, 3, train, val, token_budget=4 * 32 * 6, out_dir=out, tokenizer=tok,
-                         batch_size=4, lr=1e-3, n_points=3, progress=False)
+                         batch_size=4, lr=1e-3, n_points=3, keep_checkpoints=True, progress=False)
     return result, train, val, out
 
 
@@ -106,14 +106,20 @@ def test_adapt_exports_a_ladder_checkpoint_that_matches_the_native_model(adapted
 
 def test_quality_curve_starts_at_the_converted_model(adapted, stories_dir):
     result, train, val, out = adapted
-    curve = adapt.quality_curve(out, stories_dir, 3, val)
-    assert [p["step"] for p in curve] == [0, 2, 4, 6]
-    assert [p["tokens"] for p in curve] == [0, 256, 512, 768]
+    logged = adapt.quality_curve(out, stories_dir, 3, val)  # from the validation losses train logged
+    reloaded = adapt.quality_curve(out, stories_dir, 3, val, from_checkpoints=True)  # from kept checkpoints
+    for curve in (logged, reloaded):
+        assert [p["step"] for p in curve] == [0, 2, 4, 6]
+        assert [p["tokens"] for p in curve] == [0, 256, 512, 768]
+    for a, b in zip(logged, reloaded):
+        assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
     converted = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
-    assert curve[0]["ppl"] == pytest.approx(adapt.perplexity(converted, val), rel=1e-6)
+    assert logged[0]["ppl"] == pytest.approx(adapt.perplexity(converted, val), rel=1e-6)
     final = load_pretrained(result["checkpoint"])
-    assert curve[-1]["ppl"] == pytest.approx(adapt.perplexity(final, val), rel=1e-5)
-    assert curve[-1]["ppl"] == pytest.approx(math.exp(result["summary"]["val_loss"]), rel=1e-5)
+    assert logged[-1]["ppl"] == pytest.approx(adapt.perplexity(final, val), rel=1e-5)
+    assert logged[-1]["ppl"] < logged[0]["ppl"]  # retraining on the source's own text helps
+    with pytest.raises(ValueError, match="needs val_blocks or start_ppl"):
+        adapt.quality_curve(out, stories_dir, 3)
 
 
 def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):

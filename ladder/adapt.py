@@ -457,6 +457,16 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
             "tasks": list(tasks), "limit": limit}
 
 
+def display_name(name: str) -> str:
+    """A short label for a model of the notebook's parameters (the from-scratch chapter's checkpoint by role)."""
+    if Path(name).parts[-2:] == ("checkpoints", "standard"):
+        return "from-scratch standard (chapter 3)"
+    if name.count("/") == 1 and not Path(name).exists():
+        return name  # a hub id
+    p = Path(name)
+    return (p.parent.name if p.name == "hf" else p.name) or name
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/")).strip("_")
 

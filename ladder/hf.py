@@ -69,7 +69,9 @@ def hf_config_kwargs(config: ModelConfig) -> dict:
     return dict(vocab_size=config.vocab_size, hidden_size=config.dim, intermediate_size=config.ffn_dim,
                 num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
                 num_key_value_heads=config.n_kv_heads, head_dim=config.head_dim, max_position_embeddings=max_pos,
-                rms_norm_eps=config.norm_eps, tie_word_embeddings=config.tie_embeddings, rope_parameters=rope)
+                rms_norm_eps=config.norm_eps, tie_word_embeddings=config.tie_embeddings, rope_parameters=rope,
+                # token ids belong to the tokenizer, not the shape: unset unless the caller passes them
+                bos_token_id=None, eos_token_id=None)
 
 
 def to_hf_config(config: ModelConfig, **extra) -> LlamaConfig:

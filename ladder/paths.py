@@ -30,3 +30,11 @@ def results_dir(profile: str) -> Path:
     d = REPO_ROOT / "data" / "results" / profile
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def figures_dir() -> Path:
+    """Where notebooks save figures that other book pages show: <book>/figures, the book folder being
+    $LADDER_BOOK_DIR when ladder.pipeline runs them (a temporary copy in tests), else the repo's book/."""
+    d = Path(os.environ.get("LADDER_BOOK_DIR", REPO_ROOT / "book")) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

@@ -280,7 +280,9 @@ def save_hf(model, out_dir: str | os.PathLike, tokenizer=None, dtype: torch.dtyp
     """
     from .hf import to_hf
     model = getattr(model, "module", model)  # unwrap DDP
-    hf = to_hf(model)
+    # the tokenizer's special tokens, so that `generate` stops at the real end of text
+    special = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
+    hf = to_hf(model, **{k: v for k, v in special.items() if v is not None})
     if dtype is not None:
         hf = hf.to(dtype)
     out_dir = Path(out_dir)

@@ -130,3 +130,13 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     trained = build_model(tiny("parallel"), seed=0)
     train(trained, data, None, cfg, tmp_path / "fresh")
     assert all(torch.equal(p, trained.state_dict()[k]) for k, p in again_model.state_dict().items())
+
+
+def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):
+    from ladder.data import train_tokenizer
+    tok = train_tokenizer(["hello world, a small corpus of text."] * 50, vocab_size=300)
+    model = build_model(tiny("standard").replace(vocab_size=len(tok)), seed=1)
+    save_hf(model, tmp_path, tokenizer=tok)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert tok.eos_token_id is not None
+    assert cfg["eos_token_id"] == tok.eos_token_id

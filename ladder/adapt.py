@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
 from .data import TokenBlocks, pack
+from .eval import perplexity
 from .hf import config_from_hf, load_pretrained, resolve_checkpoint
 from .model import build_model
 
@@ -201,18 +201,6 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
 
 
 # --------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def perplexity(model, blocks: TokenBlocks, batch_size: int = 8) -> float:
-    """exp(mean next-token loss) of a native model over `blocks` (masked targets excluded)."""
-    try:
-        from .eval import perplexity as _ppl  # helper TRAIN's, when present
-        return float(_ppl(model, blocks, batch_size))
-    except ImportError:
-        from .train import evaluate_loss
-        device = model.lm_head.weight.device
-        return math.exp(evaluate_loss(model, blocks, batch_size, None, device, nullcontext()))
-
-
 def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, batch_size: int = 8) -> dict:
     """{task: {metric: value}} from lm-eval's Hugging Face wrapper on a saved checkpoint (ladder.eval)."""
     if not tasks:

@@ -35,8 +35,10 @@ setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 test: setup  ## run the test suite
 	$(PY) -m pytest -q tests
 
+# Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped;
+# FORCE=1 re-executes them all (the committed book's cpu-profile copies included).
 reproduce: setup  ## run every notebook with PROFILE's parameters, then build the book
-	$(PY) -m ladder.pipeline --profile $(PROFILE)
+	$(PY) -m ladder.pipeline --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 
 book: setup  ## rebuild the book from the stored executed notebooks
 	$(PY) -m ladder.pipeline --profile $(PROFILE) --book-only

@@ -406,7 +406,17 @@ def main(argv=None):
     ap.add_argument("--virtual", action="store_true", help="one process, peers emulated (ladder.link.VirtualRanks)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=None, help="append records to this .jsonl (and a .csv beside it)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a Hugging Face Llama / ladder-Llama checkpoint (directory or hub id) to time instead of "
+                         "random weights of --preset; its shape replaces --preset, --wiring rewires it")
     a = ap.parse_args(argv)
+    presets = a.preset
+    if a.checkpoint:  # the checkpoint's own shape, so ladder_layers is checked against its real depth
+        from transformers import AutoConfig
+
+        from .hf import config_from_hf, resolve_checkpoint
+        presets = [config_from_hf(AutoConfig.from_pretrained(resolve_checkpoint(a.checkpoint)),
+                                  max_seq_len=a.prompt_len + a.new_tokens, wiring="standard", ladder_layers=0)]
     if a.nccl_p2p_disable:
         os.environ["NCCL_P2P_DISABLE"] = "1"
     under_torchrun = "WORLD_SIZE" in os.environ
@@ -419,8 +429,8 @@ def main(argv=None):
     tp = comm.size if under_torchrun else (a.tp or 1)
     base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,
                 compile=a.compile, device=device, ladder_layers=a.ladder_layers,
-                ranks="virtual" if a.virtual else "processes")
-    cfgs = sweep(base, preset=a.preset, wiring=a.wiring, batch=a.batch, dtype=dtypes,
+                ranks="virtual" if a.virtual else "processes", checkpoint=a.checkpoint)
+    cfgs = sweep(base, preset=presets, wiring=a.wiring, batch=a.batch, dtype=dtypes,
                  link=[None if x == "none" else x for x in a.link])
     if under_torchrun or tp == 1 or a.virtual:
         records = run(cfgs, comm, dev)

@@ -329,6 +329,9 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- CLI
+OFFLINE_PROFILES = ("smoke", "cpu")
+
+
 def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
         book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
         log=print, log_output: bool = False) -> None:
@@ -336,6 +339,9 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     if book_only and no_book:
         raise PipelineError("--book-only and --no-book exclude each other")
+    if profile in OFFLINE_PROFILES:  # as the Makefile does: these profiles read LADDER_DATA, never the hub
+        for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ.setdefault(var, "1")
     if not book_only:
         notebooks = discover(notebooks_dir, only)
         if not notebooks:

@@ -86,6 +86,18 @@ def test_cli_writes_records(tmp_path, capsys):
     assert "tokens_per_s" in capsys.readouterr().out
 
 
+def test_cli_times_a_checkpoint_rewired_as_hybrid(tmp_path, stories_dir):
+    """The converted model's speed on the GPU path: `torchrun ... -m ladder.bench --checkpoint ...`."""
+    out = tmp_path / "ckpt.jsonl"
+    main(["--checkpoint", str(stories_dir), "--wiring", "standard", "hybrid", "--ladder-layers", "3",
+          "--prompt-len", "4", "--new-tokens", "2", "--samples", "1", "--warmup", "0", "--out", str(out)])
+    recs = read_records(out)
+    assert [r["wiring"] for r in recs] == ["standard", "hybrid"] and recs[1]["ladder_layers"] == 3
+    assert all(r["checkpoint"] == str(stories_dir) and r["n_layers"] == 5 for r in recs)
+    with pytest.raises(ValueError, match="ladder_layers=9"):  # checked against the checkpoint's 5 layers
+        main(["--checkpoint", str(stories_dir), "--wiring", "hybrid", "--ladder-layers", "9", "--samples", "1"])
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(dtype="float8"), "dtype"),
     (dict(batch=0), "batch"),

@@ -109,7 +109,7 @@ def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list
         for name in h.partial.parts:
             ar[name] = "overlapped" if overlapped else "blocking"
     records = []
-    for kind, name, reads in (e for e in comm.log if e[0] == "compute"):
+    for _, name, reads in (e for e in comm.log if e[0] == "compute"):
         earlier = order[:order.index(name)]
         records.append({"wiring": wiring, "module": name, "layer": int(name.lstrip("atnmlp")),
                         "reads": ["emb"] + [m for m in earlier if m in reads],

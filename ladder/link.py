@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .tp import SingleDevice
+
 GB = 1e9
 
 
@@ -150,7 +152,7 @@ class _Pending:
         self.deadline = deadline
 
 
-class VirtualRanks:
+class VirtualRanks(SingleDevice):
     """One rank of a `size`-rank tensor-parallel group whose peers are not there (a single process).
 
     The model is built with this rank's local sizes, so compute is exactly one rank's; every all-reduce
@@ -168,12 +170,6 @@ class VirtualRanks:
     def start(self, partial: torch.Tensor):
         self.n_collectives += 1
         return partial
-
-    def wait(self, handle):
-        return handle
-
-    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
-        return self.wait(self.start(partial))
 
     def count(self) -> int:
         return self.n_collectives

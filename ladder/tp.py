@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from torch.distributed import _functional_collectives as funcol
 
 from .config import ModelConfig
 
@@ -61,12 +62,10 @@ class TensorParallel(SingleDevice):
         self.n_collectives = 0  # launched all-reduces, for tests and reports
 
     def start(self, partial):
-        from torch.distributed import _functional_collectives as funcol
         self.n_collectives += 1
         return funcol.all_reduce(partial, "sum", self.group)
 
     def wait(self, handle):
-        from torch.distributed import _functional_collectives as funcol
         if isinstance(handle, funcol.AsyncCollectiveTensor):
             return funcol.wait_tensor(handle.elem)
         return handle

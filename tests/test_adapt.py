@@ -1,6 +1,5 @@
 """Llama adaptation (issue 5): chat data with response-only loss, token budgets, the convert -> retrain ->
 export path on stories260K, and the quality-vs-tokens curve."""
-import math
 
 import pytest
 import torch

@@ -1,9 +1,8 @@
-import math
 
 import pytest
 import torch
 
-from ladder import ModelConfig, build_model, preset
+from ladder import build_model, preset
 from ladder.model import rope_inv_freq
 
 WIRING_CONFIGS = {

@@ -172,8 +172,10 @@ def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, to
     benchmark curves; costly for large models), else only the final one. Returns ladder.train.train's
     summary plus the TrainConfig used.
     """
+    import torch.distributed as dist
     from .train import TrainConfig, train
-    steps = steps_for_budget(token_budget, batch_size, train_blocks.seq_len, grad_accum)
+    world = dist.get_world_size() if dist.is_initialized() else 1  # data-parallel ranks share the budget
+    steps = steps_for_budget(token_budget, batch_size * world, train_blocks.seq_len, grad_accum)
     every = max(1, steps // max(1, n_points))
     cfg = TrainConfig(**{**dict(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_steps=max(1, round(warmup_frac * steps)), eval_every=every,
@@ -185,19 +187,98 @@ def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, to
 
 def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, token_budget: float,
           out_dir: str | os.PathLike, *, tokenizer=None, device: str = "cpu", dtype=torch.float32,
-          export_dtype: torch.dtype | None = None, **retrain_kw) -> dict:
+          export_dtype: torch.dtype | None = None, nproc: int = 1, **retrain_kw) -> dict:
     """The whole path: HF Llama checkpoint -> native hybrid (last `ladder_layers` layers ladder) ->
     retraining -> a LadderLlamaForCausalLM checkpoint in out_dir/hf. Returns {"checkpoint", "summary"}.
 
     `ladder_layers=0` retrains the source model unchanged (standard wiring, exported as a plain
     LlamaForCausalLM): the control that separates the effect of the retraining data from the rewiring.
+
+    `nproc` > 1 retrains on that many local processes (one per GPU) launched with torchrun, and waits for
+    them; add `fsdp=True` (and `activation_checkpointing=True`) to shard the model, which full fine-tuning
+    of Llama-3.1-8B needs (see ladder.train). The result is the same as in one process accumulating
+    `nproc` micro-batches per step.
     """
     from .train import save_hf
+    if nproc > 1:
+        return _adapt_torchrun(nproc, source, ladder_layers, train_blocks, val_blocks, token_budget, out_dir,
+                               tokenizer=tokenizer, device=device, dtype=dtype, export_dtype=export_dtype,
+                               **retrain_kw)
     rewire = {"wiring": "hybrid", "ladder_layers": ladder_layers} if ladder_layers else {"wiring": "standard"}
     model = load_pretrained(source, device=device, dtype=dtype, max_seq_len=max(train_blocks.seq_len, 256), **rewire)
     summary = retrain(model, train_blocks, val_blocks, token_budget, out_dir, **retrain_kw)
     ckpt = save_hf(model, Path(out_dir) / "hf", tokenizer, dtype=export_dtype)
     return {"checkpoint": ckpt, "summary": summary}
+
+
+def _adapt_torchrun(nproc: int, source, ladder_layers, train_blocks, val_blocks, token_budget, out_dir, *,
+                    tokenizer, device: str, dtype, export_dtype, **retrain_kw) -> dict:
+    """adapt() on `nproc` torchrun processes: the job (data, tokenizer, arguments) goes to out_dir/job,
+    `python -m ladder.adapt out_dir/job/job.json` runs on every rank, rank 0 writes out_dir/adapt_result.json."""
+    import collections
+    import json
+    import re
+    import subprocess
+    import sys
+    out_dir = Path(out_dir)
+    job = out_dir / "job"
+    job.mkdir(parents=True, exist_ok=True)
+    torch.save({"train": train_blocks, "val": val_blocks}, job / "blocks.pt")  # ranks map it (shared pages)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(job / "tokenizer"))
+    (out_dir / "adapt_result.json").unlink(missing_ok=True)
+    spec = {"source": str(resolve_checkpoint(source)),  # downloaded once, here, not by every rank
+            "ladder_layers": ladder_layers, "token_budget": token_budget, "out_dir": str(out_dir),
+            "device": "cuda" if str(device).startswith("cuda") else "cpu", "dtype": str(dtype).removeprefix("torch."),
+            "export_dtype": None if export_dtype is None else str(export_dtype).removeprefix("torch."),
+            "retrain": retrain_kw}
+    (job / "job.json").write_text(json.dumps(spec, indent=2))
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "ladder.adapt", str(job / "job.json")]
+    tail = collections.deque(maxlen=60)
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:  # streamed, so a long run shows its progress
+            tail.append(line)
+            if retrain_kw.get("progress", True):
+                print(line, end="", flush=True)
+    if proc.returncode != 0:
+        # the worker's own exception, not torchrun's ChildFailedError that wraps it
+        errors = [l.split("]:", 1)[-1].strip() for l in tail
+                  if re.search(r"\w+(Error|Exception): ", l) and "ChildFailedError" not in l]
+        raise RuntimeError(f"distributed retraining failed (exit code {proc.returncode}): "
+                           f"{errors[-1] if errors else 'see the output below'}\n"
+                           f"command: {' '.join(argv)}\nlast output:\n" + "".join(tail))
+    result = json.loads((out_dir / "adapt_result.json").read_text())
+    return {"checkpoint": Path(result["checkpoint"]), "summary": result["summary"]}
+
+
+def main(argv=None):
+    """One rank of adapt(..., nproc=N): `torchrun --nproc-per-node N -m ladder.adapt JOB.json`."""
+    import json
+    import sys
+    import torch.distributed as dist
+    from transformers import AutoTokenizer
+    from .tp import init_distributed
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_file():
+        raise SystemExit("usage: torchrun --nproc-per-node N -m ladder.adapt JOB.json (written by "
+                         "ladder.adapt.adapt(..., nproc=N))")
+    path = Path(argv[0])
+    spec = json.loads(path.read_text())
+    _, dev = init_distributed(device=spec["device"])
+    try:
+        blocks = torch.load(path.parent / "blocks.pt", mmap=True, weights_only=False)
+        tok_dir = path.parent / "tokenizer"
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if tok_dir.is_dir() else None
+        export = None if spec["export_dtype"] is None else getattr(torch, spec["export_dtype"])
+        res = adapt(spec["source"], spec["ladder_layers"], blocks["train"], blocks["val"], spec["token_budget"],
+                    spec["out_dir"], tokenizer=tokenizer, dtype=getattr(torch, spec["dtype"]),
+                    export_dtype=export, **{**spec["retrain"], "device": str(dev)})
+        if dist.get_rank() == 0:
+            (Path(spec["out_dir"]) / "adapt_result.json").write_text(
+                json.dumps({"checkpoint": str(res["checkpoint"]), "summary": res["summary"]}, indent=2, default=str))
+    finally:
+        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -393,12 +474,18 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
                    retrain_tokens: float = 200_000, seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3,
                    tasks: Sequence[str] = (), limit: int | None = None, data_kind: str = "auto",
                    corpus_tokens: int = 65_536, eval_tokens: int = 16_384, n_points: int = 6,
-                   eval_batch_size: int = 8, device: str = "cpu", seed: int = 0, control: bool = False) -> dict | None:
+                   eval_batch_size: int = 8, device: str = "cpu", seed: int = 0, control: bool = False,
+                   grad_accum: int = 1, nproc: int = 1, fsdp: bool = False, activation_checkpointing: bool = False,
+                   export_dtype: str | None = None, progress: bool = False) -> dict | None:
     """The paper's adaptation experiment on one pretrained Llama: evaluate it, convert its upper layers
     (each fraction of the depth), evaluate right after conversion, retrain, evaluate again, and trace
     quality vs retraining tokens. `control`: also retrain the unconverted source on the same data (how
     much of the remaining gap is the retraining data's, not the rewiring's). Returns None (with a printed
     note) when a local checkpoint is missing.
+
+    Retraining runs in this process, or with `nproc` > 1 on that many torchrun processes (one per GPU;
+    `fsdp` shards the model, as an 8B full fine-tune needs). `export_dtype` (e.g. "bfloat16") sets the
+    dtype of the saved retrained checkpoints.
     """
     import shutil
     from transformers import AutoConfig, AutoTokenizer
@@ -415,6 +502,10 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
                                                      corpus_tokens=corpus_tokens, eval_tokens=eval_tokens,
                                                      seed=seed, device=device)
     ev = dict(limit=limit, batch_size=eval_batch_size, device=device)
+    retrain_kw = dict(tokenizer=tokenizer, device=device, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
+                      n_points=n_points, progress=progress, seed=seed, nproc=nproc, fsdp=fsdp,
+                      activation_checkpointing=activation_checkpointing,
+                      export_dtype=None if export_dtype is None else getattr(torch, export_dtype))
     rows = [{"model": name, "variant": "source", "ladder_layers": 0, "retrain_tokens": 0,
              **_flatten(evaluate_checkpoint(path, val_blocks, tasks, **ev))}]
     curves, checkpoints, summaries = {}, {"source": str(path)}, {}
@@ -422,8 +513,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
         conv = save_converted(path, n, out / f"hybrid{n}_converted", tokenizer)
         rows.append({"model": name, "variant": f"Hybrid-{n}L, no retraining", "ladder_layers": n,
                      "retrain_tokens": 0, **_flatten(evaluate_checkpoint(conv, val_blocks, tasks, **ev))})
-        res = adapt(path, n, train_blocks, val_blocks, retrain_tokens, out / f"hybrid{n}", tokenizer=tokenizer,
-                    device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
+        res = adapt(path, n, train_blocks, val_blocks, retrain_tokens, out / f"hybrid{n}", **retrain_kw)
         # the final validation loss of the run is the retrained model's held-out perplexity already
         rows.append({"model": name, "variant": f"Hybrid-{n}L, retrained", "ladder_layers": n,
                      "retrain_tokens": res["summary"]["tokens"],
@@ -433,8 +523,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
         checkpoints[f"hybrid{n}_converted"], checkpoints[f"hybrid{n}"] = str(conv), str(res["checkpoint"])
         summaries[n] = res["summary"]
     if control:
-        res = adapt(path, 0, train_blocks, val_blocks, retrain_tokens, out / "source_retrained", tokenizer=tokenizer,
-                    device=device, batch_size=batch_size, lr=lr, n_points=n_points, progress=False, seed=seed)
+        res = adapt(path, 0, train_blocks, val_blocks, retrain_tokens, out / "source_retrained", **retrain_kw)
         rows.insert(1, {"model": name, "variant": "source, retrained (control)", "ladder_layers": 0,
                         "retrain_tokens": res["summary"]["tokens"],
                         **_flatten(evaluate_checkpoint(res["checkpoint"], None, tasks, **ev)),
@@ -557,3 +646,7 @@ def speedup_table(records: list[dict]) -> list[dict]:
                      "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
                      "speedup": r["tokens_per_s"] / s["tokens_per_s"]})
     return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from .config import ModelConfig
@@ -192,10 +193,16 @@ class Block(nn.Module):
         self.post_attention_layernorm = None if wiring == "parallel" else RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config, tp)
 
+    checkpoint = False  # ladder.train sets it: recompute the modules in backward instead of storing activations
+
     def attention(self, h, **ctx):
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.self_attn, h, use_reentrant=False, **ctx)
         return self.self_attn(h, **ctx)
 
     def feed_forward(self, h):
+        if self.checkpoint and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self.mlp, h, use_reentrant=False)
         return self.mlp(h)
 
 
@@ -321,7 +328,7 @@ def build_model(config: ModelConfig, comm=None, *, device="cpu", dtype=torch.flo
         model.lm_head.weight = model.embed_tokens.weight
     model._init_buffers(device)
     if state_dict is not None:
-        model.load_full_state_dict({k: v.to(dtype) for k, v in state_dict.items()})
+        model.load_full_state_dict(state_dict)  # copy_ casts to dtype: no second full copy of the weights
     else:
         init_weights(model, seed=seed)
     return model

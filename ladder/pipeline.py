@@ -106,8 +106,11 @@ def discover(notebooks_dir: Path = NOTEBOOKS_DIR, only=None) -> list[Path]:
     return found
 
 
-def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR) -> dict:
-    """The papermill parameters for one notebook: profiles/<profile>/<stem>.yaml plus `profile`."""
+def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR, notebook: Path | None = None) -> dict:
+    """The papermill parameters for one notebook: profiles/<profile>/<stem>.yaml plus `profile`.
+
+    With `notebook`, every name must be a parameter its `parameters` cell declares (papermill would
+    only warn, and the run would silently use the default)."""
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     path = Path(profiles_dir) / profile / f"{stem}.yaml"
@@ -118,6 +121,16 @@ def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR) 
     if not isinstance(params, dict):
         raise PipelineError(f"{_rel(path)} must be a flat mapping of parameter names to values, "
                             f"not {type(params).__name__}")
+    if notebook is not None:
+        import difflib
+        import papermill as pm
+        declared = set(pm.inspect_notebook(str(notebook)))
+        unknown = sorted(set(params) - declared)
+        if unknown:
+            hints = {u: difflib.get_close_matches(u, declared, n=1) for u in unknown}
+            hint = "; ".join(f"{u!r}: did you mean {m[0]!r}?" for u, m in hints.items() if m)
+            raise PipelineError(f"{_rel(path)}: {unknown} not parameters of {_rel(Path(notebook))} "
+                                f"(its parameters cell declares {sorted(declared)})" + (f". {hint}" if hint else ""))
     return {**params, "profile": profile}
 
 
@@ -196,7 +209,7 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
 
     notebook = Path(notebook).resolve()
     stem = notebook.stem
-    params = load_parameters(profile, stem, profiles_dir)
+    params = load_parameters(profile, stem, profiles_dir, notebook)
     executed = Path(book_dir) / "notebooks" / f"{stem}.ipynb"
     digest = work_hash(notebook, params, profile)
     if not force and is_up_to_date(executed, digest):
@@ -347,7 +360,7 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         if not notebooks:
             raise PipelineError(f"no notebooks matching NN_*.ipynb in {_rel(notebooks_dir)}")
         for nb in notebooks:  # every parameter file is checked before anything runs
-            load_parameters(profile, nb.stem, profiles_dir)
+            load_parameters(profile, nb.stem, profiles_dir, nb)
         for nb in notebooks:
             execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
     if not no_book:

@@ -11,10 +11,18 @@ Every wiring trained with the same `TrainConfig` sees the same batches in the sa
 function of `seed` and the step only) and, built with the same `build_model(seed=...)`, starts from the
 same weights, so differences between runs come from the wiring alone.
 
-Multi-GPU: launch with `torchrun --nproc-per-node N -m ladder.train ...`; the model is wrapped in
-torch's `DistributedDataParallel` and rank r takes every N-th batch. Checkpoints (every `ckpt_every`
-steps, in out_dir/checkpoints/step_NNNNNN/) hold the weights (safetensors) and the optimizer, scheduler,
-data position and RNG state; `train` resumes from the newest one and continues on the same trajectory.
+Multi-GPU: launch with `torchrun --nproc-per-node N -m ladder.train ...`; rank r takes every N-th batch.
+By default the model is replicated (torch's `DistributedDataParallel`). With `fsdp=True` it is sharded
+instead (FSDP2, `torch.distributed.fsdp.fully_shard`): weights, gradients and AdamW state are split over
+the N ranks, which is what full fine-tuning of an 8B model needs (fp32 weights + AdamW = 16 bytes per
+parameter = 128 GB unsharded). The mathematics is the same either way: N ranks x 1 micro-batch equals one
+process accumulating N micro-batches. `activation_checkpointing=True` recomputes each attention and MLP
+module in the backward pass instead of storing its activations.
+
+Checkpoints (every `ckpt_every` steps, in out_dir/checkpoints/step_NNNNNN/) hold the full, unsharded
+weights (safetensors) and optimizer state (keyed by parameter name), the scheduler, data position and RNG
+state. So a run resumes under any world size and with or without FSDP, from the same files, and continues
+on the same trajectory.
 """
 from __future__ import annotations
 
@@ -55,6 +63,8 @@ class TrainConfig:
     seed: int = 0                  # data order
     device: str = "auto"           # "auto" = cuda if available else cpu
     amp: str = "auto"              # "auto" = bf16 autocast on cuda, none on cpu; or "bf16" / "none"
+    fsdp: bool = False             # shard weights/grads/optimizer over data-parallel ranks (FSDP2) instead of DDP
+    activation_checkpointing: bool = False  # recompute attention/MLP activations in backward (saves memory)
     progress: bool = True
     progress_interval: float = 5.0  # seconds between progress-bar refreshes (keeps notebooks small)
 
@@ -92,30 +102,60 @@ def _checkpoints(out_dir: Path) -> list[Path]:
     return sorted((out_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path:
-    from safetensors.torch import save_model
+def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """Unsharded CPU copies of the model's (and optimizer's) state, keyed by parameter name.
+
+    Collective under FSDP (every rank calls; rank 0 receives the tensors, other ranks empty dicts);
+    a plain copy otherwise. One format for every way of training, so checkpoints move between them.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    if optimizer is None:
+        return get_model_state_dict(model, options=opts), None
+    return get_state_dict(model, optimizer, options=opts)
+
+
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path | None:
+    """Write out_dir/checkpoints/step_NNNNNN (all ranks call; rank 0 writes)."""
+    from safetensors.torch import save_file
+    weights, optim = full_state(model, optimizer)
+    rank, world = _ddp_info()
     d = out_dir / "checkpoints" / f"step_{step:06d}"
-    tmp = d.with_name(d.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / "model.safetensors"))  # handles tied weights
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step,
-                "rng": rng, **state}, tmp / "trainer_state.pt")
-    shutil.rmtree(d, ignore_errors=True)
-    tmp.rename(d)  # a run killed mid-save leaves only a .tmp folder, never a half checkpoint
-    for old in _checkpoints(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+    if rank == 0:
+        if model.config.tie_embeddings:  # one tensor under two names: store it once
+            weights.pop("lm_head.weight", None)
+        tmp = d.with_name(d.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp / "model.safetensors"))
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save({"optimizer": optim, "format": "full-by-name", "scheduler": scheduler.state_dict(),
+                    "step": step, "rng": rng, **state}, tmp / "trainer_state.pt")
+        shutil.rmtree(d, ignore_errors=True)
+        tmp.rename(d)  # a run killed mid-save leaves only a .tmp folder, never a half checkpoint
+        for old in _checkpoints(out_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    if world > 1:
+        dist.barrier()
     return d
 
 
 def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
-    from safetensors.torch import load_model
-    load_model(model, str(d / "model.safetensors"), device=str(next(model.parameters()).device))
+    """Restore a checkpoint into a (possibly FSDP-sharded) model and its optimizer; every rank calls."""
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
+    weights = load_file(str(d / "model.safetensors"))
+    if model.config.tie_embeddings:
+        weights["lm_head.weight"] = weights["embed_tokens.weight"]
     st = torch.load(d / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(st["optimizer"])
+    options = StateDictOptions(full_state_dict=True)
+    if st.get("format") == "full-by-name":
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=st["optimizer"], options=options)
+    else:  # written before FSDP support: optimizer state by parameter position (same model, unsharded)
+        set_model_state_dict(model, weights, options=options)
+        optimizer.load_state_dict(st["optimizer"])
     scheduler.load_state_dict(st["scheduler"])
     torch.set_rng_state(st["rng"]["torch"])
     if "cuda" in st["rng"] and torch.cuda.is_available():
@@ -150,6 +190,21 @@ def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int 
     return total / max(count, 1)
 
 
+def shard_fsdp(model, bf16: bool = False):
+    """FSDP2 over all ranks: each attention and each MLP module is one unit (all-gathered just before it
+    runs, freed after), the root holds the embeddings, norms and head. Units are the modules, not the
+    blocks, because the wirings call a block's attention and MLP separately (`Block.attention`,
+    `Block.feed_forward`), in an order that differs per wiring. With `bf16`, compute in bf16 and reduce
+    gradients in fp32 while the sharded master weights stay fp32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+    for block in model.layers:
+        fully_shard(block.self_attn, mp_policy=mp)
+        fully_shard(block.mlp, mp_policy=mp)
+    fully_shard(model, mp_policy=mp)
+    return model
+
+
 def _ddp_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -171,6 +226,13 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     model.to(device).train()
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    for block in model.layers:
+        block.checkpoint = cfg.activation_checkpointing
+    if cfg.fsdp:
+        if not dist.is_initialized():
+            raise ValueError("fsdp=True shards over data-parallel ranks: launch with torchrun (or init_process_group) "
+                             "first, or train without fsdp in one process")
+        shard_fsdp(model, bf16=use_bf16)  # before the optimizer: it must hold the sharded parameters
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=device.type == "cuda")
@@ -194,7 +256,7 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
                                                                "model": model.config.to_dict()}, indent=2))
 
     ddp = model
-    if world > 1:
+    if world > 1 and not cfg.fsdp:
         from torch.nn.parallel import DistributedDataParallel
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # global micro-batch index: `step * grad_accum * world` batches have been consumed by all ranks
@@ -215,14 +277,18 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
         for micro in range(cfg.grad_accum):
             x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sync = nullcontext() if (world == 1 or micro == cfg.grad_accum - 1) else ddp.no_sync()
-            with sync:
+            last = micro == cfg.grad_accum - 1  # gradients are reduced over ranks once, after the last micro-batch
+            if cfg.fsdp:
+                model.set_requires_gradient_sync(last)
+            with ddp.no_sync() if (ddp is not model and not last) else nullcontext():
                 with autocast:
                     logits = ddp(x)
                 loss = loss_fn(logits, y) / cfg.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
+            grad_norm = grad_norm.full_tensor()
         lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
         scheduler.step()
@@ -245,11 +311,8 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_val:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)
         if step == cfg.max_steps or (cfg.ckpt_every and step % cfg.ckpt_every == 0):
-            if master:
-                save_checkpoint(out_dir, model, optimizer, scheduler, step, {"tokens_seen": tokens_seen},
-                                cfg.keep_checkpoints)
-            if world > 1:
-                dist.barrier()
+            save_checkpoint(out_dir, model, optimizer, scheduler, step, {"tokens_seen": tokens_seen},
+                            cfg.keep_checkpoints)
     bar.close()
     if log:
         log.close()
@@ -276,16 +339,27 @@ def save_hf(model, out_dir: str | os.PathLike, tokenizer=None, dtype: torch.dtyp
 
     standard -> a plain `LlamaForCausalLM` (loadable with transformers alone); other wirings ->
     `LadderLlamaForCausalLM` (import ladder.hf before `from_pretrained`). `dtype` casts on export
-    (e.g. torch.bfloat16 to halve the size).
+    (e.g. torch.bfloat16 to halve the size). Under data parallelism every rank calls it: FSDP shards are
+    gathered to rank 0, and rank 0 alone writes.
     """
+    from torch.distributed.fsdp import FSDPModule
     from .hf import to_hf
+    from .model import build_model
+    out_dir = Path(out_dir)
     model = getattr(model, "module", model)  # unwrap DDP
+    rank, _ = _ddp_info()
+    if isinstance(model, FSDPModule):
+        weights, _ = full_state(model)  # collective
+        if rank != 0:
+            return out_dir
+        model = build_model(model.config, device="cpu", dtype=dtype or torch.float32, state_dict=weights)
+    elif rank != 0 and model.comm.size == 1:  # a replica: rank 0 has the same weights
+        return out_dir
     # the tokenizer's special tokens, so that `generate` stops at the real end of text
     special = {f"{k}_token_id": getattr(tokenizer, f"{k}_token_id", None) for k in ("bos", "eos", "pad")}
     hf = to_hf(model, **{k: v for k, v in special.items() if v is not None})
     if dtype is not None:
         hf = hf.to(dtype)
-    out_dir = Path(out_dir)
     hf.save_pretrained(str(out_dir))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out_dir))
@@ -313,6 +387,8 @@ def main(argv=None):
     for f in ("batch_size", "grad_accum", "lr", "warmup_steps", "eval_every", "eval_batches", "ckpt_every", "seed"):
         t = type(getattr(TrainConfig, f))
         p.add_argument("--" + f.replace("_", "-"), type=t, default=getattr(TrainConfig, f))
+    p.add_argument("--fsdp", action="store_true", help="shard the model over the torchrun ranks (FSDP2) instead of DDP")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
     a = p.parse_args(argv)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -329,14 +405,15 @@ def main(argv=None):
     if rank == 0 and world > 1:
         dist.barrier()
     cfg = TrainConfig(**{f: getattr(a, f) for f in ("batch_size", "grad_accum", "lr", "warmup_steps", "eval_every",
-                                                    "eval_batches", "ckpt_every", "seed")})
+                                                    "eval_batches", "ckpt_every", "seed", "fsdp",
+                                                    "activation_checkpointing")})
     cfg.max_steps = max(1, int(a.tokens // cfg.tokens_per_step(a.seq_len, world)))
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
     model_cfg = preset(a.preset, wiring=a.wiring, vocab_size=len(tok), max_seq_len=max(a.seq_len, 256))
     model = build_model(model_cfg, device=device, seed=a.init_seed)
     summary = train(model, train_blocks, val_blocks, cfg, out / a.wiring)
+    save_hf(model, out / a.wiring / "hf", tok)
     if rank == 0:
-        save_hf(model, out / a.wiring / "hf", tok)
         print(json.dumps(summary, indent=2))
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -133,3 +133,39 @@ def test_primary_metric():
     assert adapt.primary_metric({"exact_match,strict-match": 0.3}) == 0.3
     assert adapt.primary_metric({"alias": "x", "n": 5}) is None
     assert adapt.primary_metric({"acc": 0.5, "acc_norm": 0.6}, "mmlu") == 0.5
+
+
+def test_adapt_on_two_torchrun_processes_with_fsdp_equals_one_process(stories_dir, tok, tmp_path):
+    """adapt(nproc=2, fsdp=True): torchrun, sharded retraining, gathered export == one process with 2
+    accumulated micro-batches (the gpu profile's path for Llama-3.1-8B, here on CPU over gloo)."""
+    source = load_pretrained(stories_dir)
+    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
+    kw = dict(token_budget=8 * 32 * 3, tokenizer=tok, batch_size=4, lr=1e-3, n_points=1, progress=False)
+    two = adapt.adapt(stories_dir, 3, train, val, out_dir=tmp_path / "two", nproc=2, fsdp=True,
+                      activation_checkpointing=True, **kw)
+    one = adapt.adapt(stories_dir, 3, train, val, out_dir=tmp_path / "one", grad_accum=2, **kw)
+    assert two["summary"]["steps"] == one["summary"]["steps"] == 3
+    assert two["summary"]["tokens"] == one["summary"]["tokens"] == 3 * 8 * 32
+    assert two["summary"]["val_loss"] == pytest.approx(one["summary"]["val_loss"], rel=1e-5)
+    assert (two["checkpoint"] / "tokenizer.json").exists()
+    x = train.tokens[:2, :-1]
+    with torch.no_grad():
+        torch.testing.assert_close(load_pretrained(two["checkpoint"])(x), load_pretrained(one["checkpoint"])(x),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_failed_distributed_retraining_reports_its_error(stories_dir, tok, tmp_path):
+    train = pack(["Once upon a time. " * 40], tok, 32)
+    with pytest.raises(RuntimeError, match=r"distributed retraining failed \(exit code 1\): ValueError: only 6 blocks: fewer than one batch of 64"):
+        adapt.adapt(stories_dir, 3, train, None, 1000, tmp_path, nproc=2, batch_size=64, progress=False)
+
+
+def test_gpu_profile_tasks_are_lm_eval_builtins():
+    """The paper-scale profile names lm-eval's own tasks (no local stand-ins); a typo would only fail on the GPU node."""
+    import yaml
+    from lm_eval.tasks import TaskManager
+    from ladder.pipeline import PROFILES_DIR
+    tasks = yaml.safe_load((PROFILES_DIR / "gpu" / "04_llama_adaptation.yaml").read_text())["tasks"]
+    missing = [t for t in tasks if t not in TaskManager().all_tasks]
+    assert tasks and not missing

@@ -51,6 +51,20 @@ def test_profile_file_must_be_a_mapping(tmp_path):
         pipeline.load_parameters("cpu", "01_tiny", tmp_path)
 
 
+def test_profile_names_must_be_notebook_parameters(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb")
+    _profile(tmp_path, "cpu", "01_tiny", "x: 1\nlgo: 'a'\n")
+    with pytest.raises(PipelineError, match=r"\['lgo'\] not parameters of .*'lgo': did you mean 'log'\?"):
+        pipeline.load_parameters("cpu", "01_tiny", tmp_path, nb)
+
+
+@pytest.mark.parametrize("profile", pipeline.PROFILES)
+def test_every_profile_of_the_repository_sets_only_declared_parameters(profile):
+    for nb in pipeline.discover():
+        params = pipeline.load_parameters(profile, nb.stem, notebook=nb)
+        assert len(params) > 1
+
+
 def test_parameters_carry_the_profile(tmp_path):
     _profile(tmp_path, "gpu", "01_tiny", "x: 3\n")
     assert pipeline.load_parameters("gpu", "01_tiny", tmp_path) == {"x": 3, "profile": "gpu"}

@@ -140,3 +140,74 @@ def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert tok.eos_token_id is not None
     assert cfg["eos_token_id"] == tok.eos_token_id
+
+
+
+def _fsdp_worker(comm, data, out_dir, config, activation_checkpointing):
+    """FSDP2 over 2 gloo ranks, 4 steps, a checkpoint after every step."""
+    from ladder.train import full_state
+    model = build_model(config, seed=0)
+    train(model, data, None, fsdp_cfg(fsdp=True, activation_checkpointing=activation_checkpointing), out_dir)
+    save_hf(model, out_dir / "hf")  # every rank calls: the shards are gathered to rank 0, which writes
+    return full_state(model)[0]  # rank 0: the full weights; rank 1: {}
+
+
+def fsdp_cfg(**kw):
+    return TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=1, keep_checkpoints=10,
+                       progress=False, device="cpu", **kw)
+
+
+@pytest.mark.parametrize("wiring,tied,activation_checkpointing", [("hybrid", False, True), ("ladder", True, False)])
+def test_fsdp_equals_gradient_accumulation_and_resumes_in_one_process(wiring, tied, activation_checkpointing,
+                                                                      tmp_path):
+    """Sharded training (FSDP2, 2 ranks x 1 micro-batch) == 1 process accumulating 2 micro-batches, and
+    its checkpoints are full weights by name: a single process resumes them on the same trajectory."""
+    from ladder.tp import launch_local
+    config = tiny(wiring, tie_embeddings=tied, **({"ladder_layers": 1} if wiring == "hybrid" else {}))
+    data = blocks(n=24)
+    fsdp = launch_local(_fsdp_worker, 2, data, tmp_path / "fsdp", config, activation_checkpointing)
+    assert fsdp[1] == {} and set(fsdp[0]) >= {"embed_tokens.weight", "layers.1.mlp.down_proj.weight"}
+
+    single = build_model(config, seed=0)
+    train(single, data, None, fsdp_cfg(grad_accum=2), tmp_path / "single")
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(fsdp[0][k], v, atol=2e-6, rtol=1e-5)
+    fsdp_log, single_log = read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single")
+    assert [m["loss"] for m in fsdp_log] == pytest.approx([m["loss"] for m in single_log], abs=1e-5)
+    assert [m["grad_norm"] for m in fsdp_log] == pytest.approx([m["grad_norm"] for m in single_log], rel=1e-4)
+
+    # the exported HF checkpoint holds the trained (gathered) weights
+    import ladder.hf  # noqa: F401
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp" / "hf")
+    x = data.tokens[:2, :-1]
+    with torch.no_grad():
+        torch.testing.assert_close(hf(x).logits, single(x), atol=1e-4, rtol=1e-4)
+
+    # kill the sharded run after step 2; resume it in one process
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "fsdp", part)
+    for step in (3, 4):
+        shutil.rmtree(part / "checkpoints" / f"step_{step:06d}")
+    resumed = build_model(config, seed=5)
+    train(resumed, data, None, fsdp_cfg(grad_accum=2), part)
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=2e-6, rtol=1e-5)
+
+
+def test_fsdp_needs_a_distributed_launch(tmp_path):
+    with pytest.raises(ValueError, match="fsdp=True.*torchrun"):
+        train(build_model(tiny("ladder")), blocks(n=8), None, fsdp_cfg(fsdp=True), tmp_path)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    data = blocks(n=4)
+    x, y = data.inputs_targets()
+    grads = []
+    for checkpoint in (False, True):
+        model = build_model(tiny("hybrid", ladder_layers=1), seed=2)
+        for block in model.layers:
+            block.checkpoint = checkpoint
+        loss_fn(model(x), y).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, atol=1e-6, rtol=1e-5)

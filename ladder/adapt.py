@@ -35,7 +35,8 @@ from .hf import config_from_hf, load_pretrained, resolve_checkpoint
 from .model import build_model
 
 INFINITY_INSTRUCT = "BAAI/Infinity-Instruct"
-INFINITY_INSTRUCT_CONFIG = "0625"
+# the 7M subset: 7.45M conversations, ~11 GB of text, about the paper's 3B-token budget ("0625" has 660k)
+INFINITY_INSTRUCT_CONFIG = "7M"
 # ShareGPT speaker names (Infinity-Instruct's "conversations") -> chat-template roles
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 
@@ -402,11 +403,13 @@ def ladder_counts(n_layers: int, fractions: Sequence[float]) -> list[int]:
 
 
 def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, corpus_tokens: int = 65_536,
-                    eval_tokens: int = 16_384, seed: int = 0, device: str = "cpu",
-                    eval_text: str | None = None) -> tuple[TokenBlocks, TokenBlocks, str]:
+                    eval_tokens: int = 16_384, seed: int = 0, device: str = "cpu", eval_text: str | None = None,
+                    instruct_data: str = INFINITY_INSTRUCT,
+                    instruct_config: str | None = INFINITY_INSTRUCT_CONFIG) -> tuple[TokenBlocks, TokenBlocks, str]:
     """(train blocks, held-out evaluation blocks, a description) for retraining the converted model.
 
-    kind: "instruct" (Infinity-Instruct, chat template, loss on responses; needs the hub), "text"
+    kind: "instruct" (`instruct_data`: Infinity-Instruct on the hub by default, or a local json/jsonl of
+    conversations; chat template, loss on responses), "text"
     (documents: the local FineWeb/C4 stand-in offline, FineWeb-edu from the hub online; split by
     document exactly as notebook 03 does, so its model's held-out documents stay held out),
     "self" (text sampled from the source model; evaluation on `eval_text`, default the TinyStories
@@ -449,10 +452,16 @@ def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, 
         per_conv = 512  # a rough size, only to decide how many conversations to stream
         n_train = max(8, corpus_tokens // per_conv)
         n_val = max(4, eval_tokens // per_conv)
-        train = chat_blocks(load_conversations(n_train), tokenizer, seq_len)
-        val = chat_blocks(load_conversations(n_val, skip=n_train), tokenizer, seq_len)
-        note = (f"retraining data: {n_train} {INFINITY_INSTRUCT} ({INFINITY_INSTRUCT_CONFIG}) conversations, chat "
-                f"template, loss on assistant responses only; evaluation: the next {n_val} conversations")
+        # the evaluation slice comes first, so the (long) training stream starts right after it, no skipping through
+        convs = load_conversations(n_val + n_train, instruct_data, instruct_config)
+        if len(convs) <= n_val:
+            raise ValueError(f"{instruct_data} has {len(convs)} conversations: too few for {n_val} held out "
+                             f"and {n_train} for training")
+        val = chat_blocks(convs[:n_val], tokenizer, seq_len)
+        train = chat_blocks(convs[n_val:], tokenizer, seq_len)
+        name = instruct_data if Path(instruct_data).exists() else f"{instruct_data} ({instruct_config})"
+        note = (f"retraining data: {len(convs) - n_val} {name} conversations, chat template, loss on assistant "
+                f"responses only; evaluation: the {n_val} conversations before them")
     else:
         raise ValueError(f"unknown retraining data kind {kind!r}; choose auto, instruct, text or self")
     return train, val, note

@@ -169,3 +169,21 @@ def test_gpu_profile_tasks_are_lm_eval_builtins():
     tasks = yaml.safe_load((PROFILES_DIR / "gpu" / "04_llama_adaptation.yaml").read_text())["tasks"]
     missing = [t for t in tasks if t not in TaskManager().all_tasks]
     assert tasks and not missing
+
+
+def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_path):
+    import json
+    rows = [{"conversations": [{"from": "human", "value": f"Question {i}?"},
+                               {"from": "gpt", "value": f"Answer number {i} is here."}]} for i in range(40)]
+    path = tmp_path / "chat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, val, note = adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 30,
+                                             eval_tokens=512 * 5, instruct_data=str(path))
+    assert "30 " in note and "5 conversations before them" in note
+    assert train.loss_mask is not None and val.loss_mask is not None
+    val_text = chat_tok.decode(val.tokens.flatten())
+    assert "Answer number 4 " in val_text and "Answer number 5 " not in val_text  # first 5 held out
+    assert "Answer number 5 " in chat_tok.decode(train.tokens.flatten())
+    with pytest.raises(ValueError, match="too few"):
+        adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
+                              eval_tokens=512 * 40, instruct_data=str(path))

@@ -172,22 +172,34 @@ def _truncate_metrics(path: Path, step: int):
 
 # --------------------------------------------------------------------------------------------- loop
 @torch.no_grad()
-def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int | None, device, autocast) -> float:
-    """Mean next-token loss over the first `max_batches` batches of `blocks` (token-weighted)."""
+def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int | None, device, autocast,
+                  rank: int = 0, world_size: int = 1) -> float:
+    """Mean next-token loss over the first `max_batches` batches of `blocks` (token-weighted).
+
+    With `world_size` > 1 (data-parallel ranks, all calling) rank r evaluates batches r, r + W, ... and the
+    sums are all-reduced. Every rank runs the same number of forward passes, because FSDP's forward is a
+    collective: a rank with no batch left repeats its first one and adds nothing.
+    """
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
     n = len(blocks) if max_batches is None else min(len(blocks), max_batches * batch_size)
-    for i in range(0, n, batch_size):
+    starts = list(range(0, n, batch_size))
+    mine = starts[rank::world_size]
+    sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
+    for k in range(math.ceil(len(starts) / world_size)):
+        i = mine[k] if k < len(mine) else mine[0] if mine else starts[0]
         x, y = blocks.inputs_targets(slice(i, min(i + batch_size, n)))
         x, y = x.to(device), y.to(device)
         with autocast:
             logits = model(x)
-        mask = y != IGNORE_INDEX
-        total += F.cross_entropy(logits.float()[mask], y[mask], reduction="sum").item()
-        count += int(mask.sum())
+        if k < len(mine):
+            mask = y != IGNORE_INDEX
+            sums[0] += F.cross_entropy(logits.float()[mask], y[mask], reduction="sum")
+            sums[1] += mask.sum()
+    if world_size > 1:
+        dist.all_reduce(sums)
     model.train(was_training)
-    return total / max(count, 1)
+    return (sums[0] / sums[1].clamp(min=1)).item()
 
 
 def shard_fsdp(model, bf16: bool = False):
@@ -265,7 +277,7 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     tokens_per_step = cfg.tokens_per_step(train_blocks.seq_len, world)
 
     def validate():
-        return evaluate_loss(model, val_blocks, cfg.batch_size, cfg.eval_batches, device, autocast)
+        return evaluate_loss(model, val_blocks, cfg.batch_size, cfg.eval_batches, device, autocast, rank, world)
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not (cfg.progress and master), desc=model.config.wiring,
                mininterval=cfg.progress_interval, dynamic_ncols=True)

@@ -143,18 +143,18 @@ def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):
 
 
 
-def _fsdp_worker(comm, data, out_dir, config, activation_checkpointing):
+def _fsdp_worker(comm, data, val, out_dir, config, activation_checkpointing):
     """FSDP2 over 2 gloo ranks, 4 steps, a checkpoint after every step."""
     from ladder.train import full_state
     model = build_model(config, seed=0)
-    train(model, data, None, fsdp_cfg(fsdp=True, activation_checkpointing=activation_checkpointing), out_dir)
+    train(model, data, val, fsdp_cfg(fsdp=True, activation_checkpointing=activation_checkpointing), out_dir)
     save_hf(model, out_dir / "hf")  # every rank calls: the shards are gathered to rank 0, which writes
     return full_state(model)[0]  # rank 0: the full weights; rank 1: {}
 
 
 def fsdp_cfg(**kw):
     return TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=1, keep_checkpoints=10,
-                       progress=False, device="cpu", **kw)
+                       eval_every=2, eval_batches=3, progress=False, device="cpu", **kw)
 
 
 @pytest.mark.parametrize("wiring,tied,activation_checkpointing", [("hybrid", False, True), ("ladder", True, False)])
@@ -164,17 +164,20 @@ def test_fsdp_equals_gradient_accumulation_and_resumes_in_one_process(wiring, ti
     its checkpoints are full weights by name: a single process resumes them on the same trajectory."""
     from ladder.tp import launch_local
     config = tiny(wiring, tie_embeddings=tied, **({"ladder_layers": 1} if wiring == "hybrid" else {}))
-    data = blocks(n=24)
-    fsdp = launch_local(_fsdp_worker, 2, data, tmp_path / "fsdp", config, activation_checkpointing)
+    data, val = blocks(n=24), blocks(n=12, seed=1)  # 3 validation batches: one rank evaluates 2, the other 1
+    fsdp = launch_local(_fsdp_worker, 2, data, val, tmp_path / "fsdp", config, activation_checkpointing)
     assert fsdp[1] == {} and set(fsdp[0]) >= {"embed_tokens.weight", "layers.1.mlp.down_proj.weight"}
 
     single = build_model(config, seed=0)
-    train(single, data, None, fsdp_cfg(grad_accum=2), tmp_path / "single")
+    train(single, data, val, fsdp_cfg(grad_accum=2), tmp_path / "single")
     for k, v in single.state_dict().items():
         torch.testing.assert_close(fsdp[0][k], v, atol=2e-6, rtol=1e-5)
     fsdp_log, single_log = read_metrics(tmp_path / "fsdp"), read_metrics(tmp_path / "single")
     assert [m["loss"] for m in fsdp_log] == pytest.approx([m["loss"] for m in single_log], abs=1e-5)
     assert [m["grad_norm"] for m in fsdp_log] == pytest.approx([m["grad_norm"] for m in single_log], rel=1e-4)
+    val_losses = {m["step"]: m["val_loss"] for m in fsdp_log if "val_loss" in m}
+    assert list(val_losses) == [2, 4]
+    assert list(val_losses.values()) == pytest.approx([m["val_loss"] for m in single_log if "val_loss" in m], rel=1e-5)
 
     # the exported HF checkpoint holds the trained (gathered) weights
     import ladder.hf  # noqa: F401
@@ -189,7 +192,7 @@ def test_fsdp_equals_gradient_accumulation_and_resumes_in_one_process(wiring, ti
     for step in (3, 4):
         shutil.rmtree(part / "checkpoints" / f"step_{step:06d}")
     resumed = build_model(config, seed=5)
-    train(resumed, data, None, fsdp_cfg(grad_accum=2), part)
+    train(resumed, data, val, fsdp_cfg(grad_accum=2), part)
     for k, v in single.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, atol=2e-6, rtol=1e-5)
 

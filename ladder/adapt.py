@@ -10,9 +10,9 @@ retrain on ~3B tokens of instruction data (BAAI/Infinity-Instruct), evaluate aga
     scores = evaluate_checkpoint(ckpt, val_blocks, tasks)            # perplexity + lm-eval
 
 Retraining data:
-  * on a connected GPU node, instruction data: `load_conversations()` streams Infinity-Instruct and
-    `chat_blocks()` applies the tokenizer's chat template, with the loss only on assistant responses
-    (`TokenBlocks.loss_mask`);
+  * on a connected GPU node, instruction data: `load_conversations()` loads Infinity-Instruct and
+    `chat_blocks()` applies the tokenizer's chat template (in parallel processes), with the loss only
+    on assistant responses (`TokenBlocks.loss_mask`);
   * offline, plain text with the full loss: `text_blocks()` over held-out documents, or, for a model
     whose training corpus we do not have (stories260K: only a 1.9k-token TinyStories sample is on disk),
     `sample_texts()` draws a retraining corpus from the *source* model itself (self-distillation), while
@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 
@@ -63,16 +63,16 @@ def normalize_conversation(example: dict) -> list[dict]:
 
 
 def load_conversations(n: int, dataset: str = INFINITY_INSTRUCT, config: str | None = INFINITY_INSTRUCT_CONFIG,
-                       split: str = "train", skip: int = 0) -> list[list[dict]]:
-    """The first `n` conversations (after `skip`) of a chat dataset on the hub (streamed) or a local
-    json/jsonl file, as lists of messages. Needs the hub for Infinity-Instruct."""
+                       split: str = "train"):
+    """The first `n` rows of a chat dataset, as a `datasets.Dataset`: a hub dataset (Infinity-Instruct by
+    default; downloaded once to the HF cache, so tokenizing it can run in parallel) or a local json/jsonl
+    file. Rows hold "conversations" (ShareGPT) or "messages" (OpenAI style); see normalize_conversation."""
     import datasets
     if Path(dataset).exists():
-        ds = datasets.load_dataset("json", data_files=str(dataset), split=split, streaming=True)
+        ds = datasets.load_dataset("json", data_files=str(dataset), split=split)
     else:
-        ds = datasets.load_dataset(dataset, name=config, split=split, streaming=True)
-    rows = ds.skip(skip).take(n)
-    return [normalize_conversation(r) for r in rows]
+        ds = datasets.load_dataset(dataset, name=config, split=split)
+    return ds.select(range(min(n, len(ds))))
 
 
 def chat_example(messages: Sequence[dict], tokenizer) -> tuple[list[int], list[bool]]:
@@ -110,25 +110,43 @@ def _template(tokenizer, messages, add_generation_prompt: bool) -> list[int]:
     return list(out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out)
 
 
-def chat_blocks(conversations: Iterable[Sequence[dict]], tokenizer, seq_len: int) -> TokenBlocks:
+def _chat_row(row: dict, tokenizer) -> dict:
+    ids, mask = chat_example(normalize_conversation(row), tokenizer)
+    return {"input_ids": ids, "loss_mask": mask}
+
+
+def chat_blocks(conversations, tokenizer, seq_len: int, num_proc: int | None = None) -> TokenBlocks:
     """Chat-templated conversations packed into blocks, the loss only on assistant responses.
 
+    `conversations`: lists of messages, or a `datasets.Dataset` of chat rows (tokenized with
+    `Dataset.map`, on `num_proc` processes: the 7M conversations of the paper-scale run take hours on one).
     Conversations are concatenated and cut into blocks of seq_len + 1 tokens (like `pack`); the tail
     is padded with EOS and masked out.
     """
-    stream, mask = [], []
-    for conv in conversations:
-        ids, m = chat_example(conv, tokenizer)
-        stream += ids
-        mask += m
-    if not any(mask):
+    import numpy as np
+    ids, masks = [], []  # one numpy array per conversation: billions of tokens fit (Python ints would not)
+    if hasattr(conversations, "map") and hasattr(conversations, "column_names"):
+        tokenized = conversations.map(_chat_row, fn_kwargs={"tokenizer": tokenizer}, num_proc=num_proc,
+                                      remove_columns=conversations.column_names, desc="chat template")
+        for batch in tokenized.with_format("numpy").iter(batch_size=10_000):
+            ids += list(batch["input_ids"])
+            masks += list(batch["loss_mask"])
+    else:
+        for conv in conversations:
+            i, m = chat_example(conv, tokenizer)
+            ids.append(np.asarray(i, dtype=np.int64))
+            masks.append(np.asarray(m, dtype=bool))
+    if not ids:
+        raise ValueError("no conversations to pack")
+    stream, mask = np.concatenate(ids).astype(np.int64), np.concatenate(masks).astype(bool)
+    if not mask.any():
         raise ValueError("no assistant tokens in the conversations: nothing to train on")
     width = seq_len + 1
     n = math.ceil(len(stream) / width)
     pad = n * width - len(stream)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    tokens = torch.tensor(stream + [pad_id] * pad, dtype=torch.long).view(n, width)
-    loss_mask = torch.tensor(mask + [False] * pad, dtype=torch.bool).view(n, width)
+    tokens = torch.from_numpy(np.concatenate([stream, np.full(pad, pad_id, dtype=np.int64)])).view(n, width)
+    loss_mask = torch.from_numpy(np.concatenate([mask, np.zeros(pad, dtype=bool)])).view(n, width)
     return TokenBlocks(tokens, loss_mask)
 
 
@@ -452,13 +470,13 @@ def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, 
         per_conv = 512  # a rough size, only to decide how many conversations to stream
         n_train = max(8, corpus_tokens // per_conv)
         n_val = max(4, eval_tokens // per_conv)
-        # the evaluation slice comes first, so the (long) training stream starts right after it, no skipping through
         convs = load_conversations(n_val + n_train, instruct_data, instruct_config)
         if len(convs) <= n_val:
             raise ValueError(f"{instruct_data} has {len(convs)} conversations: too few for {n_val} held out "
                              f"and {n_train} for training")
-        val = chat_blocks(convs[:n_val], tokenizer, seq_len)
-        train = chat_blocks(convs[n_val:], tokenizer, seq_len)
+        procs = max(1, min(32, (os.cpu_count() or 1) - 1)) if len(convs) > 100_000 else None
+        val = chat_blocks(convs.select(range(n_val)), tokenizer, seq_len, procs)
+        train = chat_blocks(convs.select(range(n_val, len(convs))), tokenizer, seq_len, procs)
         name = instruct_data if Path(instruct_data).exists() else f"{instruct_data} ({instruct_config})"
         note = (f"retraining data: {len(convs) - n_val} {name} conversations, chat template, loss on assistant "
                 f"responses only; evaluation: the {n_val} conversations before them")

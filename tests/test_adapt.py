@@ -51,6 +51,20 @@ def test_chat_blocks_loss_only_on_responses(chat_tok):
     assert 0 < blocks.loss_mask.float().mean() < 0.6
 
 
+def test_chat_blocks_from_a_dataset_on_two_processes_equal_the_list_path(chat_tok):
+    import datasets
+    rows = [{"conversations": [{"from": "human", "value": f"Tell me {i}."}, {"from": "gpt", "value": f"It is {i}."}]}
+            for i in range(12)] + [{"messages": CONV}]
+    from_list = adapt.chat_blocks([adapt.normalize_conversation(r) for r in rows], chat_tok, seq_len=16)
+    from_dataset = adapt.chat_blocks(datasets.Dataset.from_list(rows[:-1]).add_item({"conversations": None,
+                                                                                       "messages": CONV}),
+                                     chat_tok, seq_len=16, num_proc=2)
+    assert torch.equal(from_list.tokens, from_dataset.tokens)
+    assert torch.equal(from_list.loss_mask, from_dataset.loss_mask)
+    with pytest.raises(ValueError, match="no conversations"):
+        adapt.chat_blocks([], chat_tok, seq_len=16)
+
+
 def test_chat_data_errors(tok):
     with pytest.raises(ValueError, match="no chat template"):
         adapt.chat_example(CONV, tok)

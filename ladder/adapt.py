@@ -267,6 +267,7 @@ def _adapt_torchrun(nproc: int, source, ladder_layers, train_blocks, val_blocks,
         raise RuntimeError(f"distributed retraining failed (exit code {proc.returncode}): "
                            f"{errors[-1] if errors else 'see the output below'}\n"
                            f"command: {' '.join(argv)}\nlast output:\n" + "".join(tail))
+    (job / "blocks.pt").unlink()  # a copy of the data for the ranks (GBs at paper scale); a rerun writes it again
     result = json.loads((out_dir / "adapt_result.json").read_text())
     return {"checkpoint": Path(result["checkpoint"]), "summary": result["summary"]}
 

@@ -187,9 +187,9 @@ def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, to
 
     Defaults follow the paper's fine-tuning recipe in spirit (AdamW, short warm-up, cosine decay); the
     learning rate is a parameter. `n_points` validation losses are spread evenly over the run (the
-    quality-vs-tokens curve); with `keep_checkpoints` a checkpoint is kept at each of them too (for
-    benchmark curves; costly for large models), else only the final one. Returns ladder.train.train's
-    summary plus the TrainConfig used.
+    quality-vs-tokens curve). A checkpoint is written at each of them, so a killed run resumes from the
+    last one; with `keep_checkpoints` all are kept (for benchmark curves; costly for large models), else
+    only the newest. Returns ladder.train.train's summary plus the TrainConfig used.
     """
     import torch.distributed as dist
     from .train import TrainConfig, train
@@ -198,7 +198,7 @@ def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, to
     every = max(1, steps // max(1, n_points))
     cfg = TrainConfig(**{**dict(max_steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr,
                                 warmup_steps=max(1, round(warmup_frac * steps)), eval_every=every,
-                                eval_batches=10**9, ckpt_every=every if keep_checkpoints else 0,
+                                eval_batches=10**9, ckpt_every=every,
                                 keep_checkpoints=0 if keep_checkpoints else 1), **train_kw})
     summary = train(model, train_blocks, val_blocks, cfg, out_dir)
     return {**summary, "train_config": cfg.to_dict()}

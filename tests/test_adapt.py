@@ -201,3 +201,32 @@ def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_p
     with pytest.raises(ValueError, match="too few"):
         adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
                               eval_tokens=512 * 40, instruct_data=str(path))
+
+
+
+def test_killed_retraining_resumes_from_its_last_checkpoint(stories_dir, tok, tmp_path, monkeypatch):
+    """retrain() checkpoints at every evaluation point (keeping only the newest), so a killed run resumes."""
+    import ladder.train
+    source = load_pretrained(stories_dir)
+    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    kw = dict(token_budget=4 * 32 * 6, batch_size=4, lr=1e-3, n_points=2, progress=False)
+    hybrid = lambda: load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
+    whole = hybrid()
+    adapt.retrain(whole, train, None, out_dir=tmp_path / "whole", **kw)
+    assert [p.name for p in (tmp_path / "whole" / "checkpoints").iterdir()] == ["step_000006"]
+
+    save = ladder.train.save_checkpoint
+    def save_then_die(out_dir, model, optimizer, scheduler, step, *args):
+        if step > 3:
+            raise KeyboardInterrupt("killed")
+        return save(out_dir, model, optimizer, scheduler, step, *args)
+    monkeypatch.setattr(ladder.train, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        adapt.retrain(hybrid(), train, None, out_dir=tmp_path / "killed", **kw)
+    monkeypatch.setattr(ladder.train, "save_checkpoint", save)
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["step_000003"]
+    resumed = hybrid()
+    summary = adapt.retrain(resumed, train, None, out_dir=tmp_path / "killed", **kw)
+    assert summary["steps"] == 6
+    for k, v in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-5)

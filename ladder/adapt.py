@@ -219,86 +219,20 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
     `nproc` micro-batches per step.
     """
     from .train import save_hf
-    if nproc > 1:
-        return _adapt_torchrun(nproc, source, ladder_layers, train_blocks, val_blocks, token_budget, out_dir,
-                               tokenizer=tokenizer, device=device, dtype=dtype, export_dtype=export_dtype,
-                               **retrain_kw)
+    if nproc > 1:  # this same function on every rank, under torchrun
+        from .launch import torchrun_call
+        device = "cuda" if str(device).startswith("cuda") else "cpu"  # each rank takes its own GPU
+        kwargs = dict(source=str(resolve_checkpoint(source)),  # downloaded once, here, not by every rank
+                      ladder_layers=ladder_layers, train_blocks=train_blocks, val_blocks=val_blocks,
+                      token_budget=token_budget, out_dir=str(out_dir), tokenizer=tokenizer, device=device,
+                      dtype=dtype, export_dtype=export_dtype, **retrain_kw)
+        return torchrun_call("ladder.adapt:adapt", kwargs, nproc=nproc, work_dir=Path(out_dir) / "job",
+                             device=device, progress=retrain_kw.get("progress", True))
     rewire = {"wiring": "hybrid", "ladder_layers": ladder_layers} if ladder_layers else {"wiring": "standard"}
     model = load_pretrained(source, device=device, dtype=dtype, max_seq_len=max(train_blocks.seq_len, 256), **rewire)
     summary = retrain(model, train_blocks, val_blocks, token_budget, out_dir, **retrain_kw)
     ckpt = save_hf(model, Path(out_dir) / "hf", tokenizer, dtype=export_dtype)
     return {"checkpoint": ckpt, "summary": summary}
-
-
-def _adapt_torchrun(nproc: int, source, ladder_layers, train_blocks, val_blocks, token_budget, out_dir, *,
-                    tokenizer, device: str, dtype, export_dtype, **retrain_kw) -> dict:
-    """adapt() on `nproc` torchrun processes: the job (data, tokenizer, arguments) goes to out_dir/job,
-    `python -m ladder.adapt out_dir/job/job.json` runs on every rank, rank 0 writes out_dir/adapt_result.json."""
-    import collections
-    import json
-    import re
-    import subprocess
-    import sys
-    out_dir = Path(out_dir)
-    job = out_dir / "job"
-    job.mkdir(parents=True, exist_ok=True)
-    torch.save({"train": train_blocks, "val": val_blocks}, job / "blocks.pt")  # ranks map it (shared pages)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(job / "tokenizer"))
-    (out_dir / "adapt_result.json").unlink(missing_ok=True)
-    spec = {"source": str(resolve_checkpoint(source)),  # downloaded once, here, not by every rank
-            "ladder_layers": ladder_layers, "token_budget": token_budget, "out_dir": str(out_dir),
-            "device": "cuda" if str(device).startswith("cuda") else "cpu", "dtype": str(dtype).removeprefix("torch."),
-            "export_dtype": None if export_dtype is None else str(export_dtype).removeprefix("torch."),
-            "retrain": retrain_kw}
-    (job / "job.json").write_text(json.dumps(spec, indent=2))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "ladder.adapt", str(job / "job.json")]
-    tail = collections.deque(maxlen=60)
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-        for line in proc.stdout:  # streamed, so a long run shows its progress
-            tail.append(line)
-            if retrain_kw.get("progress", True):
-                print(line, end="", flush=True)
-    if proc.returncode != 0:
-        # the worker's own exception, not torchrun's ChildFailedError that wraps it
-        errors = [l.split("]:", 1)[-1].strip() for l in tail
-                  if re.search(r"\w+(Error|Exception): ", l) and "ChildFailedError" not in l]
-        raise RuntimeError(f"distributed retraining failed (exit code {proc.returncode}): "
-                           f"{errors[-1] if errors else 'see the output below'}\n"
-                           f"command: {' '.join(argv)}\nlast output:\n" + "".join(tail))
-    (job / "blocks.pt").unlink()  # a copy of the data for the ranks (GBs at paper scale); a rerun writes it again
-    result = json.loads((out_dir / "adapt_result.json").read_text())
-    return {"checkpoint": Path(result["checkpoint"]), "summary": result["summary"]}
-
-
-def main(argv=None):
-    """One rank of adapt(..., nproc=N): `torchrun --nproc-per-node N -m ladder.adapt JOB.json`."""
-    import json
-    import sys
-    import torch.distributed as dist
-    from transformers import AutoTokenizer
-    from .tp import init_distributed
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_file():
-        raise SystemExit("usage: torchrun --nproc-per-node N -m ladder.adapt JOB.json (written by "
-                         "ladder.adapt.adapt(..., nproc=N))")
-    path = Path(argv[0])
-    spec = json.loads(path.read_text())
-    _, dev = init_distributed(device=spec["device"])
-    try:
-        blocks = torch.load(path.parent / "blocks.pt", mmap=True, weights_only=False)
-        tok_dir = path.parent / "tokenizer"
-        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir)) if tok_dir.is_dir() else None
-        export = None if spec["export_dtype"] is None else getattr(torch, spec["export_dtype"])
-        res = adapt(spec["source"], spec["ladder_layers"], blocks["train"], blocks["val"], spec["token_budget"],
-                    spec["out_dir"], tokenizer=tokenizer, dtype=getattr(torch, spec["dtype"]),
-                    export_dtype=export, **{**spec["retrain"], "device": str(dev)})
-        if dist.get_rank() == 0:
-            (Path(spec["out_dir"]) / "adapt_result.json").write_text(
-                json.dumps({"checkpoint": str(res["checkpoint"]), "summary": res["summary"]}, indent=2, default=str))
-    finally:
-        dist.destroy_process_group()
 
 
 # --------------------------------------------------------------------------------------------- evaluation
@@ -675,6 +609,3 @@ def speedup_table(records: list[dict]) -> list[dict]:
                      "speedup": r["tokens_per_s"] / s["tokens_per_s"]})
     return rows
 
-
-if __name__ == "__main__":
-    main()

@@ -48,21 +48,50 @@ def run_key(*parts) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
+# how a run executes, not what it computes (the trajectory is the same, and a run resumes under either):
+# left out of the run folder's key
+EXECUTION_ONLY = ("fsdp", "activation_checkpointing", "progress", "progress_interval")
+
+
 def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_blocks: TokenBlocks, cfg: TrainConfig,
-              tokenizer, root: str | Path, data_key: str = "", device: str = "auto") -> dict:
+              tokenizer, root: str | Path, data_key: str = "", device: str = "auto", nproc: int = 1) -> dict:
     """Train one (size, wiring, seed) run — init seed and data-order seed both `seed` — and save it as an
-    HF checkpoint in <run>/hf. Returns the training summary plus run metadata."""
+    HF checkpoint in <run>/hf. Returns the training summary plus run metadata.
+
+    `nproc` > 1 trains on that many torchrun processes (one per GPU; data parallel, sharded with
+    `cfg.fsdp`) and loads the trained model back from <run>/hf.
+    """
     cfg = dataclasses.replace(cfg, seed=seed, device=device)
     model_cfg = model_config(size, wiring, len(tokenizer), train_blocks.seq_len)
-    run = Path(root) / f"{size_name(size)}-{wiring}-s{seed}-{run_key(model_cfg.to_dict(), cfg.to_dict(), data_key)}"
+    key_cfg = {k: v for k, v in cfg.to_dict().items() if k not in EXECUTION_ONLY}
+    run = Path(root) / f"{size_name(size)}-{wiring}-s{seed}-{run_key(model_cfg.to_dict(), key_cfg, data_key)}"
     dev = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = build_model(model_cfg, device=dev, seed=seed)
-    summary = train(model, train_blocks, val_blocks, cfg, run)
-    save_hf(model, run / "hf", tokenizer)
+    job = dict(model_cfg=model_cfg, seed=seed, train_blocks=train_blocks, val_blocks=val_blocks, cfg=cfg,
+               tokenizer=tokenizer, run=run, device=dev)
+    if nproc > 1:
+        from .hf import load_pretrained
+        from .launch import torchrun_call
+        dev = "cuda" if dev.startswith("cuda") else "cpu"  # each rank takes its own GPU
+        job.update(device=dev, cfg=dataclasses.replace(cfg, device="auto"))
+        summary = torchrun_call("ladder.pretrain:train_and_export", job, nproc=nproc, work_dir=run / "job",
+                                device=dev, progress=cfg.progress)
+        model = load_pretrained(run / "hf", device=dev, max_seq_len=model_cfg.max_seq_len)
+    else:
+        model, summary = train_and_export(**job, keep_model=True)
     summary.update(size=size_name(size), seed=seed, run_dir=str(run), hf_dir=str(run / "hf"),
                    val_ppl=math.exp(summary["val_loss"]))
     summary["model"] = model
     return summary
+
+
+def train_and_export(model_cfg: ModelConfig, seed: int, train_blocks: TokenBlocks, val_blocks: TokenBlocks,
+                     cfg: TrainConfig, tokenizer, run: Path, device: str, keep_model: bool = False):
+    """Build, train and export one run (in one process, or on every rank under torchrun). Returns the
+    summary, or (model, summary) with `keep_model`."""
+    model = build_model(model_cfg, device=device, seed=seed)
+    summary = train(model, train_blocks, val_blocks, cfg, run)
+    save_hf(model, run / "hf", tokenizer)
+    return (model, summary) if keep_model else summary
 
 
 def loss_curves(runs: list[dict]) -> pd.DataFrame:

@@ -171,7 +171,7 @@ def test_adapt_on_two_torchrun_processes_with_fsdp_equals_one_process(stories_di
 
 def test_failed_distributed_retraining_reports_its_error(stories_dir, tok, tmp_path):
     train = pack(["Once upon a time. " * 40], tok, 32)
-    with pytest.raises(RuntimeError, match=r"distributed retraining failed \(exit code 1\): ValueError: only 6 blocks: fewer than one batch of 64"):
+    with pytest.raises(RuntimeError, match=r"adapt on 2 processes failed \(exit code 1\): ValueError: only 6 blocks: fewer than one batch of 64"):
         adapt.adapt(stories_dir, 3, train, None, 1000, tmp_path, nproc=2, batch_size=64, progress=False)
 
 

@@ -220,8 +220,8 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
     """
     from .train import save_hf
     if nproc > 1:  # this same function on every rank, under torchrun
-        from .launch import torchrun_call
-        device = "cuda" if str(device).startswith("cuda") else "cpu"  # each rank takes its own GPU
+        from .launch import rank_device, torchrun_call
+        device = rank_device(device)
         kwargs = dict(source=str(resolve_checkpoint(source)),  # downloaded once, here, not by every rank
                       ladder_layers=ladder_layers, train_blocks=train_blocks, val_blocks=val_blocks,
                       token_budget=token_budget, out_dir=str(out_dir), tokenizer=tokenizer, device=device,
@@ -608,4 +608,3 @@ def speedup_table(records: list[dict]) -> list[dict]:
                      "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
                      "speedup": r["tokens_per_s"] / s["tokens_per_s"]})
     return rows
-

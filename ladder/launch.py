@@ -24,19 +24,25 @@ from pathlib import Path
 import torch
 
 
+def rank_device(device: str) -> str:
+    """"cuda" or "cpu": under torchrun each rank takes its own GPU (LOCAL_RANK), so a device index such as
+    "cuda:0" given to the notebook must not reach the ranks."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
+
 def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathLike, device: str = "cuda",
                   progress: bool = True):
     """Call `fn` ("package.module:function") with `kwargs` on `nproc` torchrun processes; return rank 0's
     result. `device` ("cuda" or "cpu") picks NCCL or gloo. Raises RuntimeError with the ranks' own
     error when they fail."""
-    module, _, name = fn.partition(":")
+    name = fn.partition(":")[2]
     if not name:
         raise ValueError(f"fn must be 'module:function', got {fn!r}")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     job, result = work_dir / "job.pt", work_dir / "result.pt"
     result.unlink(missing_ok=True)
-    torch.save({"fn": fn, "device": "cuda" if str(device).startswith("cuda") else "cpu", "kwargs": kwargs}, job)
+    torch.save({"fn": fn, "device": rank_device(device), "kwargs": kwargs}, job)
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "ladder.launch", str(job)]
     tail = collections.deque(maxlen=60)

@@ -70,8 +70,8 @@ def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_block
                tokenizer=tokenizer, run=run, device=dev)
     if nproc > 1:
         from .hf import load_pretrained
-        from .launch import torchrun_call
-        dev = "cuda" if dev.startswith("cuda") else "cpu"  # each rank takes its own GPU
+        from .launch import rank_device, torchrun_call
+        dev = rank_device(dev)
         job.update(device=dev, cfg=dataclasses.replace(cfg, device="auto"))
         summary = torchrun_call("ladder.pretrain:train_and_export", job, nproc=nproc, work_dir=run / "job",
                                 device=dev, progress=cfg.progress)

@@ -115,7 +115,7 @@ def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
     return get_state_dict(model, optimizer, options=opts)
 
 
-def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path | None:
+def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state: dict, keep: int) -> Path:
     """Write out_dir/checkpoints/step_NNNNNN (all ranks call; rank 0 writes)."""
     from safetensors.torch import save_file
     weights, optim = full_state(model, optimizer)
@@ -178,7 +178,7 @@ def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int 
 
     With `world_size` > 1 (data-parallel ranks, all calling) rank r evaluates batches r, r + W, ... and the
     sums are all-reduced. Every rank runs the same number of forward passes, because FSDP's forward is a
-    collective: a rank with no batch left repeats its first one and adds nothing.
+    collective: a rank with no batch left runs one more pass that adds nothing.
     """
     was_training = model.training
     model.eval()
@@ -187,7 +187,7 @@ def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int 
     mine = starts[rank::world_size]
     sums = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, token count
     for k in range(math.ceil(len(starts) / world_size)):
-        i = mine[k] if k < len(mine) else mine[0] if mine else starts[0]
+        i = mine[k] if k < len(mine) else starts[0]  # any batch: a padding pass adds nothing
         x, y = blocks.inputs_targets(slice(i, min(i + batch_size, n)))
         x, y = x.to(device), y.to(device)
         with autocast:

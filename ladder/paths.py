@@ -7,6 +7,22 @@ from pathlib import Path
 from .provenance import REPO_ROOT
 
 
+def paper_file(name: str) -> Path:
+    """One of the paper's reference tables (ladder/paper/<name>, shipped inside the package)."""
+    from importlib.resources import files
+    p = Path(str(files("ladder") / "paper" / name))
+    if not p.is_file():
+        have = sorted(q.name for q in p.parent.glob("*.csv"))
+        raise FileNotFoundError(f"paper table {name!r} not found in {p.parent} (have: {have})")
+    return p
+
+
+def paper_table(name: str):
+    """A paper table as a pandas DataFrame, e.g. paper_table("speed_grid.csv")."""
+    import pandas as pd
+    return pd.read_csv(paper_file(name))
+
+
 def data_root() -> Path:
     """The offline data directory: $LADDER_DATA, else ../shared/data beside the repository."""
     env = os.environ.get("LADDER_DATA")

@@ -19,7 +19,7 @@ from .config import ModelConfig, preset
 from .data import TokenBlocks
 from .eval import PAPER_TASKS, evaluate, headline, perplexity
 from .model import build_model
-from .provenance import REPO_ROOT
+from .paths import paper_table
 from .train import TrainConfig, read_metrics, save_hf, train
 
 TABLE_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande"]  # Table 3's columns
@@ -124,7 +124,7 @@ def evaluate_runs(runs: list[dict], val_blocks: TokenBlocks, tasks=None, limit=N
 
 def results_table(runs: list[dict], paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 3's layout: accuracy (%) per task, their average, WikiText word perplexity — our runs, and
-    the paper's rows beside them when `paper` (data/paper/pretraining.csv) is given."""
+    the paper's rows beside them when `paper` (ladder/paper/pretraining.csv) is given."""
     rows = []
     for r in runs:
         h = headline(r["scores"])
@@ -146,7 +146,7 @@ def results_table(runs: list[dict], paper: pd.DataFrame | None = None) -> pd.Dat
 
 
 def load_paper_table() -> pd.DataFrame:
-    return pd.read_csv(REPO_ROOT / "data" / "paper" / "pretraining.csv")
+    return paper_table("pretraining.csv")
 
 
 def compare(runs: list[dict], size: str, metric: str = "val_loss") -> dict:

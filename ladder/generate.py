@@ -3,7 +3,13 @@
 The cache is allocated once (`model.setup_cache`), positions are passed explicitly, the loop runs under
 `torch.inference_mode`, and the decode step can be compiled (`compile=True`: CUDA graphs via
 mode="reduce-overhead" on GPU). Every rank of a TP group runs the same loop; logits are replicated, and
-sampling draws from the same seeded generator on every rank, so all ranks pick the same tokens.
+sampling uses noise drawn from the same seeded generator on every rank, so all ranks pick the same tokens.
+
+Sampling is graph-safe (gpt-fast's exponential-noise trick): for E_i ~ Exponential(1), argmax_i p_i / E_i
+is a draw from the categorical distribution p (the index of the smallest of the Exponential(p_i) variables
+E_i / p_i). The noise is drawn *outside* the compiled or graph-captured step from a seeded generator and
+passed in as a tensor, so the step holds no torch.Generator (which dynamo cannot trace with fullgraph=True
+and a CUDA graph would freeze) and a seeded run repeats exactly.
 """
 from __future__ import annotations
 
@@ -16,17 +22,27 @@ from .model import Transformer
 
 
 def sample(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """Next token ids (batch,) from the last position's logits; greedy when temperature == 0."""
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token ids (batch,) from the last position's logits; greedy (argmax) when temperature == 0.
+
+    With temperature > 0, `noise` (batch x vocab, Exponential(1) draws, see `draw_noise`) picks the token.
+    """
     logits = logits[:, -1].float()
     if temperature <= 0:
         return logits.argmax(-1)
+    if noise is None:
+        raise ValueError("sampling with temperature > 0 needs `noise` (ladder.generate.draw_noise)")
     logits = logits / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
         logits = torch.where(logits < kth, torch.full_like(logits, -float("inf")), logits)
     probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return (probs / noise).argmax(-1)  # filtered tokens have p = 0 and can never win
+
+
+def draw_noise(batch: int, vocab: int, generator: torch.Generator, device) -> torch.Tensor:
+    """Exponential(1) noise for one sampling step, drawn outside any compiled or captured region."""
+    return torch.empty(batch, vocab, device=device).exponential_(generator=generator)
 
 
 def prefill(model: Transformer, tokens: torch.Tensor, input_pos: torch.Tensor, **sampling) -> torch.Tensor:
@@ -71,7 +87,11 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
         model.setup_cache(batch, total)
     device = prompt.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    sampling = dict(temperature=temperature, top_k=top_k, generator=gen)
+    sampling = dict(temperature=temperature, top_k=top_k)
+    vocab = model.config.vocab_size
+
+    def noise():
+        return draw_noise(batch, vocab, gen, device) if temperature > 0 else None
     decode_fn = decode_fn or decode_one
     prefill_fn = prefill_fn or prefill
     out = torch.empty(batch, total, dtype=prompt.dtype, device=device)
@@ -79,13 +99,13 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
 
     _sync(device)
     t0 = time.perf_counter()
-    token = prefill_fn(model, prompt, torch.arange(plen, device=device), **sampling)
+    token = prefill_fn(model, prompt, torch.arange(plen, device=device), noise=noise(), **sampling)
     out[:, plen] = token
     _sync(device)
     t1 = time.perf_counter()
     pos = torch.tensor([plen], device=device)
     for i in range(1, max_new_tokens):
-        token = decode_fn(model, token, pos, **sampling).clone()
+        token = decode_fn(model, token, pos, noise=noise(), **sampling).clone()
         out[:, plen + i] = token
         pos += 1
     _sync(device)
@@ -94,7 +114,12 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
 
 
 def compiled_steps(mode: str = "reduce-overhead"):
-    """(prefill_fn, decode_fn) compiled with torch.compile, as the paper's benchmark does on GPU."""
+    """(prefill_fn, decode_fn): the whole step compiled with torch.compile (fullgraph), as gpt-fast does.
+
+    Fine at TP = 1. Under tensor parallelism whole-step compilation may move all-reduce waits (inductor
+    fuses layer l+1's two norms and so waits for MLP(l)'s all-reduce before attention(l+1)); the speed
+    benchmark therefore compiles the modules only and keeps the wiring in Python (ladder.cudagraph).
+    """
     decode = torch.compile(decode_one, mode=mode, fullgraph=True)
     pre = torch.compile(prefill, fullgraph=True, dynamic=True)
     return pre, decode

@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from . import link as links
 from .config import ModelConfig, preset
-from .generate import compiled_steps, generate
+from .generate import generate
 from .model import Transformer, build_model
 from .provenance import provenance
 from .tp import SingleDevice
@@ -54,7 +54,8 @@ class BenchConfig:
     link: str | dict | None = None  # an emulated link (ladder.link preset name, "custom:A:B", dict) or None
     warmup: int = 1
     samples: int = 3
-    compile: bool = False
+    compile: bool = False  # regional compilation (ladder.cudagraph.compile_modules): the wiring stays in Python
+    cuda_graph: bool = True  # with compile on CUDA: each decode step captured in one CUDA graph
     checkpoint: str | None = None  # an HF checkpoint instead of random weights
     top_k: int | None = 200
     temperature: float = 1.0
@@ -140,7 +141,12 @@ def _share(model, mcfg: ModelConfig, model_comm, device):
 def _build(cfg: BenchConfig, comm, device, shared: dict | None = None):
     mcfg = cfg.model_config()
     lk = links.get(cfg.link)
-    model_comm = links.EmulatedLink(comm, lk) if lk else comm
+    device = torch.device(device)
+    model_comm = comm
+    if device.type == "cuda" and comm.size > 1 and comm.group is not None and cfg.compile and cfg.cuda_graph:
+        from .cudagraph import StreamCollectives
+        model_comm = StreamCollectives(comm, device)  # NCCL on its own stream: capturable start/wait
+    model_comm = links.emulate(model_comm, lk, device)
     dtype = DTYPES[cfg.dtype]
     key = _weights_key(cfg, mcfg)
     if shared is not None and key in shared:
@@ -192,7 +198,12 @@ class _Case:
         gen = torch.Generator().manual_seed(cfg.seed)  # the same prompt on every rank
         self.prompt = torch.randint(0, self.model.config.vocab_size, (cfg.batch, cfg.prompt_len),
                                     generator=gen).to(self.device)
-        self.fns = dict(zip(("prefill_fn", "decode_fn"), compiled_steps())) if cfg.compile else {}
+        self.fns, self.graphed = {}, None
+        if cfg.compile:  # compile the modules, not the step, so every all-reduce wait stays where the wiring puts it
+            from .cudagraph import GraphedDecode, compile_modules
+            compile_modules(self.model)
+            if self.device.type == "cuda" and cfg.cuda_graph:
+                self.graphed = self.fns["decode_fn"] = GraphedDecode()
         self.model.setup_cache(cfg.batch, cfg.prompt_len + cfg.new_tokens)
         self.i, self.prefill_s, self.decode_s, self.n_coll = 0, [], [], None
 
@@ -204,10 +215,12 @@ class _Case:
         """One generation (a warm-up or a measured sample), started in lockstep with the other ranks."""
         cfg = self.cfg
         _barrier(self.comm)
-        before = self.model.comm.count()
+        def count():  # graph replays run collectives the communicator does not see
+            return self.model.comm.count() + (self.graphed.count() if self.graphed else 0)
+        before = count()
         _, t = generate(self.model, self.prompt, cfg.new_tokens, temperature=cfg.temperature, top_k=cfg.top_k,
                         seed=cfg.seed + self.i, **self.fns)
-        self.n_coll = self.model.comm.count() - before
+        self.n_coll = count() - before
         if self.i >= cfg.warmup:
             self.prefill_s.append(t.prefill_s)
             self.decode_s.append(t.decode_s)
@@ -293,12 +306,19 @@ def _local(comm, cfgs, progress, interleave):
 def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool = False) -> list[dict]:
     """Run configurations on local CPU gloo processes (one thread each), one launch per TP degree.
 
+    CUDA configurations with ranks="virtual" (one GPU, peers emulated) run in this process.
     Returns one record per configuration, in the order given.
     """
     from .tp import launch_local
     for c in cfgs:
-        if c.device != "cpu":
-            raise ValueError(f"run_local runs on CPU gloo processes; got device={c.device!r} (use torchrun)")
+        if c.device != "cpu" and c.ranks != "virtual":
+            raise ValueError(f"run_local runs on CPU gloo processes; got device={c.device!r} (use torchrun, "
+                             "or ranks='virtual' for one rank on one GPU)")
+    devices = {c.device for c in cfgs}
+    if devices != {"cpu"}:
+        if len(devices) > 1:
+            raise ValueError(f"run_local: one device per call, got {sorted(devices)}")
+        return run(cfgs, None, devices.pop(), progress, interleave)
     results: dict[int, dict] = {}
     # virtual-rank configs run in one process (one thread, like each real rank)
     for n in sorted({1 if c.ranks == "virtual" else c.tp for c in cfgs}):

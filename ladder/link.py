@@ -120,6 +120,7 @@ class EmulatedLink:
         self._busy_until = 0.0  # when the link finishes the collectives issued so far
 
     def start(self, partial: torch.Tensor):
+        refuse_cuda(partial)
         cost = self.link.allreduce_time(partial.numel() * partial.element_size(), self.p)
         self.modelled_s += cost
         self._busy_until = max(time.perf_counter(), self._busy_until) + cost
@@ -129,8 +130,6 @@ class EmulatedLink:
         if not isinstance(handle, _Pending):
             return self.comm.wait(handle)
         out = self.comm.wait(handle.inner)
-        if out is not None and out.is_cuda:
-            torch.cuda.current_stream().synchronize()  # the deadline is wall time, so be honest about it
         delay = handle.deadline - time.perf_counter()
         if delay > 0:
             time.sleep(delay)  # a DMA engine: the cores are free while the bytes "move"
@@ -173,3 +172,129 @@ class VirtualRanks(SingleDevice):
 
     def count(self) -> int:
         return self.n_collectives
+
+
+# --------------------------------------------------------------------------------------------- on a GPU
+def refuse_cuda(t) -> None:
+    """The host-sleep link cannot model a link that is busy while the GPU computes: refuse CUDA tensors."""
+    if getattr(t, "is_cuda", False):
+        raise ValueError("EmulatedLink sleeps on the host and cannot emulate a link for CUDA tensors; use "
+                         "ladder.link.CudaEmulatedLink (or ladder.link.emulate(comm, link, device))")
+
+
+def emulate(comm, link: "Link | str | dict | None", device="cpu", ranks: int | None = None):
+    """`comm` with every all-reduce costing `link`'s modelled time: the host-sleep EmulatedLink on CPU,
+    the spin-kernel CudaEmulatedLink on CUDA; `comm` itself when `link` is None."""
+    link = get(link)
+    if link is None:
+        return comm
+    if torch.device(device).type == "cuda":
+        return CudaEmulatedLink(comm, link, device, ranks)
+    return EmulatedLink(comm, link, ranks)
+
+
+_SPIN_CALIBRATION: dict = {}
+
+
+def _time_spin(cycles: int, reps: int) -> float:
+    """Median seconds of one `torch.cuda._sleep(cycles)` between two CUDA events on the current stream.
+
+    A busy spin is queued first, so the host has enqueued event, spin and event before the GPU reaches
+    them: the elapsed time is the GPU's, not the launch latency of an idle stream.
+    """
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(200_000)
+        a.record()
+        torch.cuda._sleep(cycles)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) / 1e3)
+    return sorted(times)[len(times) // 2]
+
+
+def calibrate_spin(device=None) -> tuple[float, float]:
+    """(cycles per second, fixed overhead in seconds) of the spin kernel on `device`, cached per device.
+
+    A linear fit through two spin lengths (~50 us and ~5 ms at 2 GHz) after a warm-up: the first short
+    spins read low while the clock ramps up (reference/gpu.md: 1,737 then ~1,965 cycles/us on an H200).
+    """
+    device = torch.device(device or "cuda")
+    key = torch.cuda.current_device() if device.index is None else device.index
+    if key not in _SPIN_CALIBRATION:
+        with torch.cuda.device(key):
+            _time_spin(2_000_000, 5)  # warm-up
+            c1, c2 = 100_000, 10_000_000
+            t1, t2 = _time_spin(c1, 7), _time_spin(c2, 7)
+            rate = (c2 - c1) / (t2 - t1)
+            _SPIN_CALIBRATION[key] = (rate, max(t1 - c1 / rate, 0.0))
+    return _SPIN_CALIBRATION[key]
+
+
+class CudaEmulatedLink:
+    """A communicator whose every all-reduce costs `link`'s modelled time on the GPU's own timeline.
+
+    `start` makes ONE communication stream wait for the producing stream (an event), then runs a spin
+    kernel (`torch.cuda._sleep`) of the modelled duration on it and records a `done` event; `wait` makes
+    the current stream wait for `done`. Collectives therefore serialise in issue order, as NCCL runs them
+    on one stream, while the compute stream keeps going: the dataflow decides what is hidden. Everything
+    is stream/event work, so a decode step using it can be captured in one CUDA graph
+    (ladder.cudagraph), and the captured order of waits is exactly the wiring's.
+
+    The wrapped `comm` still runs (VirtualRanks: identity; a real communicator: the real collective), so
+    the cost is at least the modelled time. Caveat: the spin occupies one thread block, not the SMs and
+    HBM traffic of a real NCCL all-reduce, so the overlap it shows is an upper estimate.
+    """
+
+    def __init__(self, comm, link: Link, device=None, ranks: int | None = None):
+        self.comm, self.link = comm, link
+        self.size, self.rank = comm.size, comm.rank
+        self.group = getattr(comm, "group", None)
+        self.p = ranks or comm.size
+        self.device = torch.device(device or "cuda")
+        self.stream = torch.cuda.Stream(self.device)
+        self.cycles_per_s, self.overhead_s = calibrate_spin(self.device)
+        self.modelled_s = 0.0
+
+    def cycles(self, seconds: float) -> int:
+        """Spin cycles for a duration of `seconds` (the fixed kernel overhead taken off)."""
+        return max(int(round((seconds - self.overhead_s) * self.cycles_per_s)), 0)
+
+    def start(self, partial: torch.Tensor):
+        cost = self.link.allreduce_time(partial.numel() * partial.element_size(), self.p)
+        self.modelled_s += cost
+        inner = self.comm.start(partial)
+        if cost <= 0:
+            return inner
+        self.stream.wait_stream(torch.cuda.current_stream())  # the link starts when the data exists
+        with torch.cuda.stream(self.stream):
+            torch.cuda._sleep(self.cycles(cost))
+            done = torch.cuda.Event()
+            done.record()
+        return _Spinning(inner, done)
+
+    def wait(self, handle):
+        if not isinstance(handle, _Spinning):
+            return self.comm.wait(handle)
+        torch.cuda.current_stream().wait_event(handle.done)
+        return self.comm.wait(handle.inner)
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        return self.wait(self.start(partial))
+
+    def count(self) -> int:
+        return self.comm.count()
+
+    def achieved(self, seconds: float, reps: int = 9) -> float:
+        """Measured duration (s, median of `reps`) of the spin that stands for `seconds` of link time."""
+        with torch.cuda.device(self.device):
+            return _time_spin(self.cycles(seconds), reps)
+
+
+class _Spinning:
+    """A collective in flight on the GPU link: the wrapped handle and the event after its spin."""
+    __slots__ = ("inner", "done")
+
+    def __init__(self, inner, done):
+        self.inner, self.done = inner, done

@@ -117,3 +117,25 @@ def test_collectives_in_flight_go_over_the_link_one_at_a_time():
     for h in handles:
         comm.wait(h)
     assert time.perf_counter() - t0 >= 3 * 3e-3
+
+
+class _CudaLike:
+    """Stands in for a CUDA tensor: only what the refusal looks at."""
+    is_cuda = True
+
+
+def test_host_link_refuses_cuda_tensors_and_points_to_the_gpu_link():
+    from ladder.link import emulate, refuse_cuda
+    with pytest.raises(ValueError, match="CudaEmulatedLink"):
+        refuse_cuda(_CudaLike())
+    refuse_cuda(torch.ones(2))  # CPU tensors pass
+    with pytest.raises(ValueError, match="CudaEmulatedLink"):
+        EmulatedLink(SingleDevice(), custom(1e-6, 1e12), ranks=2).start(_CudaLike())
+
+
+def test_emulate_picks_the_host_link_on_cpu():
+    from ladder.link import emulate
+    comm = SingleDevice()
+    assert emulate(comm, None, "cpu") is comm
+    emu = emulate(comm, "nvlink4", "cpu", ranks=8)
+    assert isinstance(emu, EmulatedLink) and emu.p == 8 and emu.link is PRESETS["nvlink4"]

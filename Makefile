@@ -21,7 +21,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: setup test reproduce book clean
+.PHONY: setup test test-gpu reproduce book clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: setup  ## run the test suite
 
 # Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped;
 # FORCE=1 re-executes them all (the committed book's cpu-profile copies included).
+test-gpu:  ## the GPU checks (tests/gpu; skipped without CUDA)
+	$(PY) -m pytest -q tests/gpu
+
 reproduce: setup  ## run every notebook with PROFILE's parameters, then build the book
 	$(PY) -m ladder.pipeline --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 

@@ -132,3 +132,12 @@ def test_shared_twin_has_the_same_tensors():
     b = _build(BenchConfig(**TINY, wiring="ladder"), SingleDevice(), "cpu", shared)
     assert b.config.wiring == "ladder"
     assert b.layers[0].mlp.up_proj.weight.data_ptr() == a.layers[0].mlp.up_proj.weight.data_ptr()
+
+
+def test_compiled_virtual_ranks_with_an_emulated_link():
+    """compile=True compiles the modules only: the host link's start/wait stay in Python, at the wiring's
+    places, and every all-reduce is still counted."""
+    cfg = BenchConfig(**TINY, tp=2, ranks="virtual", wiring="ladder", compile=True, link="custom:0.0001:1e12")
+    rec = run_one(cfg)
+    check_record(rec, cfg)
+    assert rec["allreduces_per_generation"] == 2 * 4 * 3 and rec["cuda_graph"] is True

@@ -65,7 +65,7 @@ def test_nccl_collectives_on_their_stream_are_captured():
     if not dist.is_nccl_available():
         pytest.skip("NCCL not available")
     dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1,
-                            device_id=DEV)
+                            device_id=torch.device("cuda", torch.cuda.current_device()))
     try:
         ref, _ = generate(small("ladder", SingleDevice()), prompt(), 10)
         model = small("ladder", StreamCollectives(TensorParallel(), DEV))

@@ -231,7 +231,7 @@ def tp_equivalence(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, 
     """
     import pandas as pd
 
-    from .tp import launch_local
+    from .launch import launch_local
     n_half = ladder_layers if ladder_layers is not None else config.n_layers // 2
     configs = {w: config.replace(wiring=w, ladder_layers=n_half if w == "hybrid" else 0) for w in wirings}
     ref = {w: cached_logits(c, _weights_for(c, state_dict), tokens, prefill_len)[0] for w, c in configs.items()}

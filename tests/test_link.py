@@ -9,7 +9,8 @@ import torch
 
 from ladder import build_model, preset
 from ladder.link import PRESETS, EmulatedLink, Link, custom, get
-from ladder.tp import SingleDevice, launch_local
+from ladder.launch import launch_local
+from ladder.tp import SingleDevice
 
 
 def test_ring_allreduce_cost():

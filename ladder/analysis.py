@@ -79,6 +79,18 @@ class _TracingBlock:
         return self._module("mlp", h)
 
 
+def trace_log(layer_wirings: list[str]) -> list[tuple]:
+    """The event log of one forward step through the real wiring functions, in program order:
+    ("compute", module, parts read), ("start", handle) and ("wait", handle), then the final settle's
+    waits (before the LM head). ladder.perfmodel replays this log, so its timeline is the code's."""
+    comm = _TracingComm()
+    s = Stream(_Sym({"emb"}))
+    for layer, w in enumerate(layer_wirings):
+        s = LAYER_WIRINGS[w](_TracingBlock(layer, comm.log), s, comm)
+    s.settle(comm)
+    return comm.log
+
+
 def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list[dict]:
     """Run `wiring`'s layer functions symbolically; one record per module.
 
@@ -93,10 +105,7 @@ def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list
                                 wiring=wiring, ladder_layers=ladder_layers if wiring == "hybrid" else 0
                                 ).layer_wirings()
     comm = _TracingComm()
-    s = Stream(_Sym({"emb"}))
-    for layer, w in enumerate(layer_wirings):
-        s = LAYER_WIRINGS[w](_TracingBlock(layer, comm.log), s, comm)
-    s.settle(comm)
+    comm.log = trace_log(layer_wirings)
 
     order = [e[1] for e in comm.log if e[0] == "compute"]
     # each module output's all-reduce: was any other module computed between start and wait?
@@ -222,7 +231,7 @@ def tp_equivalence(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, 
     """
     import pandas as pd
 
-    from .tp import launch_local
+    from .launch import launch_local
     n_half = ladder_layers if ladder_layers is not None else config.n_layers // 2
     configs = {w: config.replace(wiring=w, ladder_layers=n_half if w == "hybrid" else 0) for w in wirings}
     ref = {w: cached_logits(c, _weights_for(c, state_dict), tokens, prefill_len)[0] for w, c in configs.items()}

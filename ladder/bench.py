@@ -309,7 +309,7 @@ def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool =
     CUDA configurations with ranks="virtual" (one GPU, peers emulated) run in this process.
     Returns one record per configuration, in the order given.
     """
-    from .tp import launch_local
+    from .launch import launch_local
     for c in cfgs:
         if c.device != "cpu" and c.ranks != "virtual":
             raise ValueError(f"run_local runs on CPU gloo processes; got device={c.device!r} (use torchrun, "
@@ -377,11 +377,11 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 def torchrun_command(nproc: int, args: list[str], p2p: bool = True) -> tuple[list[str], dict]:
     """(argv, env) that launch this CLI with torchrun on one node; `p2p=False` sets NCCL_P2P_DISABLE=1."""
+    from .launch import torchrun_argv
     env = dict(os.environ)
     if not p2p:
         env["NCCL_P2P_DISABLE"] = "1"
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "ladder.bench", *args], env
+    return torchrun_argv(nproc, "ladder.bench", args), env
 
 
 def run_torchrun(nproc: int, out: str | os.PathLike, p2p: bool = True, **options) -> list[dict]:

@@ -1,4 +1,12 @@
-"""Run one function on N local processes under torchrun, from a notebook or a script, and wait for it.
+"""The one place that launches processes: local gloo ranks, and torchrun from a notebook or a script.
+
+* `launch_local(fn, world_size, *args)`: `fn(comm, *args)` on N local CPU processes over gloo (tests,
+  notebooks; no torchrun needed).
+* `torchrun_argv(nproc, module, args)`: the torchrun command line for `python -m module args` on N
+  processes of this node (ladder.bench.run_torchrun runs the benchmark CLI with it).
+* `torchrun_call(fn, kwargs, nproc=N, ...)`: call a function on N torchrun ranks and return rank 0's result.
+
+Run one function on N local processes under torchrun, from a notebook or a script, and wait for it.
 
 A notebook is one process, but retraining an 8B model or pretraining a 3B one wants every GPU of the node.
 `torchrun_call("ladder.adapt:adapt", kwargs, nproc=8, work_dir=...)` pickles the keyword arguments
@@ -22,6 +30,42 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+
+from .tp import TensorParallel
+
+
+# --------------------------------------------------------------------------------------------- local gloo ranks
+def _local_worker(rank, fn, world_size, init_file, out_dir, args):
+    torch.set_num_threads(1)  # ranks share the machine's cores
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        result = fn(TensorParallel(), *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def launch_local(fn, world_size: int, *args) -> list:
+    """Run `fn(comm, *args)` on `world_size` local CPU processes over gloo; returns each rank's result.
+
+    For tests and notebooks (no torchrun needed). `fn` must be importable (defined at module level).
+    """
+    import tempfile
+
+    import torch.multiprocessing as mp
+    with tempfile.TemporaryDirectory() as tmp:
+        mp.spawn(_local_worker, args=(fn, world_size, os.path.join(tmp, "init"), tmp, args), nprocs=world_size)
+        return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]
+
+
+# --------------------------------------------------------------------------------------------- torchrun
+def torchrun_argv(nproc: int, module: str, args: list[str]) -> list[str]:
+    """`python -m torch.distributed.run --standalone --nproc-per-node N -m module args...` on this node."""
+    if nproc < 1:
+        raise ValueError(f"nproc must be >= 1, got {nproc}")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", module, *map(str, args)]
 
 
 def rank_device(device: str) -> str:
@@ -43,8 +87,7 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
     job, result = work_dir / "job.pt", work_dir / "result.pt"
     result.unlink(missing_ok=True)
     torch.save({"fn": fn, "device": rank_device(device), "kwargs": kwargs}, job)
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "ladder.launch", str(job)]
+    argv = torchrun_argv(nproc, "ladder.launch", [str(job)])
     tail = collections.deque(maxlen=60)
     try:
         with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
@@ -66,7 +109,6 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
 
 def main(argv=None):
     """One rank: `torchrun --nproc-per-node N -m ladder.launch JOB.pt` (JOB.pt written by torchrun_call)."""
-    import torch.distributed as dist
     from .tp import init_distributed
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_file():

@@ -2,9 +2,15 @@
 
 A `Link` is an alpha-beta model of one interconnect: a ring all-reduce of `n` bytes over `p` ranks costs
 
-    alpha + 2 (p - 1) / p * n / bandwidth
+    alpha + 2 (p - 1) * step + 2 (p - 1) / p * n / bandwidth
 
-(each rank sends and receives 2(p-1)/p of the message: a reduce-scatter then an all-gather).
+A ring all-reduce is a reduce-scatter then an all-gather: 2(p-1) steps, each a hop to the next rank
+(`step`: one hop's latency: a flag write and its poll by the peer), and each rank sends and receives
+2(p-1)/p of the message. `alpha` is what does not grow with p (kernel launch, the first synchronisation).
+So the latency term grows linearly with the group size, as a ring's does; NCCL's tree and low-latency (LL)
+protocols grow more slowly for small messages (a tree's depth is log2 p), so for them this is an upper
+estimate. This one `Link` is what the emulation (`EmulatedLink`) and the performance model
+(ladder/perfmodel.py) both call, so the two cannot disagree.
 
 `EmulatedLink` wraps a communicator (ladder.tp.SingleDevice / TensorParallel): `start` launches the
 real collective (so results stay exact) and notes a deadline, issue time + modelled cost (collectives
@@ -30,16 +36,24 @@ GB = 1e9
 
 @dataclass(frozen=True)
 class Link:
-    """An interconnect as latency `alpha_s` (seconds) and per-direction bandwidth `bandwidth_Bps` (bytes/s)."""
+    """An interconnect: fixed latency `alpha_s` (s), per-ring-step latency `step_s` (s) and per-direction
+    bandwidth `bandwidth_Bps` (bytes/s)."""
     name: str
     alpha_s: float
     bandwidth_Bps: float
+    step_s: float = 0.0
 
     def __post_init__(self):
         if self.alpha_s < 0:
             raise ValueError(f"link {self.name!r}: alpha_s must be >= 0, got {self.alpha_s}")
         if not self.bandwidth_Bps > 0:
             raise ValueError(f"link {self.name!r}: bandwidth_Bps must be > 0, got {self.bandwidth_Bps}")
+        if self.step_s < 0:
+            raise ValueError(f"link {self.name!r}: step_s must be >= 0, got {self.step_s}")
+
+    def latency(self, p: int) -> float:
+        """The size-independent part of one all-reduce over `p` ranks: alpha + 2 (p - 1) step."""
+        return self.alpha_s + 2 * (p - 1) * self.step_s if p > 1 else 0.0
 
     def allreduce_time(self, nbytes: float, p: int) -> float:
         """Seconds for a ring all-reduce of an `nbytes` message over `p` ranks (0 when p == 1)."""
@@ -47,55 +61,67 @@ class Link:
             raise ValueError(f"number of ranks must be >= 1, got {p}")
         if p == 1:
             return 0.0
-        return self.alpha_s + 2 * (p - 1) / p * nbytes / self.bandwidth_Bps
+        return self.latency(p) + 2 * (p - 1) / p * nbytes / self.bandwidth_Bps
 
     def scaled(self, factor: float, name: str | None = None) -> "Link":
-        """The same link `factor` times slower (alpha x factor, bandwidth / factor)."""
-        return Link(name or f"{self.name}x{factor:g}", self.alpha_s * factor, self.bandwidth_Bps / factor)
+        """The same link `factor` times slower (alpha and step x factor, bandwidth / factor)."""
+        return Link(name or f"{self.name}x{factor:g}", self.alpha_s * factor, self.bandwidth_Bps / factor,
+                    self.step_s * factor)
 
 
-def custom(alpha_s: float, bandwidth_Bps: float, name: str | None = None) -> Link:
-    """A link with the given latency (s) and per-direction bandwidth (bytes/s)."""
-    return Link(name or f"custom(alpha={alpha_s:g}s, bw={bandwidth_Bps:g}B/s)", alpha_s, bandwidth_Bps)
+def custom(alpha_s: float, bandwidth_Bps: float, name: str | None = None, step_s: float = 0.0) -> Link:
+    """A link with the given latency (s), per-direction bandwidth (bytes/s) and per-ring-step latency (s)."""
+    return Link(name or f"custom(alpha={alpha_s:g}s, bw={bandwidth_Bps:g}B/s)", alpha_s, bandwidth_Bps, step_s)
 
 
-# Named presets. Bandwidths are published per-direction peaks; latencies are order-of-magnitude figures
-# for one small NCCL collective (kernel launch + synchronisation), which dominate decode-size messages.
+# Named presets. Bandwidths are published per-direction line rates. Latency = alpha + 2 (p - 1) step:
+# the figures below are ESTIMATES (no published per-step number was found for these fabrics) chosen to
+# land in the range small-message nccl-tests all-reduce latencies are reported in; each comment gives
+# the resulting latency at the group size the paper uses.
 PRESETS: dict[str, Link] = {
     # NVLink 4 on H100 SXM: 18 links x 50 GB/s = 900 GB/s bidirectional, i.e. 450 GB/s per direction
-    # (NVIDIA H100 Tensor Core GPU datasheet; Hopper architecture whitepaper). Through NVSwitch every pair
-    # of the 8 GPUs in an HGX/DGX H100 gets the full rate. Small-message NCCL all-reduce latency is
-    # roughly 10-25 us on such a node (nccl-tests); 10 us is used here.
-    "nvlink4": Link("nvlink4", 10e-6, 450 * GB),
+    # (NVIDIA H100 Tensor Core GPU datasheet; Hopper architecture whitepaper); through NVSwitch every pair
+    # of the 8 GPUs gets the full rate. NCCL's ring reaches ~370 GB/s bus bandwidth of it (protocol
+    # overhead ~20%; NCCL maintainer in NVIDIA/nccl-tests issue #212) - the performance model's fitted link
+    # factor absorbs that. Latency (estimate): 5 us + 0.7 us per ring step -> 14.8 us at p = 8, 9.2 us at
+    # p = 4, within the ~10-25 us small-message range of 8-GPU nccl-tests runs.
+    "nvlink4": Link("nvlink4", 5e-6, 450 * GB, 0.7e-6),
     # PCIe 5.0 x16: 32 GT/s x 16 lanes, 128b/130b encoding -> ~63 GB/s per direction (PCI-SIG PCIe 5.0
     # specification). With NCCL_P2P_DISABLE=1 traffic is staged through host memory, roughly halving it
-    # and adding host synchronisation latency: ~25 GB/s per direction and ~25 us.
-    "pcie5-nop2p": Link("pcie5-nop2p", 25e-6, 25 * GB),
-    # 100 Gb/s network (e.g. InfiniBand EDR / 100 GbE RoCE): 12.5 GB/s per direction; ~5 us wire + stack.
-    "net100g": Link("net100g", 30e-6, 12.5 * GB),
-    # 400 Gb/s network (InfiniBand NDR ConnectX-7, one NIC per GPU on DGX H100): 50 GB/s per direction.
-    "net400g": Link("net400g", 20e-6, 50 * GB),
+    # (estimate: 25 GB/s); every hop is a host-memory round trip (estimate: 10 us + 2.5 us per step ->
+    # 45 us at p = 8).
+    "pcie5-nop2p": Link("pcie5-nop2p", 10e-6, 25 * GB, 2.5e-6),
+    # 100 Gb/s network (e.g. InfiniBand EDR / 100 GbE RoCE): 12.5 GB/s per direction; estimate 10 us +
+    # 2 us per step (a network hop) -> 38 us at p = 8.
+    "net100g": Link("net100g", 10e-6, 12.5 * GB, 2e-6),
+    # 400 Gb/s network (InfiniBand NDR ConnectX-7, one NIC per GPU on DGX H100): 50 GB/s per direction;
+    # estimate 10 us + 1 us per step -> 40 us at p = 16 (two nodes; one alpha-beta link stands in for
+    # NVLink inside a node plus InfiniBand across).
+    "net400g": Link("net400g", 10e-6, 50 * GB, 1e-6),
 }
 
 
 def get(link: str | Link | dict | None) -> Link | None:
     """A Link from a preset name, a Link, a dict {alpha_s, bandwidth_Bps[, name]}, or None (no emulation).
 
-    Strings of the form "custom:ALPHA:BW" (seconds, bytes/s) give a custom link.
+    Strings of the form "custom:ALPHA:BW[:STEP]" (seconds, bytes/s, seconds) give a custom link.
     """
     if link is None or isinstance(link, Link):
         return link
     if isinstance(link, dict):
-        return custom(float(link["alpha_s"]), float(link["bandwidth_Bps"]), link.get("name"))
+        return custom(float(link["alpha_s"]), float(link["bandwidth_Bps"]), link.get("name"),
+                      float(link.get("step_s", 0.0)))
     if isinstance(link, str):
         if link in ("none", ""):
             return None
         if link.startswith("custom:"):
             try:
-                _, a, b = link.split(":")
-                return custom(float(a), float(b), link)
+                _, a, b, *step = link.split(":")
+                if len(step) > 1:
+                    raise ValueError
+                return custom(float(a), float(b), link, float(step[0]) if step else 0.0)
             except ValueError:
-                raise ValueError(f"custom link {link!r} must look like 'custom:ALPHA_S:BANDWIDTH_BPS'") from None
+                raise ValueError(f"custom link {link!r} must look like 'custom:ALPHA_S:BANDWIDTH_BPS[:STEP_S]'") from None
         if link in PRESETS:
             return PRESETS[link]
     raise ValueError(f"unknown link {link!r}; choose one of {', '.join(PRESETS)}, 'custom:ALPHA_S:BANDWIDTH_BPS' "

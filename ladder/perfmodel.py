@@ -1,6 +1,6 @@
 """A performance model of tensor-parallel generation: a roofline per module plus alpha-beta all-reduces.
 
-Pure Python. For a (shape, hardware, TP degree, batch, prompt, new tokens, wiring, link) it predicts
+Pure Python (plus the symbolic trace of the wiring code). For a (shape, hardware, TP degree, batch, prompt, new tokens, wiring, link) it predicts
 prefill and decode latency and the paper's tokens/s = batch x new tokens / (prefill + decode):
 
 * compute: each module (attention, MLP, LM head) on one rank costs its roofline time,
@@ -8,10 +8,10 @@ prefill and decode latency and the paper's tokens/s = batch x new tokens / (pref
   weights plus the KV cache it reads;
 * communication: each all-reduce costs the link's ring alpha-beta time (ladder.link.Link) / link
   efficiency;
-* the wiring decides what overlaps, by replaying the dependencies of ladder/model.py on a compute stream
-  and a communication stream (`timeline`): standard waits for every all-reduce before the next module;
-  parallel has one all-reduce per layer; ladder lets module i run while the all-reduce of module i-1 is
-  in flight (it needs only that of module i-2); the upper bound has none.
+* the wiring decides what overlaps: `timeline` replays the start/wait log of the wiring functions of
+  ladder/model.py themselves (traced by ladder.analysis) on a compute stream and a communication
+  stream, so the model cannot describe a dataflow the code does not have (e.g. at a hybrid's boundary
+  the last standard MLP's all-reduce is waited on before the first ladder attention).
 
 Calibration: one efficiency factor per hardware target (the GPU's fraction of its roofline, the link's
 fraction of its alpha-beta rate), fitted only on the Llama-3-70B TP = 8 column of the paper's NVLink
@@ -105,35 +105,31 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
     """Replay one forward step's dependencies; returns (seconds, events).
 
     events: (stream, label, start, end) with stream "compute" or "comm". `ar` is one all-reduce's time.
-    Module i is launched after module i-1's compute and after the all-reduce its input needs: that of
-    module i-1 (standard, parallel) or of module i-2 (ladder). All-reduces run one at a time, in order.
+    The order is not re-described here: it is the event log of the real wiring functions of
+    ladder/model.py (`ladder.analysis.trace_log`). A module starts after the previous module's compute and
+    after every all-reduce the code waited on since then; an all-reduce starts when the module that
+    produced it ends and the link is free (one at a time, in issue order, as NCCL's one stream).
     """
+    from .analysis import trace_log
     events = []
-    t_comp = 0.0  # when the compute stream is free
-    ar_end = []   # completion time of each module's all-reduce (index = module)
+    t_comp = 0.0   # when the compute stream is free
     comm_free = 0.0
-    mods = []     # (label, cost, needs all-reduce, how far back its input dependency is)
-    for layer, kind in enumerate(cfg.layer_wirings()):
-        if kind == "parallel":
-            mods.append((f"L{layer} attn+mlp", costs["attn"] + costs["mlp"], True, 1))
-        elif kind == "upper_bound":
-            mods += [(f"L{layer} attn", costs["attn"], False, 1), (f"L{layer} mlp", costs["mlp"], False, 1)]
-        else:
-            back = 2 if kind == "ladder" else 1
-            mods += [(f"L{layer} attn", costs["attn"], True, back), (f"L{layer} mlp", costs["mlp"], True, back)]
-    for i, (label, cost, comm, back) in enumerate(mods):
-        dep = ar_end[i - back] if i - back >= 0 else 0.0
-        start = max(t_comp, dep)
-        t_comp = _run(start, cost, comm_free, slow)
-        events.append(("compute", label, start, t_comp))
-        if comm:
+    ready = 0.0    # latest end of the all-reduces waited on since the last compute
+    ends = {}      # handle id -> end of its all-reduce
+    for ev in trace_log(cfg.layer_wirings()):
+        if ev[0] == "compute":
+            name = ev[1]
+            start = max(t_comp, ready)
+            t_comp = _run(start, costs["attn" if name.startswith("attn") else "mlp"], comm_free, slow)
+            events.append(("compute", f"L{name.lstrip('atnmlp')} {name.rstrip('0123456789')}", start, t_comp))
+        elif ev[0] == "start":
             s = max(t_comp, comm_free)
             comm_free = s + ar
-            events.append(("comm", f"AR {label}", s, comm_free))
-            ar_end.append(comm_free)
-        else:
-            ar_end.append(t_comp)
-    start = max([t_comp] + ar_end[-2:])  # the LM head needs the whole stream
+            ends[id(ev[1])] = comm_free
+            events.append(("comm", "AR " + "+".join(sorted(ev[1].partial.parts)), s, comm_free))
+        else:  # wait: whatever computes next needs this all-reduce
+            ready = max(ready, ends[id(ev[1])])
+    start = max(t_comp, ready)  # the LM head needs the whole (settled) stream
     end = start + costs["head"]
     events.append(("compute", "norm + LM head", start, end))
     return end, events

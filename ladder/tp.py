@@ -12,12 +12,35 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
 from torch.distributed import _functional_collectives as funcol
 
 from .config import ModelConfig
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What the model (ladder/model.py) may ask of a communicator, and all it may ask.
+
+    `start` launches the all-reduce of a partial sum and returns a handle; `wait` blocks until that
+    collective is done and returns the reduced tensor (a handle may also be None or an already-reduced
+    tensor, returned as is); `all_reduce` is both at once; `count` is the number of collectives launched so
+    far; `size` and `rank` place this process in the tensor-parallel group. Nothing else (no `group`):
+    process-group code that needs one checks for it.
+    """
+    size: int
+    rank: int
+
+    def start(self, partial: torch.Tensor) -> Any: ...
+
+    def wait(self, handle: Any) -> torch.Tensor | None: ...
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor: ...
+
+    def count(self) -> int: ...
 
 
 class SingleDevice:
@@ -148,27 +171,3 @@ def gather_state_dict(model: torch.nn.Module, comm: SingleDevice) -> dict[str, t
         dist.all_gather(parts, t.detach().contiguous(), group=comm.group)
         out[name] = torch.cat(parts, dim=dim)
     return out
-
-
-# --------------------------------------------------------------------------------------------- local launch
-def _local_worker(rank, fn, world_size, init_file, out_dir, args):
-    torch.set_num_threads(1)  # ranks share the machine's cores
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
-    try:
-        result = fn(TensorParallel(), *args)
-        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
-
-
-def launch_local(fn, world_size: int, *args) -> list:
-    """Run `fn(comm, *args)` on `world_size` local CPU processes over gloo; returns each rank's result.
-
-    For tests and notebooks (no torchrun needed). `fn` must be importable (defined at module level).
-    """
-    import tempfile
-
-    import torch.multiprocessing as mp
-    with tempfile.TemporaryDirectory() as tmp:
-        mp.spawn(_local_worker, args=(fn, world_size, os.path.join(tmp, "init"), tmp, args), nprocs=world_size)
-        return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]

@@ -23,5 +23,5 @@ def cached_logits(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, p
 
 
 def tp_cached_logits(comm, config, state_dict, tokens, prefill_len):
-    """`cached_logits` on one rank of a TP group (for ladder.tp.launch_local)."""
+    """`cached_logits` on one rank of a TP group (for ladder.launch.launch_local)."""
     return cached_logits(config, state_dict, tokens, prefill_len, comm)

@@ -50,7 +50,7 @@ def _both_ranks(comm, cfg):
 
 
 def test_ranks_hold_identical_timings():
-    from ladder.tp import launch_local
+    from ladder.launch import launch_local
     cfg = BenchConfig(**TINY, tp=2, link="custom:0.0001:1e9", probe_allreduce=True)
     r0, r1 = launch_local(_both_ranks, 2, cfg)
     for key in ("samples_tokens_per_s", "samples_prefill_s", "samples_decode_s", "allreduce_decode_s"):
@@ -141,3 +141,14 @@ def test_compiled_virtual_ranks_with_an_emulated_link():
     rec = run_one(cfg)
     check_record(rec, cfg)
     assert rec["allreduces_per_generation"] == 2 * 4 * 3 and rec["cuda_graph"] is True
+
+
+def test_torchrun_command_goes_through_the_one_launcher():
+    from ladder.bench import torchrun_command
+    from ladder.launch import torchrun_argv
+    argv, env = torchrun_command(4, ["--batch", "1"], p2p=False)
+    assert argv == torchrun_argv(4, "ladder.bench", ["--batch", "1"])
+    assert argv[argv.index("-m", 2) + 1] == "ladder.bench" and "--nproc-per-node=4" in argv
+    assert env["NCCL_P2P_DISABLE"] == "1"
+    with pytest.raises(ValueError, match="nproc"):
+        torchrun_argv(0, "ladder.bench", [])

@@ -18,7 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaC
 from ladder import build_model, preset
 from ladder.generate import generate
 from ladder.hf import LadderLlamaForCausalLM, convert, load_pretrained, to_hf
-from ladder.tp import launch_local
+from ladder.launch import launch_local
 
 PROMPT = "Once upon a time, there was a little"
 NEW_TOKENS = 24

@@ -9,7 +9,8 @@ import torch
 
 from ladder import build_model, preset
 from ladder.link import PRESETS, EmulatedLink, Link, custom, get
-from ladder.tp import SingleDevice, launch_local
+from ladder.launch import launch_local
+from ladder.tp import SingleDevice
 
 
 def test_ring_allreduce_cost():
@@ -19,6 +20,27 @@ def test_ring_allreduce_cost():
     assert link.allreduce_time(1e6, 8) == pytest.approx(1e-3 + 2 * 7 / 8 * 1e-3)
     assert link.allreduce_time(2e6, 4) > link.allreduce_time(1e6, 4)
     assert link.scaled(2).allreduce_time(1e6, 4) == pytest.approx(2 * link.allreduce_time(1e6, 4))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_latency_grows_with_the_group_as_documented(name):
+    """alpha + 2 (p - 1) step: a ring all-reduce's 2(p-1) steps each cost one hop's latency."""
+    link = PRESETS[name]
+    assert link.step_s > 0
+    lat = [link.latency(p) for p in (2, 4, 8, 16)]
+    assert lat == sorted(lat) and lat[0] < lat[-1]
+    for p in (2, 4, 8, 16):
+        assert link.latency(p) == pytest.approx(link.alpha_s + 2 * (p - 1) * link.step_s)
+        assert link.allreduce_time(1e3, p) == pytest.approx(
+            link.alpha_s + 2 * (p - 1) * link.step_s + 2 * (p - 1) / p * 1e3 / link.bandwidth_Bps)
+    assert link.latency(1) == 0.0
+
+
+def test_custom_link_with_a_step_latency():
+    link = get("custom:0.001:1e9:0.0001")
+    assert link.step_s == 1e-4 and link.allreduce_time(0, 4) == pytest.approx(1e-3 + 6e-4)
+    assert get({"alpha_s": 0.0, "bandwidth_Bps": 1e9, "step_s": 2e-6}).latency(8) == pytest.approx(28e-6)
+    assert link.scaled(2).latency(4) == pytest.approx(2 * link.latency(4))
 
 
 def test_presets_and_lookup():
@@ -31,7 +53,7 @@ def test_presets_and_lookup():
     assert get({"alpha_s": 0.002, "bandwidth_Bps": 1e8}).bandwidth_Bps == 1e8
 
 
-@pytest.mark.parametrize("bad", ["warp-drive", "custom:abc", 3])
+@pytest.mark.parametrize("bad", ["warp-drive", "custom:abc", "custom:1:2:3:4", 3])
 def test_bad_link_names_the_problem(bad):
     with pytest.raises(ValueError, match="link"):
         get(bad)
@@ -42,6 +64,8 @@ def test_bad_link_parameters():
         Link("x", -1.0, 1e9)
     with pytest.raises(ValueError, match="bandwidth"):
         Link("x", 0.0, 0.0)
+    with pytest.raises(ValueError, match="step_s"):
+        Link("x", 0.0, 1e9, -1e-6)
 
 
 def test_single_device_emulation_with_virtual_ranks():

@@ -1,19 +1,15 @@
 """The performance model: orderings that must hold, monotonic in link cost, and the paper's batch table."""
-import csv
-from pathlib import Path
-
 import pytest
 
 from ladder import perfmodel as pm
+from ladder.analysis import trace_log
 from ladder.config import preset
 from ladder.link import custom
-
-PAPER = Path(__file__).resolve().parents[1] / "data" / "paper"
+from ladder.paths import paper_table
 
 
 def read(name):
-    with open(PAPER / name) as f:
-        return list(csv.DictReader(f))
+    return paper_table(name).astype(str).to_dict("records")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +59,62 @@ def test_batch_table_ladder_speedups_within_005(calibrated):
         assert got == pytest.approx(float(row["speedup"]), abs=0.05), row["batch"]
 
 
+def test_out_of_sample_rows_are_predicted_as_well_as_the_fitted_ones(calibrated):
+    """The fit sees only TP = 8; the TP = 2 and 4 rows (24 numbers) are out of sample. Their mean error
+    is reported in the book beside the in-sample one; here it must stay within 10% (today 8.5%, against
+    5.3% in sample) and no single row may be off by more than 20%."""
+    hw, fab, info = calibrated
+    rows = pm.compare(pm.grid_rows(paper_table("speed_grid.csv")), hw, fab)
+    out = [abs(r["error"]) for r in rows if r["tp"] != 8]
+    assert len(out) == 24
+    assert sum(out) / len(out) <= 0.10
+    assert max(out) <= 0.20
+    assert info["in_sample_mean_abs_error"] <= 0.10
+
+
 def test_calibration_uses_only_the_tp8_column(calibrated):
     grid = read("speed_grid.csv")
     changed = [dict(g, standard=str(float(g["standard"]) * 3)) if g["tp"] != "8" else g for g in grid]
     assert pm.calibrate(changed)[2]["gpu_efficiency"] == calibrated[2]["gpu_efficiency"]
+
+
+@pytest.mark.parametrize("ladder_layers", [1, 2, 3])
+def test_hybrid_boundary_waits_for_the_last_standard_mlp(ladder_layers):
+    """The code's standard layer blocks on its MLP all-reduce, so at the boundary nothing is hidden:
+    standard layers pay every all-reduce, the ladder layers hide all but their last one."""
+    cfg = preset("tiny").replace(wiring="hybrid", ladder_layers=ladder_layers)
+    t, _ = pm.timeline(cfg, {"attn": 1.0, "mlp": 1.0, "head": 0.5}, 0.5)
+    n_std = cfg.n_layers - ladder_layers
+    assert t == pytest.approx(n_std * 3.0 + ladder_layers * 2.0 + 0.5 + 0.5)
+
+
+CASES = [("standard", 0), ("parallel", 0), ("ladder", 0), ("upper_bound", 0),
+         ("hybrid", 1), ("hybrid", 2), ("hybrid", 3)]
+
+
+@pytest.mark.parametrize("wiring, ladder_layers", CASES)
+def test_timeline_follows_the_traced_dataflow(wiring, ladder_layers):
+    """Every module starts exactly when the previous module and every all-reduce the code waited on
+    before it are done; every module that the code lets run while an all-reduce is in flight overlaps it."""
+    cfg = preset("tiny").replace(wiring=wiring, ladder_layers=ladder_layers)
+    ar = 0.7
+    _, events = pm.timeline(cfg, {"attn": 1.0, "mlp": 1.0, "head": 0.5}, ar)
+    comp = [e for e in events if e[0] == "compute"]
+    comm = [e for e in events if e[0] == "comm"]
+    log = trace_log(cfg.layer_wirings()) + [("compute", "head", None)]
+    started, waited, i_comp, prev_end = [], [], 0, 0.0
+    for ev in log:
+        if ev[0] == "start":
+            started.append(ev[1])
+        elif ev[0] == "wait":
+            waited.append(comm[[id(h) for h in started].index(id(ev[1]))][3])
+        else:
+            _, _, s, e = comp[i_comp]
+            assert s == pytest.approx(max([prev_end] + waited)), (wiring, ev[1])
+            waited, prev_end, i_comp = [], e, i_comp + 1
+    assert i_comp == len(comp) and len(comm) == len(started)
+    n_ar = {"standard": 2, "ladder": 2, "hybrid": 2, "parallel": 1, "upper_bound": 0}[wiring] * cfg.n_layers
+    assert len(comm) == n_ar
 
 
 def test_predict_measured_from_parts():

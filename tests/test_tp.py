@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ladder import build_model, preset
-from ladder.tp import launch_local
+from ladder.launch import launch_local
 from ladder.verify import cached_logits, tp_cached_logits
 
 CASES = {
@@ -51,3 +51,29 @@ def test_upper_bound_is_not_a_valid_model_at_tp2(tp2_results):
     ranks, single = tp2_results
     ref, _ = single["upper_bound"]
     assert (ranks[0]["upper_bound"][0] - ref).abs().max() > 1e-3
+
+
+def _protocol_check(comm):
+    from ladder.link import EmulatedLink, VirtualRanks, custom
+    from ladder.tp import Communicator, SingleDevice, TensorParallel
+    comms = [SingleDevice(), comm, EmulatedLink(comm, custom(0.0, 1e12)), VirtualRanks(4),
+             EmulatedLink(VirtualRanks(4), custom(0.0, 1e12))]
+    assert isinstance(comm, TensorParallel)
+    return [type(c).__name__ for c in comms if isinstance(c, Communicator)], len(comms)
+
+
+def test_every_communicator_satisfies_the_protocol():
+    from ladder.tp import Communicator
+    ok, n = launch_local(_protocol_check, 2)[0]
+    assert len(ok) == n == 5
+
+    class Incomplete:  # no count(), no rank: must not pass
+        size = 1
+
+        def start(self, partial):
+            return partial
+
+        def wait(self, handle):
+            return handle
+
+    assert not isinstance(Incomplete(), Communicator)

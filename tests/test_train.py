@@ -105,7 +105,7 @@ def _ddp_worker(comm, data, out_dir):
 
 def test_ddp_equals_gradient_accumulation(tmp_path):
     """2 data-parallel ranks x 1 micro-batch == 1 process x 2 accumulated micro-batches (same batches)."""
-    from ladder.tp import launch_local
+    from ladder.launch import launch_local
     data = blocks(n=24)
     ranks = launch_local(_ddp_worker, 2, data, str(tmp_path / "ddp"))
     single = build_model(tiny("ladder"), seed=0)
@@ -162,7 +162,7 @@ def test_fsdp_equals_gradient_accumulation_and_resumes_in_one_process(wiring, ti
                                                                       tmp_path):
     """Sharded training (FSDP2, 2 ranks x 1 micro-batch) == 1 process accumulating 2 micro-batches, and
     its checkpoints are full weights by name: a single process resumes them on the same trajectory."""
-    from ladder.tp import launch_local
+    from ladder.launch import launch_local
     config = tiny(wiring, tie_embeddings=tied, **({"ladder_layers": 1} if wiring == "hybrid" else {}))
     data, val = blocks(n=24), blocks(n=12, seed=1)  # 3 validation batches: one rank evaluates 2, the other 1
     fsdp = launch_local(_fsdp_worker, 2, data, val, tmp_path / "fsdp", config, activation_checkpointing)

@@ -1,0 +1,201 @@
+"""The speed chapter's logic: recovery estimators with confidence intervals, the performance model against
+the paper's tables, and the `claims` block of data/results/<profile>/speedup.json.
+
+Every paper number is read from ladder/paper/*.csv (`ladder.paths.paper_table`). A claims entry holds
+measured (or modelled) quantities only; verdicts are computed elsewhere (ladder/claims.py).
+
+Estimators. The benchmark takes its samples round-robin (`interleave=True`): sample k of standard, ladder
+and upper bound ran at about the same time, under the same load. A *round* is such a triple. From n
+rounds:
+  speedup              median(ladder) / median(standard)
+  upper_bound_speedup  median(upper) / median(standard)
+  recovered            (speedup - 1) / (upper_bound_speedup - 1)
+  comm_share           1 - median(standard) / median(upper)
+and their 95% intervals by the paired-round bootstrap: resample whole rounds with replacement (so the
+pairing, and the shared load drift, is kept), recompute each statistic, take the 2.5/97.5 percentiles.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+
+from . import perfmodel as pm
+from .paths import paper_table
+
+FIELDS = ("speedup", "upper_bound_speedup", "recovered", "comm_share")
+
+
+# --------------------------------------------------------------------------------------------- estimators
+def ratios(standard: list[float], ladder: list[float], upper: list[float]) -> dict[str, float]:
+    """The four speed statistics from tokens/s samples (medians of each wiring)."""
+    if not standard or not ladder or not upper:
+        raise ValueError("ratios needs at least one sample of standard, ladder and upper bound")
+    s, l, u = (statistics.median(x) for x in (standard, ladder, upper))
+    sp, ub = l / s, u / s
+    return {"speedup": sp, "upper_bound_speedup": ub,
+            "recovered": (sp - 1) / (ub - 1) if ub != 1 else float("nan"), "comm_share": 1 - s / u}
+
+
+def paired_bootstrap(rounds: list[tuple[float, float, float]], n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, list[float]]:
+    """95% (or `level`) intervals of `ratios` by resampling whole rounds (standard, ladder, upper) with
+    replacement. One round gives a zero-width interval at the point estimate."""
+    if not rounds:
+        raise ValueError("paired_bootstrap needs at least one round")
+    if any(len(r) != 3 for r in rounds):
+        raise ValueError("each round must be (standard, ladder, upper_bound) tokens/s")
+    rng = random.Random(seed)
+    draws = {k: [] for k in FIELDS}
+    for _ in range(n_boot):
+        pick = [rounds[rng.randrange(len(rounds))] for _ in rounds]
+        for k, v in ratios(*map(list, zip(*pick))).items():
+            draws[k].append(v)
+    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
+    out = {}
+    for k, xs in draws.items():
+        xs = sorted(x for x in xs if x == x)
+        out[k] = [_quantile(xs, lo), _quantile(xs, hi)] if xs else [float("nan")] * 2
+    return out
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    """Linear-interpolation quantile of sorted `xs`."""
+    pos = q * (len(xs) - 1)
+    i = int(pos)
+    return xs[i] if i + 1 >= len(xs) else xs[i] + (pos - i) * (xs[i + 1] - xs[i])
+
+
+def rounds_of(records: list[dict], **match) -> list[tuple[float, float, float]]:
+    """(standard, ladder, upper bound) tokens/s per measurement round, from benchmark records whose fields
+    equal `match` (e.g. set="virtual", link_name="fast", tp=2, batch=1). The upper bound ignores the link
+    (it has no all-reduce), so it may come from any link's run."""
+    pick = {}
+    for r in records:
+        if r["wiring"] not in ("standard", "ladder", "upper_bound"):
+            continue
+        if all(r.get(k) == v for k, v in match.items() if not (k == "link_name" and r["wiring"] == "upper_bound")):
+            pick.setdefault(r["wiring"], r["samples_tokens_per_s"])
+    if len(pick) < 3:
+        return []
+    return list(zip(pick["standard"], pick["ladder"], pick["upper_bound"]))
+
+
+def measured_entry(rounds, evidence: str, ours: str, how: str, **extra) -> dict:
+    """A claims entry (contract 2) for a measured speed-up: point estimates, paired-bootstrap CIs, n."""
+    est = ratios(*map(list, zip(*rounds)))
+    return {"evidence": evidence, "quantity": "speedup", "value": est["speedup"], **est,
+            "ci": paired_bootstrap(rounds), "n": len(rounds), "ours": ours, "how": how, **extra}
+
+
+# --------------------------------------------------------------------------------------------- the paper
+def paper_row(tp: int = 8, batch: int = 1) -> dict:
+    """One row of the paper's 70B NVLink grid (tokens/s by wiring)."""
+    g = paper_table("speed_grid.csv")
+    row = g[(g.tp == tp) & (g.batch == batch)]
+    if row.empty:
+        raise ValueError(f"the paper's grid has no row tp={tp}, batch={batch}")
+    return row.iloc[0].to_dict()
+
+
+def paper_recovered(tp: int = 8, batch: int = 1) -> float:
+    """The share of the upper bound's gain the paper's own ladder run kept."""
+    r = paper_row(tp, batch)
+    return (r["ladder"] / r["standard"] - 1) / (r["upper_bound"] / r["standard"] - 1)
+
+
+def paper_comm_share(tp: int = 8, batch: int = 1) -> float:
+    """1 - standard / upper bound in the paper's grid."""
+    r = paper_row(tp, batch)
+    return 1 - r["standard"] / r["upper_bound"]
+
+
+# --------------------------------------------------------------------------------------------- the model
+def model_vs_paper(fit_tp: int = 8) -> dict:
+    """Calibrate on the paper's TP = `fit_tp` column; compare with every table.
+
+    Returns hw, fab, fit (info), grid (rows with error and sample "in"/"out"), batch (the batch table with
+    the model's speedups), sizes (the model-size table), and the mean |error| in and out of sample.
+    """
+    import pandas as pd
+    grid = paper_table("speed_grid.csv")
+    hw, fab, fit = pm.calibrate(grid, tp=fit_tp)
+    cmp = pd.DataFrame(pm.compare(pm.grid_rows(grid), hw, fab))
+    cmp["sample"] = ["in" if tp == fit_tp else "out" for tp in cmp.tp]
+    sizes = []
+    for _, r in paper_table("speed_model_size.csv").iterrows():
+        std = pm.predict(r.preset, hw, int(r.tp), int(r.batch), wiring="standard", link=fab).tokens_per_s
+        lad = pm.predict(r.preset, hw, int(r.tp), int(r.batch), wiring="ladder", link=fab).tokens_per_s
+        sizes.append({"model": r.model, "paper_standard": r.standard, "model_standard": std,
+                      "paper_ladder": r.ladder, "model_ladder": lad, "paper_speedup": r.speedup,
+                      "model_speedup": lad / std})
+    sizes = pd.DataFrame(sizes)
+    bt = paper_table("speed_batch.csv")[["batch", "standard", "ladder", "speedup"]].copy()
+    bt["model_speedup"] = [pm.speedup("llama3-70B", hw, fab, fit_tp, int(b)) for b in bt.batch]
+    bt["difference"] = bt.model_speedup - bt.speedup
+    size_tps_err = pd.concat([sizes.model_standard / sizes.paper_standard - 1,
+                              sizes.model_ladder / sizes.paper_ladder - 1]).abs()
+    return {"hw": hw, "fab": fab, "fit": fit, "grid": cmp, "batch": bt, "sizes": sizes,
+            "in_sample_error": float(cmp[cmp["sample"] == "in"].error.abs().mean()),
+            "out_of_sample_error": float(cmp[cmp["sample"] == "out"].error.abs().mean()),
+            "size_tokens_per_s_error": float(size_tps_err.mean()),
+            "size_speedup_error": float((sizes.model_speedup - sizes.paper_speedup).abs().mean()),
+            "batch_table_max_error": float(bt.difference.abs().max())}
+
+
+SETTINGS = (("70B P2P off", "llama3-70B", 8, "pcie5-nop2p"), ("405B 2 nodes", "llama3.1-405B", 16, "net400g"),
+            ("70B NVLink", "llama3-70B", 8, "nvlink4"))
+
+
+def model_slow_links(hw, fab, batches=(1, 4, 16, 64)):
+    """The model's ladder / upper-bound speedups and comm share on slower links, with NCCL's fitted link
+    factor and at the links' published rates (factor 1)."""
+    import pandas as pd
+    from .link import PRESETS
+    rows = []
+    for b in batches:
+        for name, shape, tp, link in SETTINGS:
+            for eff_name, eff in (("fitted", fab.efficiency), ("spec", 1.0)):
+                f = pm.Fabric(PRESETS[link], eff)
+                rows.append({"setting": name, "link factor": eff_name, "batch": b, "tp": tp, "shape": shape,
+                             "link": link, "ladder_speedup": pm.speedup(shape, hw, f, tp, b),
+                             "upper_bound_speedup": pm.speedup(shape, hw, f, tp, b, wiring="upper_bound"),
+                             "comm_share": pm.predict(shape, hw, tp, b, wiring="standard", link=f).comm_share})
+    return pd.DataFrame(rows)
+
+
+def model_entries(mv: dict, slow) -> dict[str, list[dict]]:
+    """Claims entries from the performance model. H1's 70B TP=8 value is in sample (the fit used that
+    column); H2 and H3 (other links, other shape) and H4's comm share are out of sample."""
+    hw, fab = mv["hw"], mv["fab"]
+    fit = slow["link factor"] == "fitted"
+    h1 = float(mv["batch"].model_speedup.iloc[0])
+    p2p = slow[fit & (slow.setting == "70B P2P off")]
+    big = slow[fit & (slow.setting == "405B 2 nodes")]
+    h2, h3 = float(p2p.ladder_speedup.max()), float(big.ladder_speedup.min())
+    h4 = pm.predict("llama3-70B", hw, 8, 1, wiring="standard", link=fab).comm_share
+    how = "performance model (roofline + alpha-beta link), calibrated on the paper's 70B TP=8 NVLink column"
+    return {
+        "H1": [{"evidence": "model-in-sample", "quantity": "speedup", "value": h1, "speedup": h1,
+                "upper_bound_speedup": float(pm.speedup("llama3-70B", hw, fab, 8, 1, wiring="upper_bound")),
+                "shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4",
+                "ours": f"model {h1:.3f}x (fitted on this column)", "how": how}],
+        "H2": [{"evidence": "model-out-of-sample", "quantity": "speedup", "value": h2, "speedup": h2,
+                "shape": "llama3-70B", "tp": 8, "batch": int(p2p.batch[p2p.ladder_speedup.idxmax()]),
+                "link": "pcie5-nop2p", "ours": f"model, P2P off: up to {h2:.2f}x over batch 1-64", "how": how}],
+        "H3": [{"evidence": "model-out-of-sample", "quantity": "speedup", "value": h3, "speedup": h3,
+                "shape": "llama3.1-405B", "tp": 16, "link": "net400g",
+                "ours": f"model, 405B TP=16 two nodes: >= {h3:.2f}x over batch 1-64", "how": how}],
+        "H4": [{"evidence": "model-out-of-sample", "quantity": "comm_share", "value": h4, "comm_share": h4,
+                "shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4",
+                "ours": f"model: {h4:.0%} of standard's time is all-reduce (paper grid implies "
+                        f"{paper_comm_share():.0%})", "how": how}],
+    }
+
+
+def merge(*blocks: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Concatenate claims blocks claim by claim."""
+    out: dict[str, list[dict]] = {}
+    for b in blocks:
+        for k, v in b.items():
+            out.setdefault(k, []).extend(v if isinstance(v, list) else [v])
+    return out

@@ -230,7 +230,8 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
     repo = repo_url().split("github.com/")[1]
     colab = f"https://colab.research.google.com/github/{repo}/blob/{BRANCH}/{nb}"
     binder = f"https://mybinder.org/v2/gh/{repo}/{BRANCH}?labpath={nb}"
-    shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "profile")
+    rows = "".join(f"| `{k}` | `{json.dumps(v, default=str)}` |\n" for k, v in params.items() if k != "profile")
+    table = f"\n\n| parameter | value |\n|---|---|\n{rows}" if rows else " none."
     v = prov.get("versions", {})
     return (
         f"[![Open in Colab](../_static/colab-badge.svg)]({colab}) "
@@ -239,14 +240,20 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
         f"Executed with the **{profile}** profile on {prov['date'][:16].replace('T', ' ')} UTC in "
         f"{seconds:.0f} s, on {_hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
         f"git commit `{prov.get('git_commit', 'unknown')[:12]}`.\n"
-        f"Parameters (`profiles/{profile}/{stem}.yaml`): {shown or 'none'}.\n"
-        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n```\n")
+        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n"
+        f"Parameters (`profiles/{profile}/{stem}.yaml`):{table}\n```\n")
 
 
 def _insert_provenance(executed: Path, text: str) -> None:
     import nbformat
     nb = nbformat.read(executed, as_version=4)
     nb.cells = [c for c in nb.cells if "provenance" not in c.get("metadata", {}).get("tags", [])]
+    # the parameters are shown once, as the table above: the source defaults and papermill's injected cell
+    # stay in the file (a reader re-running it needs them) but are removed from the page
+    for c in nb.cells:
+        tags = c.get("metadata", {}).get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            c.metadata["tags"] = [*tags, "remove-cell"]
     cell = nbformat.v4.new_markdown_cell(text)
     cell.metadata["tags"] = ["provenance"]
     # after the title cell, so the page keeps its heading as title
@@ -254,6 +261,52 @@ def _insert_provenance(executed: Path, text: str) -> None:
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("#") else 0
     nb.cells.insert(at, cell)
     nbformat.write(nb, executed)
+
+
+# IPython startup file for the notebooks' kernels (given through IPYTHONDIR): every tqdm bar, ours and those of
+# lm-eval, datasets and transformers, is drawn on the kernel's own stderr, i.e. this terminal, never into a
+# cell's output, so the executed pages keep no progress bars (the tqdm.auto widget bar is replaced too).
+KERNEL_STARTUP = """\
+import sys as _sys
+try:
+    import tqdm as _tqdm, tqdm.auto as _auto, tqdm.std as _std, tqdm.autonotebook as _autonb
+except ImportError:
+    pass
+else:
+    _init = _std.tqdm.__init__
+    def _to_terminal(self, *args, **kwargs):
+        if kwargs.get("file") in (None, _sys.stdout, _sys.stderr):
+            kwargs["file"] = _sys.__stderr__
+        _init(self, *args, **kwargs)
+    _std.tqdm.__init__ = _to_terminal
+    _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm
+"""
+
+
+def kernel_ipython_dir(book_dir: Path) -> Path:
+    d = Path(book_dir) / "_failed" / "ipython"
+    startup = d / "profile_default" / "startup" / "00-ladder-progress-to-terminal.py"
+    startup.parent.mkdir(parents=True, exist_ok=True)
+    startup.write_text(KERNEL_STARTUP)
+    return d
+
+
+def _expected_seconds(executed: Path):
+    try:
+        return json.loads(stamp_path(executed).read_text()).get("seconds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def cell_progress(stem: str, n_cells: int, expected, log=print, clock=time.perf_counter):
+    """An nbclient on_cell_start hook: '[02_speedup] cell 5/26, 73 s elapsed (last run: 410 s)'."""
+    t0 = clock()
+    last = f" (last run: {expected:.0f} s)" if expected else ""
+
+    def on_cell_start(cell, cell_index):
+        if cell.cell_type == "code":
+            log(f"[pipeline] {stem}: cell {cell_index + 1}/{n_cells}, {clock() - t0:.0f} s elapsed{last}")
+    return on_cell_start
 
 
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
@@ -280,12 +333,16 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     # the kernel inherits this environment: make the repository's `ladder` importable from notebooks/
     # even when the package is not pip-installed
     # (and tell notebooks which book folder they are writing for: LADDER_BOOK_DIR, for book/figures/)
-    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR")}
+    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR", "IPYTHONDIR")}
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env_before["PYTHONPATH"]) if p)
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
+    os.environ["IPYTHONDIR"] = str(kernel_ipython_dir(book_dir).resolve())
+    import nbformat
+    n_cells = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's injected parameters
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
-                            cwd=str(notebook.parent), progress_bar=False, log_output=log_output)
+                            cwd=str(notebook.parent), progress_bar=False, log_output=log_output,
+                            on_cell_start=cell_progress(stem, n_cells, _expected_seconds(executed), log))
     except PapermillExecutionError as e:
         raise NotebookFailed(notebook, e.cell_index, e.exec_count, e.source, e.ename, e.evalue, tmp) from None
     finally:

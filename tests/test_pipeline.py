@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import nbformat
@@ -223,3 +224,27 @@ def test_repository_url_is_set_once_and_everything_agrees():
 def test_cli_debug_keeps_the_traceback(tmp_path, capsys):
     with pytest.raises(PipelineError):
         pipeline.main(["--profile", "fast", "--debug"])
+
+
+def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
+                   "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",
+                   "import tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): pass\nprint('done')")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
+    logs = []
+    out = pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
+    text = json.dumps(nbformat.read(out, as_version=4)["cells"])
+    assert "it/s" not in text and "3/3" not in text and "done" in text
+    assert "3/3" in capfd.readouterr().err  # the bars went to the kernel's stderr: this terminal
+    assert [m for m in logs if re.search(r"01_tiny: cell 5/5, \d+ s elapsed", m)], logs
+
+
+def test_parameters_are_shown_once_as_a_table(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 7\nlog: 'a b'\n")
+    out = pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=lambda m: None)
+    cells = nbformat.read(out, as_version=4).cells
+    shown = [c for c in cells if "remove-cell" not in c.metadata.get("tags", [])]
+    assert not [c for c in shown if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    prov = next(c for c in cells if "provenance" in c.metadata.get("tags", []))
+    assert "| `x` | `7` |" in prov.source and '| `log` | `"a b"` |' in prov.source

@@ -82,3 +82,15 @@ def figures_dir() -> Path:
     d = Path(os.environ.get("LADDER_BOOK_DIR", REPO_ROOT / "book")) / "figures"
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def read_safetensors(path) -> dict:
+    """safetensors.torch.load_file, with a file that cannot be read named (a truncated or corrupted
+    download says only 'incomplete metadata' otherwise)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} cannot be read as safetensors ({e}); the file is corrupt or incomplete: "
+                         "delete it and fetch, export or train it again") from None

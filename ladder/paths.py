@@ -94,3 +94,21 @@ def read_safetensors(path) -> dict:
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{path} cannot be read as safetensors ({e}); the file is corrupt or incomplete: "
                          "delete it and fetch, export or train it again") from None
+
+
+def display_path(p) -> str:
+    """A path as pages show it: relative to the data folder (`<data>/...`) or the working directory, so no
+    machine's absolute paths end up in the book; anything else (a hub id) unchanged."""
+    p = str(p)
+    roots = []
+    try:
+        roots.append(("<data>/", data_root().resolve()))
+    except FileNotFoundError:
+        pass
+    roots.append(("", REPO_ROOT))
+    for prefix, root in roots:
+        try:
+            return prefix + str(Path(p).resolve().relative_to(root))
+        except (ValueError, OSError):
+            continue
+    return p

@@ -92,8 +92,11 @@ def repo_url() -> str:
     """The repository's URL, set once in pyproject.toml ([project.urls] Repository): the badges use it."""
     from .provenance import CHECKOUT
     if CHECKOUT is not None:
-        import tomllib
-        return tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+        import re
+        m = re.search(r'^Repository = "([^"]+)"', (CHECKOUT / "pyproject.toml").read_text(), re.M)
+        if not m:
+            raise PipelineError("pyproject.toml: [project.urls] has no Repository = \"https://github.com/...\" line")
+        return m.group(1)
     import importlib.metadata as md
     urls = dict(u.split(", ", 1) for u in md.metadata("ladder-residual").get_all("Project-URL") or [])
     return urls["Repository"]

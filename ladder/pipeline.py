@@ -270,7 +270,10 @@ def _insert_provenance(executed: Path, text: str) -> None:
 # lm-eval, datasets and transformers, is drawn on the kernel's own stderr, i.e. this terminal, never into a
 # cell's output, so the executed pages keep no progress bars (the tqdm.auto widget bar is replaced too).
 KERNEL_STARTUP = """\
-import sys as _sys
+import os as _os, sys as _sys
+# processes the kernel starts (torchrun ranks) have their output relayed into the cell: no bars there
+# (tqdm reads TQDM_DISABLE when it is imported, so this kernel's own bars, below, are unaffected)
+_os.environ["TQDM_DISABLE"] = "1"
 try:
     import tqdm as _tqdm, tqdm.auto as _auto, tqdm.std as _std, tqdm.autonotebook as _autonb
 except ImportError:

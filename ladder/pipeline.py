@@ -271,9 +271,6 @@ def _insert_provenance(executed: Path, text: str) -> None:
 # cell's output, so the executed pages keep no progress bars (the tqdm.auto widget bar is replaced too).
 KERNEL_STARTUP = """\
 import os as _os, sys as _sys
-# processes the kernel starts (torchrun ranks) have their output relayed into the cell: no bars there
-# (tqdm reads TQDM_DISABLE when it is imported, so this kernel's own bars, below, are unaffected)
-_os.environ["TQDM_DISABLE"] = "1"
 try:
     import tqdm as _tqdm, tqdm.auto as _auto, tqdm.std as _std, tqdm.autonotebook as _autonb
 except ImportError:
@@ -286,6 +283,9 @@ else:
         _init(self, *args, **kwargs)
     _std.tqdm.__init__ = _to_terminal
     _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm
+# processes the kernel starts (torchrun ranks) have their output relayed into the cell: no bars there
+# (tqdm reads TQDM_DISABLE when it is imported, so this kernel's own bars, above, are unaffected)
+_os.environ["TQDM_DISABLE"] = "1"
 """
 
 

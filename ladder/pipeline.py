@@ -284,8 +284,25 @@ else:
     _std.tqdm.__init__ = _to_terminal
     _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm
 # processes the kernel starts (torchrun ranks) have their output relayed into the cell: no bars there
-# (tqdm reads TQDM_DISABLE when it is imported, so this kernel's own bars, above, are unaffected)
-_os.environ["TQDM_DISABLE"] = "1"
+# (CHILD_SITECUSTOMIZE below reads this in each new interpreter; this kernel is already running)
+_os.environ["LADDER_NO_BARS"] = "1"
+"""
+# sitecustomize.py for the processes a notebook's kernel starts (on PYTHONPATH): with LADDER_NO_BARS set
+# (by the startup above, so never in the kernel itself) every tqdm bar is disabled, even one created with
+# an explicit `disable=False`.
+CHILD_SITECUSTOMIZE = """\
+import os
+if os.environ.get("LADDER_NO_BARS") == "1":
+    try:
+        import tqdm.std as _std
+    except ImportError:
+        pass
+    else:
+        _init = _std.tqdm.__init__
+        def _no_bar(self, *args, **kwargs):
+            kwargs["disable"] = True
+            _init(self, *args, **kwargs)
+        _std.tqdm.__init__ = _no_bar
 """
 
 
@@ -294,6 +311,8 @@ def kernel_ipython_dir(book_dir: Path) -> Path:
     startup = d / "profile_default" / "startup" / "00-ladder-progress-to-terminal.py"
     startup.parent.mkdir(parents=True, exist_ok=True)
     startup.write_text(KERNEL_STARTUP)
+    (d / "site").mkdir(exist_ok=True)
+    (d / "site" / "sitecustomize.py").write_text(CHILD_SITECUSTOMIZE)
     return d
 
 
@@ -340,9 +359,11 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     # even when the package is not pip-installed
     # (and tell notebooks which book folder they are writing for: LADDER_BOOK_DIR, for book/figures/)
     env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR", "IPYTHONDIR")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env_before["PYTHONPATH"]) if p)
+    ipython_dir = kernel_ipython_dir(book_dir).resolve()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), str(ipython_dir / "site"), env_before["PYTHONPATH"]) if p)
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
-    os.environ["IPYTHONDIR"] = str(kernel_ipython_dir(book_dir).resolve())
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
     import nbformat
     n_cells = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's injected parameters
     try:

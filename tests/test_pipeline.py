@@ -229,14 +229,17 @@ def test_cli_debug_keeps_the_traceback(tmp_path, capsys):
 def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd):
     nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
                    "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",
-                   "import tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): pass\nprint('done')")
+                   "import tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): pass\nprint('done')",
+                   "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'import tqdm; "
+                   "[0 for _ in tqdm.tqdm(range(5), disable=False)]'], capture_output=True, text=True).stderr)")
     _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
     logs = []
     out = pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
     text = json.dumps(nbformat.read(out, as_version=4)["cells"])
     assert "it/s" not in text and "3/3" not in text and "done" in text
     assert "3/3" in capfd.readouterr().err  # the bars went to the kernel's stderr: this terminal
-    assert [m for m in logs if re.search(r"01_tiny: cell 5/5, \d+ s elapsed", m)], logs
+    assert [m for m in logs if re.search(r"01_tiny: cell 6/6, \d+ s elapsed", m)], logs
+    assert "5/5" not in text  # a child process's bar, relayed into the cell, is not drawn at all
 
 
 def test_parameters_are_shown_once_as_a_table(tmp_path):

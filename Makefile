@@ -6,8 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 
-# Offline data (read-only): FineWeb/C4 text, eval sets, tokenizers, stories260K.
+# Data (FineWeb/C4 text, eval sets, tokenizers, stories260K): $LADDER_DATA if set, else ../shared/data when
+# it exists, else the user cache ~/.cache/ladder, which `make data` fills from the sources (ladder/data_manifest.csv).
+ifneq ($(wildcard ../shared/data),)
 export LADDER_DATA ?= $(abspath ../shared/data)
+endif
 
 # cpu/smoke profiles run offline from LADDER_DATA; the gpu profile reaches the Hugging Face hub.
 ifeq ($(PROFILE),gpu)
@@ -21,7 +24,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: setup test test-gpu reproduce book clean
+.PHONY: setup data test test-gpu reproduce book clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,15 +35,16 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 
-test: setup  ## run the test suite
+data: setup  ## fetch (or verify) every data file into LADDER_DATA / ~/.cache/ladder
+	$(PY) -m ladder.fetch
+
+test: setup data  ## run the test suite
 	$(PY) -m pytest -q tests
 
 # Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped;
-# FORCE=1 re-executes them all (the committed book's cpu-profile copies included).
-test-gpu:  ## the GPU checks (tests/gpu; skipped without CUDA)
-	$(PY) -m pytest -q tests/gpu
-
-reproduce: setup  ## run every notebook with PROFILE's parameters, then build the book
+# FORCE=1 re-executes them all (the committed book's cpu-profile copies included). Only PROFILE=cpu writes
+# book/; other profiles write _output/<PROFILE>/book (and data/results/<PROFILE>/).
+reproduce: setup data  ## run every notebook with PROFILE's parameters, then build the book
 	$(PY) -m ladder.pipeline --profile $(PROFILE) $(if $(filter 1,$(FORCE)),--force,)
 
 book: setup  ## rebuild the book from the stored executed notebooks
@@ -48,3 +52,8 @@ book: setup  ## rebuild the book from the stored executed notebooks
 
 clean:
 	rm -rf book/_build
+
+# The GPU checks (tests/gpu; every test skips without CUDA). On a GPU node whose torch is preinstalled:
+# `make test-gpu PY=python` (no venv needed; PYTHONPATH points at this checkout).
+test-gpu:
+	PYTHONPATH=$(CURDIR) $(PY) -m pytest -q tests/gpu

@@ -429,40 +429,53 @@ def main(argv=None):
     ap.add_argument("--checkpoint", default=None,
                     help="a Hugging Face Llama / ladder-Llama checkpoint (directory or hub id) to time instead of "
                          "random weights of --preset; its shape replaces --preset, --wiring rewires it")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = ap.parse_args(argv)
-    presets = a.preset
-    if a.checkpoint:  # the checkpoint's own shape, so ladder_layers is checked against its real depth
-        from transformers import AutoConfig
 
-        from .hf import config_from_hf, resolve_checkpoint
-        presets = [config_from_hf(AutoConfig.from_pretrained(resolve_checkpoint(a.checkpoint)),
-                                  max_seq_len=a.prompt_len + a.new_tokens, wiring="standard", ladder_layers=0)]
-    if a.nccl_p2p_disable:
-        os.environ["NCCL_P2P_DISABLE"] = "1"
-    under_torchrun = "WORLD_SIZE" in os.environ
-    device = a.device or ("cuda" if torch.cuda.is_available() and under_torchrun else "cpu")
-    dtypes = a.dtype or (["bfloat16"] if device.startswith("cuda") else ["float32"])
-    comm, dev = SingleDevice(), torch.device(device)
-    if under_torchrun:
-        from .tp import init_distributed
-        comm, dev = init_distributed(device=device)
-    tp = comm.size if under_torchrun else (a.tp or 1)
-    base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,
-                compile=a.compile, device=device, ladder_layers=a.ladder_layers,
-                ranks="virtual" if a.virtual else "processes", checkpoint=a.checkpoint)
-    cfgs = sweep(base, preset=presets, wiring=a.wiring, batch=a.batch, dtype=dtypes,
-                 link=[None if x == "none" else x for x in a.link])
-    if under_torchrun or tp == 1 or a.virtual:
-        records = run(cfgs, comm, dev)
-    else:
-        records = run_local(cfgs)
-    if comm.rank == 0:
-        for r in records:
-            print(json.dumps(flat(r)))
-        if a.out:
-            write_records(records, a.out)
-    if under_torchrun:
-        dist.destroy_process_group()
+    def _main(a):
+        presets = a.preset
+        if a.checkpoint:  # the checkpoint's own shape, so ladder_layers is checked against its real depth
+            from transformers import AutoConfig
+
+            from .hf import config_from_hf, resolve_checkpoint
+            presets = [config_from_hf(AutoConfig.from_pretrained(resolve_checkpoint(a.checkpoint)),
+                                      max_seq_len=a.prompt_len + a.new_tokens, wiring="standard", ladder_layers=0)]
+        if a.nccl_p2p_disable:
+            os.environ["NCCL_P2P_DISABLE"] = "1"
+        under_torchrun = "WORLD_SIZE" in os.environ
+        device = a.device or ("cuda" if torch.cuda.is_available() and under_torchrun else "cpu")
+        dtypes = a.dtype or (["bfloat16"] if device.startswith("cuda") else ["float32"])
+        comm, dev = SingleDevice(), torch.device(device)
+        if under_torchrun:
+            from .tp import init_distributed
+            comm, dev = init_distributed(device=device)
+        tp = comm.size if under_torchrun else (a.tp or 1)
+        base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,
+                    compile=a.compile, device=device, ladder_layers=a.ladder_layers,
+                    ranks="virtual" if a.virtual else "processes", checkpoint=a.checkpoint)
+        cfgs = sweep(base, preset=presets, wiring=a.wiring, batch=a.batch, dtype=dtypes,
+                     link=[None if x == "none" else x for x in a.link])
+        if under_torchrun or tp == 1 or a.virtual:
+            records = run(cfgs, comm, dev)
+        else:
+            records = run_local(cfgs)
+        if comm.rank == 0:
+            for r in records:
+                print(json.dumps(flat(r)))
+            if a.out:
+                write_records(records, a.out)
+        if under_torchrun:
+            dist.destroy_process_group()
+
+    try:
+        _main(a)
+    except (ValueError, KeyError, FileNotFoundError, OSError) as e:  # bad presets, TP degrees, links, paths
+        if a.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {msg} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None
+
 
 
 if __name__ == "__main__":

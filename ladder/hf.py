@@ -186,13 +186,13 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All safetensors shards of a checkpoint, with names in our convention (no `model.` prefix)."""
-    from safetensors.torch import load_file
+    from .paths import read_safetensors
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {path}")
     state = {}
     for f in files:
-        state.update(load_file(str(f)))
+        state.update(read_safetensors(f))
     return {k.removeprefix("model."): v for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
 
 

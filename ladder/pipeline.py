@@ -35,8 +35,12 @@ import yaml
 
 from .provenance import REPO_ROOT, provenance
 
-PROFILES = ("smoke", "cpu", "gpu")
-REPO_URL = "https://github.com/ladder-repro/ladder-residual"
+PROFILES = ("smoke", "cpu", "gpu", "gpu1")
+# The profile the committed book is published with: only it writes book/. Every other profile executes into
+# and builds its own copy, _output/<profile>/book (git-ignored), so trying a profile never touches the book.
+PUBLISHED = "cpu"
+# Profiles that may cover only some chapters (a notebook without a parameter file is skipped, and said so).
+PARTIAL_PROFILES = ("gpu1",)
 BRANCH = "main"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -84,6 +88,58 @@ def _source_cell_number(executed: Path | None, cell_index: int) -> tuple[int, in
     return cell_index - shift + 1, len(cells) - len(added)
 
 
+def repo_url() -> str:
+    """The repository's URL, set once in pyproject.toml ([project.urls] Repository): the badges use it."""
+    from .provenance import CHECKOUT
+    if CHECKOUT is not None:
+        import re
+        m = re.search(r'^Repository = "([^"]+)"', (CHECKOUT / "pyproject.toml").read_text(), re.M)
+        if not m:
+            raise PipelineError("pyproject.toml: [project.urls] has no Repository = \"https://github.com/...\" line")
+        return m.group(1)
+    import importlib.metadata as md
+    urls = dict(u.split(", ", 1) for u in md.metadata("ladder-residual").get_all("Project-URL") or [])
+    return urls["Repository"]
+
+
+def output_book_dir(profile: str) -> Path:
+    """book/ for the published profile, else _output/<profile>/book."""
+    return BOOK_DIR if profile == PUBLISHED else REPO_ROOT / "_output" / profile / "book"
+
+
+def _copy_book_sources(book_dir: Path) -> None:
+    """The book's pages, configuration and figures (not its executed notebooks or build) into `book_dir`."""
+    shutil.copytree(BOOK_DIR, book_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+        "_build", "notebooks", "_failed", "_extra", "_generated"))
+
+
+def _literal_type(default: str):
+    import ast
+    try:
+        v = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return None
+    return None if v is None else type(v)
+
+
+def check_types(params: dict, declared: dict, path: Path) -> None:
+    """Each profile value must have the type of the notebook's default (an int where a float is declared
+    is fine; a None default accepts anything, and None is accepted everywhere; a scalar default also accepts a {key: scalar} mapping, the
+    notebooks' per-model form, e.g. `lr: {"stories260K": 0.001}`)."""
+    def ok(value, want) -> bool:
+        if isinstance(value, bool) != (want is bool):
+            return False
+        return isinstance(value, want) or (want is float and isinstance(value, int))
+    for name, value in params.items():
+        want = _literal_type(declared[name]["default"])
+        if want is None or value is None or ok(value, want):  # None: "not set" (e.g. no eval limit)
+            continue
+        if want in (int, float, str, bool) and isinstance(value, dict) and all(ok(v, want) for v in value.values()):
+            continue
+        raise PipelineError(f"{_rel(path)}: {name}: {value!r} is a {type(value).__name__}, but the notebook's "
+                            f"parameter is a {want.__name__} (default {declared[name]['default']}); fix the value")
+
+
 def _rel(p: Path) -> str:
     try:
         return str(Path(p).resolve().relative_to(REPO_ROOT))
@@ -124,13 +180,15 @@ def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR, 
     if notebook is not None:
         import difflib
         import papermill as pm
-        declared = set(pm.inspect_notebook(str(notebook)))
+        inspected = pm.inspect_notebook(str(notebook))
+        declared = set(inspected)
         unknown = sorted(set(params) - declared)
         if unknown:
             hints = {u: difflib.get_close_matches(u, declared, n=1) for u in unknown}
             hint = "; ".join(f"{u!r}: did you mean {m[0]!r}?" for u, m in hints.items() if m)
             raise PipelineError(f"{_rel(path)}: {unknown} not parameters of {_rel(Path(notebook))} "
                                 f"(its parameters cell declares {sorted(declared)})" + (f". {hint}" if hint else ""))
+        check_types(params, inspected, path)
     return {**params, "profile": profile}
 
 
@@ -172,9 +230,11 @@ def _hardware_line(prov: dict) -> str:
 def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: float) -> str:
     """Markdown for the top of an executed chapter: launch badges and when/what produced it."""
     nb = f"notebooks/{stem}.ipynb"
-    colab = f"https://colab.research.google.com/github/{REPO_URL.split('github.com/')[1]}/blob/{BRANCH}/{nb}"
-    binder = f"https://mybinder.org/v2/gh/{REPO_URL.split('github.com/')[1]}/{BRANCH}?labpath={nb}"
-    shown = ", ".join(f"`{k}={v!r}`" for k, v in params.items() if k != "profile")
+    repo = repo_url().split("github.com/")[1]
+    colab = f"https://colab.research.google.com/github/{repo}/blob/{BRANCH}/{nb}"
+    binder = f"https://mybinder.org/v2/gh/{repo}/{BRANCH}?labpath={nb}"
+    rows = "".join(f"| `{k}` | `{json.dumps(v, default=str)}` |\n" for k, v in params.items() if k != "profile")
+    table = f"\n\n| parameter | value |\n|---|---|\n{rows}" if rows else " none."
     v = prov.get("versions", {})
     return (
         f"[![Open in Colab](../_static/colab-badge.svg)]({colab}) "
@@ -183,14 +243,20 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
         f"Executed with the **{profile}** profile on {prov['date'][:16].replace('T', ' ')} UTC in "
         f"{seconds:.0f} s, on {_hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
         f"git commit `{prov.get('git_commit', 'unknown')[:12]}`.\n"
-        f"Parameters (`profiles/{profile}/{stem}.yaml`): {shown or 'none'}.\n"
-        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n```\n")
+        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n"
+        f"Parameters (`profiles/{profile}/{stem}.yaml`):{table}\n```\n")
 
 
 def _insert_provenance(executed: Path, text: str) -> None:
     import nbformat
     nb = nbformat.read(executed, as_version=4)
     nb.cells = [c for c in nb.cells if "provenance" not in c.get("metadata", {}).get("tags", [])]
+    # the parameters are shown once, as the table above: the source defaults and papermill's injected cell
+    # stay in the file (a reader re-running it needs them) but are removed from the page
+    for c in nb.cells:
+        tags = c.get("metadata", {}).get("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            c.metadata["tags"] = [*tags, "remove-cell"]
     cell = nbformat.v4.new_markdown_cell(text)
     cell.metadata["tags"] = ["provenance"]
     # after the title cell, so the page keeps its heading as title
@@ -198,6 +264,74 @@ def _insert_provenance(executed: Path, text: str) -> None:
     at = 1 if first is not None and first.cell_type == "markdown" and first.source.lstrip().startswith("#") else 0
     nb.cells.insert(at, cell)
     nbformat.write(nb, executed)
+
+
+# IPython startup file for the notebooks' kernels (given through IPYTHONDIR): every tqdm bar, ours and those of
+# lm-eval, datasets and transformers, is drawn on the kernel's own stderr, i.e. this terminal, never into a
+# cell's output, so the executed pages keep no progress bars (the tqdm.auto widget bar is replaced too).
+KERNEL_STARTUP = """\
+import os as _os, sys as _sys
+try:
+    import tqdm as _tqdm, tqdm.auto as _auto, tqdm.std as _std, tqdm.autonotebook as _autonb
+except ImportError:
+    pass
+else:
+    _init = _std.tqdm.__init__
+    def _to_terminal(self, *args, **kwargs):
+        if kwargs.get("file") in (None, _sys.stdout, _sys.stderr):
+            kwargs["file"] = _sys.__stderr__
+        _init(self, *args, **kwargs)
+    _std.tqdm.__init__ = _to_terminal
+    _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm
+# processes the kernel starts (torchrun ranks) have their output relayed into the cell: no bars there
+# (CHILD_SITECUSTOMIZE below reads this in each new interpreter; this kernel is already running)
+_os.environ["LADDER_NO_BARS"] = "1"
+"""
+# sitecustomize.py for the processes a notebook's kernel starts (on PYTHONPATH): with LADDER_NO_BARS set
+# (by the startup above, so never in the kernel itself) every tqdm bar is disabled, even one created with
+# an explicit `disable=False`.
+CHILD_SITECUSTOMIZE = """\
+import os
+if os.environ.get("LADDER_NO_BARS") == "1":
+    try:
+        import tqdm.std as _std
+    except ImportError:
+        pass
+    else:
+        _init = _std.tqdm.__init__
+        def _no_bar(self, *args, **kwargs):
+            kwargs["disable"] = True
+            _init(self, *args, **kwargs)
+        _std.tqdm.__init__ = _no_bar
+"""
+
+
+def kernel_ipython_dir(book_dir: Path) -> Path:
+    d = Path(book_dir) / "_failed" / "ipython"
+    startup = d / "profile_default" / "startup" / "00-ladder-progress-to-terminal.py"
+    startup.parent.mkdir(parents=True, exist_ok=True)
+    startup.write_text(KERNEL_STARTUP)
+    (d / "site").mkdir(exist_ok=True)
+    (d / "site" / "sitecustomize.py").write_text(CHILD_SITECUSTOMIZE)
+    return d
+
+
+def _expected_seconds(executed: Path):
+    try:
+        return json.loads(stamp_path(executed).read_text()).get("seconds")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def cell_progress(stem: str, n_cells: int, expected, log=print, clock=time.perf_counter):
+    """An nbclient on_cell_start hook: '[02_speedup] cell 5/26, 73 s elapsed (last run: 410 s)'."""
+    t0 = clock()
+    last = f" (last run: {expected:.0f} s)" if expected else ""
+
+    def on_cell_start(cell, cell_index):
+        if cell.cell_type == "code":
+            log(f"[pipeline] {stem}: cell {cell_index + 1}/{n_cells}, {clock() - t0:.0f} s elapsed{last}")
+    return on_cell_start
 
 
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
@@ -224,12 +358,18 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     # the kernel inherits this environment: make the repository's `ladder` importable from notebooks/
     # even when the package is not pip-installed
     # (and tell notebooks which book folder they are writing for: LADDER_BOOK_DIR, for book/figures/)
-    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR")}
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env_before["PYTHONPATH"]) if p)
+    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR", "IPYTHONDIR")}
+    ipython_dir = kernel_ipython_dir(book_dir).resolve()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), str(ipython_dir / "site"), env_before["PYTHONPATH"]) if p)
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
+    os.environ["IPYTHONDIR"] = str(ipython_dir)
+    import nbformat
+    n_cells = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's injected parameters
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
-                            cwd=str(notebook.parent), progress_bar=False, log_output=log_output)
+                            cwd=str(notebook.parent), progress_bar=False, log_output=log_output,
+                            on_cell_start=cell_progress(stem, n_cells, _expected_seconds(executed), log))
     except PapermillExecutionError as e:
         raise NotebookFailed(notebook, e.cell_index, e.exec_count, e.source, e.ename, e.evalue, tmp) from None
     finally:
@@ -345,13 +485,42 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 OFFLINE_PROFILES = ("smoke", "cpu")
 
 
+def gpus_needed(params_by_stem: dict) -> int:
+    """The most CUDA devices any notebook's parameters ask for (TP degrees, grid TP degrees, process counts)."""
+    need = 1
+    for params in params_by_stem.values():
+        for k, v in params.items():
+            if k in ("tp", "speed_tp", "nproc") and isinstance(v, int):
+                need = max(need, v)
+            if k == "grid" and isinstance(v, list):
+                need = max([need] + [g[0] for g in v if isinstance(g, list) and g and isinstance(g[0], int)])
+    return need
+
+
+def check_gpus(profile: str, params_by_stem: dict) -> None:
+    if not profile.startswith("gpu"):
+        return
+    import torch
+    need = 1 if profile == "gpu1" else gpus_needed(params_by_stem)
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if have < need:
+        found = f"{have} x {torch.cuda.get_device_name(0)}" if have else "no CUDA GPU"
+        raise PipelineError(f"profile {profile} needs {need} CUDA GPU(s) (its largest TP degree / process count); "
+                            f"found {found}: run it on a GPU node, or use --profile cpu / smoke here")
+
+
 def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
-        book_dir: Path = BOOK_DIR, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
+        book_dir: Path | None = None, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
         log=print, log_output: bool = False) -> None:
     if profile not in PROFILES:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     if book_only and no_book:
         raise PipelineError("--book-only and --no-book exclude each other")
+    if book_dir is None:
+        book_dir = output_book_dir(profile)
+    if Path(book_dir).resolve() != BOOK_DIR.resolve():
+        _copy_book_sources(Path(book_dir))
+        log(f"[pipeline] profile {profile}: writing to {_rel(book_dir)} (only the {PUBLISHED} profile writes book/)")
     if profile in OFFLINE_PROFILES:  # as the Makefile does: these profiles read LADDER_DATA, never the hub
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ.setdefault(var, "1")
@@ -359,8 +528,17 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         notebooks = discover(notebooks_dir, only)
         if not notebooks:
             raise PipelineError(f"no notebooks matching NN_*.ipynb in {_rel(notebooks_dir)}")
-        for nb in notebooks:  # every parameter file is checked before anything runs
-            load_parameters(profile, nb.stem, profiles_dir, nb)
+        if profile in PARTIAL_PROFILES:
+            missing = [nb.stem for nb in notebooks if not (Path(profiles_dir) / profile / f"{nb.stem}.yaml").is_file()]
+            if missing:
+                log(f"[pipeline] profile {profile} covers {len(notebooks) - len(missing)} of {len(notebooks)} "
+                    f"chapters; skipped (no profiles/{profile}/<stem>.yaml): {', '.join(missing)}")
+            notebooks = [nb for nb in notebooks if nb.stem not in missing]
+            if not notebooks:
+                raise PipelineError(f"profile {profile} has no parameter files in {_rel(Path(profiles_dir) / profile)}")
+        # every parameter file is checked (names and types) before anything runs
+        params = {nb.stem: load_parameters(profile, nb.stem, profiles_dir, nb) for nb in notebooks}
+        check_gpus(profile, params)
         for nb in notebooks:
             execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
     if not no_book:
@@ -374,15 +552,19 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="re-run notebooks even when nothing changed")
     ap.add_argument("--book-only", action="store_true", help="build the book from the stored executed notebooks")
     ap.add_argument("--no-book", action="store_true", help="execute the notebooks but do not build the book")
-    ap.add_argument("--book-dir", type=Path, default=BOOK_DIR,
-                    help="book source folder (default: book/); executed copies go to <book-dir>/notebooks")
+    ap.add_argument("--book-dir", type=Path, default=None,
+                    help=f"book folder (default: book/ for the {PUBLISHED} profile, else _output/<profile>/book); "
+                         "executed copies go to <book-dir>/notebooks")
     ap.add_argument("--log-output", action="store_true",
                     help="stream the notebooks' cell outputs to the terminal (long gpu runs)")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
     try:
         run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir,
             log_output=args.log_output)
-    except PipelineError as e:
+    except (PipelineError, FileNotFoundError) as e:
+        if args.debug:
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -8,17 +8,37 @@ import platform
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _checkout() -> Path | None:
+    """The source checkout this package is imported from (an editable install or PYTHONPATH), or None
+    when it is an installed wheel (site-packages has no pyproject.toml or notebooks/ beside it)."""
+    root = PACKAGE_DIR.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+CHECKOUT = _checkout()
+# The working directory the user owns: results (data/results/), runs (runs/) and the book go below it.
+# $LADDER_WORKDIR, else the checkout, else the current directory (an installed wheel must never write into
+# site-packages). Notebooks write `REPO_ROOT / "runs" / ...`, so this is the one root they all share.
+REPO_ROOT = Path(os.environ.get("LADDER_WORKDIR") or CHECKOUT or Path.cwd()).expanduser().resolve()
 
 
 def git_commit() -> str:
+    if CHECKOUT is None:  # an installed package: its version is the best code identity there is
+        import importlib.metadata as md
+        try:
+            return f"ladder-residual=={md.version('ladder-residual')}"
+        except md.PackageNotFoundError:
+            return "unknown"
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() or "unknown"
         # "-dirty" means the *code* differs from the commit; the outputs a pipeline run rewrites (executed
         # notebooks, figures, result files) do not count
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)book", ":(exclude)data/results"], cwd=REPO_ROOT,
+                                ":(exclude)book", ":(exclude)data/results"], cwd=CHECKOUT,
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):

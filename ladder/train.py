@@ -144,9 +144,9 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state
 
 def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
     """Restore a checkpoint into a (possibly FSDP-sharded) model and its optimizer; every rank calls."""
-    from safetensors.torch import load_file
+    from .paths import read_safetensors
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
-    weights = load_file(str(d / "model.safetensors"))
+    weights = read_safetensors(d / "model.safetensors")
     if model.config.tie_embeddings:
         weights["lm_head.weight"] = weights["embed_tokens.weight"]
     st = torch.load(d / "trainer_state.pt", weights_only=False)

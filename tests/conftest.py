@@ -10,16 +10,20 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def shared_data_dir() -> Path:
-    """The read-only shared data directory (LADDER_DATA, default ../shared/data next to the repo)."""
-    default = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return Path(os.environ.get("LADDER_DATA", default))
+    """The data directory the code reads (ladder.paths.data_root: $LADDER_DATA, ../shared/data beside the
+    repo, else the user cache that `make data` fills)."""
+    from ladder.paths import data_root
+    try:
+        return data_root()
+    except FileNotFoundError:
+        return Path(os.environ.get("LADDER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = shared_data_dir()
     if not d.is_dir():
-        pytest.fail(f"shared data directory {d} not found; set LADDER_DATA to the shared/data directory")
+        pytest.fail(f"data directory {d} not found: run `make data` (or set LADDER_DATA)")
     return d
 
 

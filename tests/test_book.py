@@ -75,17 +75,35 @@ def _offline_env():
     return env
 
 
+def _git_status():
+    return subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+
+
 @pytest.fixture(scope="module")
-def smoke_book(tmp_path_factory):
-    """Run the whole smoke profile (papermill + book build) into a temporary copy of book/."""
-    book = tmp_path_factory.mktemp("smoke") / "book"
-    shutil.copytree(REPO_ROOT / "book", book,
-                    ignore=shutil.ignore_patterns("_build", "notebooks", "_failed", "_extra", "_generated"))
-    r = subprocess.run([sys.executable, "-m", "ladder.pipeline", "--profile", "smoke", "--force",
-                        "--book-dir", str(book)], cwd=REPO_ROOT, env=_offline_env(), capture_output=True,
-                       text=True, timeout=1200)
+def smoke_status():
+    """Run the whole smoke profile as `make reproduce PROFILE=smoke` does (papermill + book build, no
+    --book-dir): it executes into and builds _output/smoke/book. Returns (git status before, after)."""
+    before = _git_status()
+    r = subprocess.run([sys.executable, "-m", "ladder.pipeline", "--profile", "smoke", "--force"], cwd=REPO_ROOT,
+                       env=_offline_env(), capture_output=True, text=True, timeout=1200)
     assert r.returncode == 0, f"smoke pipeline failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return book
+    return before, _git_status(), r.stdout
+
+
+@pytest.fixture(scope="module")
+def smoke_book(smoke_status):
+    return REPO_ROOT / "_output" / "smoke" / "book"
+
+
+def test_smoke_profile_leaves_the_committed_book_alone(smoke_status):
+    before, after, stdout = smoke_status
+    assert after == before, "make reproduce PROFILE=smoke changed tracked/untracked files:\n" + after
+    assert "writing to _output/smoke/book" in stdout and "elapsed" in stdout
+
+
+def test_pages_keep_no_progress_bars(smoke_book):
+    for nb in (smoke_book / "notebooks").glob("[0-9][0-9]_*.ipynb"):
+        assert "it/s]" not in nb.read_text(), nb.name
 
 
 def test_smoke_profile_executes_every_notebook(smoke_book):

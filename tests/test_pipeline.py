@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import nbformat
@@ -61,6 +62,8 @@ def test_profile_names_must_be_notebook_parameters(tmp_path):
 @pytest.mark.parametrize("profile", pipeline.PROFILES)
 def test_every_profile_of_the_repository_sets_only_declared_parameters(profile):
     for nb in pipeline.discover():
+        if profile in pipeline.PARTIAL_PROFILES and not (pipeline.PROFILES_DIR / profile / f"{nb.stem}.yaml").is_file():
+            continue
         params = pipeline.load_parameters(profile, nb.stem, notebook=nb)
         assert len(params) > 1
 
@@ -166,3 +169,85 @@ def test_mathjax_without_npm_warns_and_falls_back(tmp_path, monkeypatch):
         assert pipeline.ensure_mathjax(tmp_path / "book", log=lambda *a: None) is False
     assert any("npm" in str(w.message) for w in caught)
     assert "cdn.jsdelivr.net/npm/mathjax@3" in (tmp_path / "book" / "_extra" / "mathjax" / "tex-chtml.js").read_text()
+
+
+def test_wrong_typed_profile_value_is_named_before_anything_runs(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)", params="x = 0\nrate = 0.5\nlog = ''")
+    _profile(tmp_path, "cpu", "01_tiny", "x: two\n")
+    with pytest.raises(PipelineError, match=r"x: 'two' is a str, but the notebook's parameter is a int"):
+        pipeline.load_parameters("cpu", "01_tiny", tmp_path, nb)
+    _profile(tmp_path, "cpu", "01_tiny", "x: 3\nrate: 1\n")  # an int where a float is declared is fine
+    assert pipeline.load_parameters("cpu", "01_tiny", tmp_path, nb)["rate"] == 1
+
+
+def test_gpu_profiles_check_for_their_gpus_up_front(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline.gpus_needed({"a": {"tp": 2}, "b": {"grid": [[2, 1], [8, 4]]}}) == 8
+    with pytest.raises(PipelineError, match=r"profile gpu needs 8 CUDA GPU\(s\).*found no CUDA GPU"):
+        pipeline.check_gpus("gpu", {"b": {"grid": [[8, 4]]}})
+    with pytest.raises(PipelineError, match=r"profile gpu1 needs 1 CUDA GPU"):
+        pipeline.check_gpus("gpu1", {})
+    pipeline.check_gpus("cpu", {"b": {"tp": 8}})  # no check off the gpu profiles
+
+
+def test_only_the_published_profile_writes_book():
+    assert pipeline.output_book_dir("cpu") == pipeline.BOOK_DIR
+    for p in ("smoke", "gpu", "gpu1"):
+        d = pipeline.output_book_dir(p)
+        assert d == pipeline.REPO_ROOT / "_output" / p / "book"
+
+
+def test_partial_profile_runs_what_exists_and_says_what_is_skipped(tmp_path):
+    _notebook(tmp_path / "nb" / "01_a.ipynb", "print(x)")
+    _notebook(tmp_path / "nb" / "02_b.ipynb", "print(x)")
+    logs = []
+    with pytest.raises(PipelineError, match="gpu1 needs 1 CUDA"):  # no GPU here; the skip is said first
+        pipeline.run("gpu1", no_book=True, notebooks_dir=tmp_path / "nb", profiles_dir=_profile(
+            tmp_path / "profiles", "gpu1", "02_b", "x: 1\n").parents[1], book_dir=tmp_path / "book", log=logs.append)
+    assert any("covers 1 of 2 chapters" in m and "01_a" in m for m in logs)
+
+
+def test_repository_url_is_set_once_and_everything_agrees():
+    import yaml
+    url = pipeline.repo_url()
+    assert url.startswith("https://github.com/")
+    for nb in pipeline.discover():
+        install = next(c for c in nbformat.read(nb, as_version=4).cells if "%pip install" in c.source)
+        assert f'"git+{url}"' in install.source, nb.name
+    cfg = yaml.safe_load((pipeline.BOOK_DIR / "_config.yml").read_text())
+    assert cfg["repository"]["url"] == url
+    cell = pipeline.provenance_cell("01_x", "cpu", {}, {"date": "2026-01-01T00:00", "hardware": {}}, 1.0)
+    assert f"github/{url.split('github.com/')[1]}/blob/" in cell
+
+
+def test_cli_debug_keeps_the_traceback(tmp_path, capsys):
+    with pytest.raises(PipelineError):
+        pipeline.main(["--profile", "fast", "--debug"])
+
+
+def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
+                   "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",
+                   "import tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): pass\nprint('done')",
+                   "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'import tqdm; "
+                   "[0 for _ in tqdm.tqdm(range(5), disable=False)]'], capture_output=True, text=True).stderr)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
+    logs = []
+    out = pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
+    text = json.dumps(nbformat.read(out, as_version=4)["cells"])
+    assert "it/s" not in text and "3/3" not in text and "done" in text
+    assert "3/3" in capfd.readouterr().err  # the bars went to the kernel's stderr: this terminal
+    assert [m for m in logs if re.search(r"01_tiny: cell 6/6, \d+ s elapsed", m)], logs
+    assert "5/5" not in text  # a child process's bar, relayed into the cell, is not drawn at all
+
+
+def test_parameters_are_shown_once_as_a_table(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 7\nlog: 'a b'\n")
+    out = pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=lambda m: None)
+    cells = nbformat.read(out, as_version=4).cells
+    shown = [c for c in cells if "remove-cell" not in c.metadata.get("tags", [])]
+    assert not [c for c in shown if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    prov = next(c for c in cells if "provenance" in c.metadata.get("tags", []))
+    assert "| `x` | `7` |" in prov.source and '| `log` | `"a b"` |' in prov.source

@@ -316,9 +316,7 @@ def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks:
     return curve
 
 
-# The metric each benchmark of the paper's adaptation table is read from (lm-eval names).
-TASK_METRIC = {"mmlu": "acc", "arc_challenge": "acc_norm", "openbookqa": "acc_norm", "hellaswag": "acc_norm",
-               "truthfulqa_mc2": "acc", "gsm8k": "exact_match", "ifeval": "prompt_level_strict_acc"}
+from .eval import TASK_METRIC  # the one task -> metric table
 
 
 def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
@@ -606,5 +604,17 @@ def speedup_table(records: list[dict]) -> list[dict]:
         s = std[key(r)]
         rows.append({"link": key(r), "tp": r["tp"], "ladder_layers": r["ladder_layers"],
                      "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
-                     "speedup": r["tokens_per_s"] / s["tokens_per_s"]})
+                     "speedup": r["tokens_per_s"] / s["tokens_per_s"],
+                     "speedup_ci": ratio_ci(r["samples_tokens_per_s"], s["samples_tokens_per_s"]),
+                     "step_ms": 1000 * s["decode_s_per_token"], "samples": len(r["samples_tokens_per_s"])})
     return rows
+
+
+def ratio_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of median(a) / median(b), resampling the repeated runs of each side."""
+    import random
+    import statistics
+    rng = random.Random(seed)
+    boots = sorted(statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+                   for _ in range(n_boot))
+    return [boots[int(0.025 * n_boot)], boots[int(0.975 * n_boot) - 1]]

@@ -37,8 +37,16 @@ LOCAL_TASKS = {
 }
 SUBSTITUTES = {"sciq": "openbookqa"}  # offline, the first is measured with the second's data
 PAPER_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande", "wikitext"]
-# the number each task contributes to the paper's table
-HEADLINE_METRIC = {"wikitext": "word_perplexity", "lambada_openai": "acc"}
+# The one task -> metric table (lm-eval metric names) for every table in the book. ARC-Challenge, HellaSwag
+# and OpenBookQA are read as length-normalised accuracy, as the Open LLM Leaderboard (v1) built on lm-eval
+# reports them (their answers differ in length, so raw log-likelihood favours short ones); the rest as lm-eval's
+# accuracy / exact match / word perplexity. Tasks not listed fall back to "acc".
+TASK_METRIC = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
+               "sciq": "acc_norm",  # measured offline on OpenBookQA (SUBSTITUTES), so read the same way
+               "arc_easy": "acc", "piqa": "acc", "winogrande": "acc", "lambada_openai": "acc",
+               "wikitext": "word_perplexity", "mmlu": "acc", "truthfulqa_mc2": "acc", "gsm8k": "exact_match",
+               "ifeval": "prompt_level_strict_acc"}
+HEADLINE_METRIC = TASK_METRIC  # the former name
 
 
 def offline_default() -> bool:
@@ -143,7 +151,7 @@ def headline(scores: dict[str, dict]) -> dict[str, float]:
     """One number per task as the paper reports it: accuracy in %, WikiText word perplexity."""
     out = {}
     for t, m in scores.items():
-        metric = HEADLINE_METRIC.get(t, "acc")
+        metric = TASK_METRIC.get(t, "acc")
         v = m.get(metric)
         out[t] = v if v is None or metric.endswith("perplexity") else 100 * v
     return out

@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -174,3 +175,25 @@ def perplexity(model, blocks: TokenBlocks, batch_size: int = 8, max_blocks: int 
     if count == 0:
         raise ValueError("no target tokens to score")
     return math.exp(total / count)
+
+
+def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, batch_size: int = 8) -> dict:
+    """{task: {metric: value}} from lm-eval's Hugging Face wrapper on a saved checkpoint (ladder.eval)."""
+    if not tasks:
+        return {}
+    import contextlib
+    import io
+    # lm-eval draws several progress bars per call; keep them out of notebooks (errors still raise)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)
+
+
+def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
+    """The headline number of one lm-eval task result: the task's TASK_METRIC, else acc_norm, acc,
+    exact_match, ... (metric names with or without lm-eval's ",filter" suffix)."""
+    prefer = [TASK_METRIC[task]] if task in TASK_METRIC else []
+    for key in prefer + ["acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "word_perplexity"]:
+        for k, v in task_scores.items():
+            if k.split(",")[0] == key and isinstance(v, (int, float)):
+                return float(v)
+    return None

@@ -383,8 +383,8 @@ def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = Non
     paper's 16L, the larger to its 20L), columns (benchmark, ours | paper) for the benchmarks we ran
     that the paper has, our perplexity, and each side's average over its own benchmarks."""
     import pandas as pd
-    from .provenance import REPO_ROOT
-    paper = pd.read_csv(paper_csv or REPO_ROOT / "data" / "paper" / "adaptation.csv")
+    from .paths import paper_file
+    paper = pd.read_csv(paper_csv or paper_file("adaptation.csv"))
     depths = sorted({r["ladder_layers"] for r in rows if r["ladder_layers"]})
     paper_depth = dict(zip(depths, (16, 20)))
     paper_col = {"truthfulqa_mc2": "truthfulqa"}

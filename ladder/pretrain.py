@@ -17,7 +17,7 @@ import torch
 
 from .config import ModelConfig, preset
 from .data import TokenBlocks
-from .eval import PAPER_TASKS, evaluate, headline, perplexity
+from .eval import PAPER_TASKS, headline, lm_eval_scores, perplexity  # lm_eval_scores: no progress bars
 from .model import build_model
 from .paths import paper_table
 from .train import TrainConfig, read_metrics, save_hf, train
@@ -115,9 +115,9 @@ def evaluate_runs(runs: list[dict], val_blocks: TokenBlocks, tasks=None, limit=N
     rolling = [t for t in tasks if t == "wikitext"]
     others = [t for t in tasks if t != "wikitext"]
     for r in runs:
-        r["scores"] = evaluate(r["hf_dir"], others, limit=limit, batch_size=batch_size) if others else {}
+        r["scores"] = lm_eval_scores(r["hf_dir"], others, limit=limit, batch_size=batch_size)
         if rolling:
-            r["scores"].update(evaluate(r["hf_dir"], rolling, limit=wikitext_limit or limit, batch_size=batch_size))
+            r["scores"].update(lm_eval_scores(r["hf_dir"], rolling, limit=wikitext_limit or limit, batch_size=batch_size))
         r["heldout_ppl"] = perplexity(r["model"], val_blocks, batch_size, max_blocks=ppl_blocks)
     return runs
 

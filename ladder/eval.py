@@ -15,6 +15,7 @@ import contextlib
 import math
 import os
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +38,16 @@ LOCAL_TASKS = {
 }
 SUBSTITUTES = {"sciq": "openbookqa"}  # offline, the first is measured with the second's data
 PAPER_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande", "wikitext"]
-# the number each task contributes to the paper's table
-HEADLINE_METRIC = {"wikitext": "word_perplexity", "lambada_openai": "acc"}
+# The one task -> metric table (lm-eval metric names) for every table in the book. ARC-Challenge, HellaSwag
+# and OpenBookQA are read as length-normalised accuracy, as the Open LLM Leaderboard (v1) built on lm-eval
+# reports them (their answers differ in length, so raw log-likelihood favours short ones); the rest as lm-eval's
+# accuracy / exact match / word perplexity. Tasks not listed fall back to "acc".
+TASK_METRIC = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "openbookqa": "acc_norm",
+               "sciq": "acc_norm",  # measured offline on OpenBookQA (SUBSTITUTES), so read the same way
+               "arc_easy": "acc", "piqa": "acc", "winogrande": "acc", "lambada_openai": "acc",
+               "wikitext": "word_perplexity", "mmlu": "acc", "truthfulqa_mc2": "acc", "gsm8k": "exact_match",
+               "ifeval": "prompt_level_strict_acc"}
+HEADLINE_METRIC = TASK_METRIC  # the former name
 
 
 def offline_default() -> bool:
@@ -143,7 +152,7 @@ def headline(scores: dict[str, dict]) -> dict[str, float]:
     """One number per task as the paper reports it: accuracy in %, WikiText word perplexity."""
     out = {}
     for t, m in scores.items():
-        metric = HEADLINE_METRIC.get(t, "acc")
+        metric = TASK_METRIC.get(t, "acc")
         v = m.get(metric)
         out[t] = v if v is None or metric.endswith("perplexity") else 100 * v
     return out
@@ -166,3 +175,25 @@ def perplexity(model, blocks: TokenBlocks, batch_size: int = 8, max_blocks: int 
     if count == 0:
         raise ValueError("no target tokens to score")
     return math.exp(total / count)
+
+
+def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, batch_size: int = 8) -> dict:
+    """{task: {metric: value}} from lm-eval's Hugging Face wrapper on a saved checkpoint (ladder.eval)."""
+    if not tasks:
+        return {}
+    import contextlib
+    import io
+    # lm-eval draws several progress bars per call; keep them out of notebooks (errors still raise)
+    with contextlib.redirect_stderr(io.StringIO()):
+        return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)
+
+
+def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
+    """The headline number of one lm-eval task result: the task's TASK_METRIC, else acc_norm, acc,
+    exact_match, ... (metric names with or without lm-eval's ",filter" suffix)."""
+    prefer = [TASK_METRIC[task]] if task in TASK_METRIC else []
+    for key in prefer + ["acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "word_perplexity"]:
+        for k, v in task_scores.items():
+            if k.split(",")[0] == key and isinstance(v, (int, float)):
+                return float(v)
+    return None

@@ -32,15 +32,16 @@ def test_paper_claims_cover_h1_to_h8_with_sources():
 
 def test_claims_table_from_partial_results(tmp_path):
     write_result(tmp_path / "cpu" / "speedup.json", {"claims": {
-        "H1": {"value": 1.27, "ours": "1.27x (cpu-bench, TP=2, emulated NVLink)", "how": "measured on CPU, emulated link",
-               "verdict": "consistent at small scale"},
-        "H4": {"value": 0.35, "ours": "35%", "how": "performance model", "verdict": "reproduced"}}})
+        "H1": {"evidence": "cpu-emulated-link", "value": 1.27, "speedup": 1.27, "recovered": 0.7,
+               "ci": {"speedup": [1.2, 1.34]}, "ours": "1.27x (cpu-bench, TP=2, emulated NVLink)",
+               "how": "measured on CPU, emulated link"},
+        "H4": {"evidence": "model-out-of-sample", "comm_share": 0.35, "ours": "35%", "how": "performance model"}}})
     write_result(tmp_path / "cpu" / "other.json", {"no_claims_here": 1})
     rows = {r["id"]: r for r in claims.claims_table("cpu", results_root=tmp_path)}
     assert list(rows) == CLAIM_IDS
     assert rows["H1"]["ours"].startswith("1.27x") and rows["H1"]["verdict"] == "consistent at small scale"
     assert rows["H1"]["date"] != "—" and rows["H1"]["files"]
-    assert rows["H4"]["verdict"] == "reproduced"
+    assert rows["H4"]["verdict"] == "inconclusive"  # a model prediction never decides
     assert all(rows[c]["verdict"] == "not run" and rows[c]["ours"] == "—" for c in ("H2", "H3", "H5", "H8"))
     md = claims.to_markdown(list(rows.values()), "cpu")
     assert md.count("\n* - **H") == 8 and ":name: claims-table" in md
@@ -54,9 +55,9 @@ def test_claims_table_with_no_results_at_all(tmp_path):
 
 def test_bad_claims_are_clear_errors(tmp_path):
     write_result(tmp_path / "cpu" / "a.json", {"claims": {"H1": {"ours": "x", "verdict": "kind of"}}})
-    with pytest.raises(ValueError, match=r"a\.json: claim H1 has verdict 'kind of'"):
+    with pytest.raises(ValueError, match=r"a\.json: claim H1 stores a verdict \('kind of'\)"):
         claims.claims_table("cpu", results_root=tmp_path)
-    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H9": {"ours": "x", "verdict": "reproduced"}}})
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H9": {"ours": "x", "evidence": "multi-gpu"}}})
     with pytest.raises(ValueError, match="unknown claim id 'H9'"):
         claims.claims_table("cpu", results_root=tmp_path)
     (tmp_path / "cpu" / "a.json").write_text("{not json")

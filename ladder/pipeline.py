@@ -276,10 +276,17 @@ try:
 except ImportError:
     pass
 else:
+    # ipykernel's fd watcher relays everything written to fd 1/2 into the cell, sys.__stderr__ included;
+    # sys.stderr.fileno() is its copy of the terminal's original stderr, which it does not watch. Without
+    # the watcher (ipykernel turns it off under pytest) fileno() is unsupported and fd 2 is the terminal.
+    try:
+        _term = open(_os.dup(_sys.stderr.fileno()), "w", buffering=1)
+    except (AttributeError, OSError, ValueError):
+        _term = _sys.__stderr__
     _init = _std.tqdm.__init__
     def _to_terminal(self, *args, **kwargs):
-        if kwargs.get("file") in (None, _sys.stdout, _sys.stderr):
-            kwargs["file"] = _sys.__stderr__
+        if kwargs.get("file") in (None, _sys.stdout, _sys.stderr, _sys.__stdout__, _sys.__stderr__):
+            kwargs["file"] = _term
         _init(self, *args, **kwargs)
     _std.tqdm.__init__ = _to_terminal
     _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm

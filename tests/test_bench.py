@@ -86,7 +86,7 @@ def test_cli_writes_records(tmp_path, capsys):
     assert "tokens_per_s" in capsys.readouterr().out
 
 
-def test_cli_times_a_checkpoint_rewired_as_hybrid(tmp_path, stories_dir):
+def test_cli_times_a_checkpoint_rewired_as_hybrid(tmp_path, stories_dir, capsys):
     """The converted model's speed on the GPU path: `torchrun ... -m ladder.bench --checkpoint ...`."""
     out = tmp_path / "ckpt.jsonl"
     main(["--checkpoint", str(stories_dir), "--wiring", "standard", "hybrid", "--ladder-layers", "3",
@@ -94,8 +94,13 @@ def test_cli_times_a_checkpoint_rewired_as_hybrid(tmp_path, stories_dir):
     recs = read_records(out)
     assert [r["wiring"] for r in recs] == ["standard", "hybrid"] and recs[1]["ladder_layers"] == 3
     assert all(r["checkpoint"] == str(stories_dir) and r["n_layers"] == 5 for r in recs)
-    with pytest.raises(ValueError, match="ladder_layers=9"):  # checked against the checkpoint's 5 layers
+    # checked against the checkpoint's 5 layers; the CLI says so in one line (the traceback with --debug)
+    with pytest.raises(SystemExit):
         main(["--checkpoint", str(stories_dir), "--wiring", "hybrid", "--ladder-layers", "9", "--samples", "1"])
+    assert "ladder_layers=9" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ladder_layers=9"):
+        main(["--checkpoint", str(stories_dir), "--wiring", "hybrid", "--ladder-layers", "9", "--samples", "1",
+              "--debug"])
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -226,10 +226,15 @@ def test_cli_debug_keeps_the_traceback(tmp_path, capsys):
         pipeline.main(["--profile", "fast", "--debug"])
 
 
-def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd):
+def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd, monkeypatch):
+    # ipykernel relays fd 2 into cells except under pytest (it checks PYTEST_CURRENT_TEST): run the kernel as
+    # a real pipeline run does, or this test passes where real pages fill with bars
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
     nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
                    "from tqdm.auto import tqdm\nfor _ in tqdm(range(3)): pass",
-                   "import tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): pass\nprint('done')",
+                   # slow enough for ipykernel's fd watcher to relay whatever reaches fd 2 into the cell
+                   "import time, tqdm as t\nfor _ in t.tqdm(range(3), desc='lm-eval style'): time.sleep(0.2)\n"
+                   "time.sleep(0.5)\nprint('done')",
                    "import subprocess, sys\nprint(subprocess.run([sys.executable, '-c', 'import tqdm; "
                    "[0 for _ in tqdm.tqdm(range(5), disable=False)]'], capture_output=True, text=True).stderr)")
     _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")

@@ -188,3 +188,9 @@ def test_paper_claims_csv_has_a_rule_and_noise_for_every_claim():
     for r in rows:
         assert r["quantity"] and r["rule"] and r["noise"] and r["thresholds"], r["id"]
         assert r["id"] in claims.RULES
+
+
+def test_recovery_without_a_control_is_inconclusive():
+    verdict, why = claims.judge("H7", {"evidence": "small-scale-training", "drop": 0.5, "gap_to_control": None},
+                                claims.parse_thresholds("tol_nats=0.05; min_params=1e9"))
+    assert verdict == "inconclusive" and "control" in why

@@ -102,13 +102,17 @@ def _need(entry: dict, *fields):
 
 def _multi_gpu_speed(entry, t):
     """A real multi-GPU speed-up against the paper's: at least three quarters of its gain, with confidence."""
-    lo, hi = _ci(entry, "speedup")
-    target = 1 + 0.75 * t["paper_gain"]
+    return _interval_vs(*_ci(entry, "speedup"), 1 + 0.75 * t["paper_gain"], "speed-up", ".3f", "reproduced")
+
+
+def _interval_vs(lo, hi, target, name, fmt, verdict_above, suffix=""):
+    """`verdict_above` when the whole CI is at or above `target`, "not reproduced" when it is below,
+    "inconclusive" when it straddles it."""
     if lo >= target:
-        return "reproduced", f"speed-up CI low {lo:.3f} ≥ {target:.3f}"
+        return verdict_above, f"{name} CI low {lo:{fmt}} ≥ {target:{fmt}}{suffix}"
     if hi < target:
-        return "not reproduced", f"speed-up CI high {hi:.3f} < {target:.3f}"
-    return "inconclusive", f"speed-up CI [{lo:.3f}, {hi:.3f}] straddles {target:.3f}"
+        return "not reproduced", f"{name} CI high {hi:{fmt}} < {target:{fmt}}{suffix}"
+    return "inconclusive", f"{name} CI [{lo:{fmt}}, {hi:{fmt}}] straddles {target:{fmt}}"
 
 
 def rule_speed(entry: dict, t: dict):
@@ -127,12 +131,8 @@ def rule_speed(entry: dict, t: dict):
     if entry.get("recovered") is None:
         return "inconclusive", "no upper bound measured to judge the recovered share"
     rlo, rhi = _ci(entry, "recovered") or (entry["recovered"], entry["recovered"])
-    m = t["min_recovered"]
-    if rlo >= m:
-        return "consistent at small scale", f"recovered CI low {rlo:.0%} ≥ {m:.0%} of the upper bound's gain"
-    if rhi < m:
-        return "not reproduced", f"recovered CI high {rhi:.0%} < {m:.0%} of the upper bound's gain"
-    return "inconclusive", f"recovered CI [{rlo:.0%}, {rhi:.0%}] straddles {m:.0%}"
+    return _interval_vs(rlo, rhi, t["min_recovered"], "recovered", ".0%", "consistent at small scale",
+                        " of the upper bound's gain")
 
 
 def rule_comm_share(entry: dict, t: dict):

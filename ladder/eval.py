@@ -159,22 +159,33 @@ def headline(scores: dict[str, dict]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def perplexity(model, blocks: TokenBlocks, batch_size: int = 8, max_blocks: int | None = None) -> float:
-    """exp(mean next-token loss) of a native Transformer over packed held-out blocks."""
+@torch.no_grad()
+def block_losses(model, blocks: TokenBlocks, batch_size: int = 8,
+                 max_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token loss and scored-token count of every held-out block (float64, one entry per block),
+    from a native Transformer: the units of a bootstrap over sequences (ladder.stats.paired_gap)."""
     model.eval()
     device = next(model.parameters()).device
     n = len(blocks) if max_blocks is None else min(len(blocks), max_blocks)
-    total, count = 0.0, 0
+    losses, counts = [], []
     for i in range(0, n, batch_size):
         x, y = blocks.inputs_targets(slice(i, min(i + batch_size, n)))
         logits = model(x.to(device)).float()
         y = y.to(device)
-        mask = y != IGNORE_INDEX
-        total += F.cross_entropy(logits[mask], y[mask], reduction="sum").item()
-        count += int(mask.sum())
-    if count == 0:
+        nll = F.cross_entropy(logits.transpose(1, 2), y, ignore_index=IGNORE_INDEX, reduction="none")
+        losses.append(nll.double().sum(1).cpu())
+        counts.append((y != IGNORE_INDEX).sum(1).double().cpu())
+    if not losses:
+        raise ValueError("no held-out blocks to score")
+    return torch.cat(losses), torch.cat(counts)
+
+
+def perplexity(model, blocks: TokenBlocks, batch_size: int = 8, max_blocks: int | None = None) -> float:
+    """exp(mean next-token loss) of a native Transformer over packed held-out blocks."""
+    losses, counts = block_losses(model, blocks, batch_size, max_blocks)
+    if counts.sum() == 0:
         raise ValueError("no target tokens to score")
-    return math.exp(total / count)
+    return math.exp(float(losses.sum() / counts.sum()))
 
 
 def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, batch_size: int = 8) -> dict:

@@ -16,11 +16,11 @@ pairing, and the shared load drift, is kept), recompute each statistic, take the
 """
 from __future__ import annotations
 
-import random
 import statistics
 
 from . import perfmodel as pm
 from .paths import paper_table
+from .stats import bootstrap
 
 FIELDS = ("speedup", "upper_bound_speedup", "recovered", "comm_share")
 
@@ -44,25 +44,8 @@ def paired_bootstrap(rounds: list[tuple[float, float, float]], n_boot: int = 200
         raise ValueError("paired_bootstrap needs at least one round")
     if any(len(r) != 3 for r in rounds):
         raise ValueError("each round must be (standard, ladder, upper_bound) tokens/s")
-    rng = random.Random(seed)
-    draws = {k: [] for k in FIELDS}
-    for _ in range(n_boot):
-        pick = [rounds[rng.randrange(len(rounds))] for _ in rounds]
-        for k, v in ratios(*map(list, zip(*pick))).items():
-            draws[k].append(v)
-    lo, hi = (1 - level) / 2, 1 - (1 - level) / 2
-    out = {}
-    for k, xs in draws.items():
-        xs = sorted(x for x in xs if x == x)
-        out[k] = [_quantile(xs, lo), _quantile(xs, hi)] if xs else [float("nan")] * 2
-    return out
-
-
-def _quantile(xs: list[float], q: float) -> float:
-    """Linear-interpolation quantile of sorted `xs`."""
-    pos = q * (len(xs) - 1)
-    i = int(pos)
-    return xs[i] if i + 1 >= len(xs) else xs[i] + (pos - i) * (xs[i + 1] - xs[i])
+    return bootstrap(rounds, statistic=lambda pick: ratios(*map(list, zip(*pick))), n_boot=n_boot, seed=seed,
+                     level=level)
 
 
 def rounds_of(records: list[dict], **match) -> list[tuple[float, float, float]]:

@@ -1,0 +1,59 @@
+"""ladder.stats: the bootstrap behind every confidence interval the claims table judges."""
+import random
+import statistics
+
+import pytest
+
+from ladder.stats import bootstrap, paired_gap
+
+
+def test_identical_units_give_a_zero_width_interval():
+    assert bootstrap([2.0] * 7, statistic=statistics.mean) == pytest.approx([2.0, 2.0])
+    assert bootstrap([3.0], [1.5], statistic=lambda a, b: a[0] / b[0]) == pytest.approx([2.0, 2.0])
+
+
+def test_interval_covers_the_mean_and_narrows_with_more_units():
+    rng = random.Random(1)
+    few = [rng.gauss(10, 2) for _ in range(10)]
+    many = [rng.gauss(10, 2) for _ in range(400)]
+    lo, hi = bootstrap(few, statistic=statistics.mean, n_boot=500)
+    assert lo < statistics.mean(few) < hi
+    lo2, hi2 = bootstrap(many, statistic=statistics.mean, n_boot=500)
+    assert lo2 < 10 < hi2 and hi2 - lo2 < (hi - lo) / 2  # ~sqrt(40) narrower
+
+
+def test_a_dict_statistic_gives_an_interval_per_name_and_drops_nan():
+    out = bootstrap([1.0, 2.0, 3.0], statistic=lambda x: {"min": min(x), "nan": float("nan")}, n_boot=200)
+    assert set(out) == {"min", "nan"} and out["min"][0] == 1.0 and out["min"][1] <= 3.0
+    assert all(v != v for v in out["nan"])
+
+
+def test_groups_are_resampled_independently():
+    """Two groups of different sizes: the statistic sees each resampled to its own size."""
+    sizes = set()
+    bootstrap([1, 2, 3], [4, 5], statistic=lambda a, b: sizes.add((len(a), len(b))) or 0.0, n_boot=20)
+    assert sizes == {(3, 2)}
+    with pytest.raises(ValueError, match="at least one unit"):
+        bootstrap([1.0], [], statistic=lambda a, b: 0.0)
+
+
+def test_paired_gap_cancels_what_the_sequences_share():
+    """Sequences of very different difficulty: model a is 0.05 nats/token worse on each, with a little noise.
+    The paired interval is tight around 0.05; resampling the two models' losses separately would be wide."""
+    rng = random.Random(0)
+    tokens = [100] * 60
+    base = [100 * rng.uniform(1.0, 4.0) for _ in tokens]           # summed loss of model b per sequence
+    worse = [b + 100 * (0.05 + rng.gauss(0, 0.01)) for b in base]  # model a
+    out = paired_gap(worse, base, tokens, n_boot=500)
+    assert out["n"] == 60 and out["gap"] == pytest.approx((sum(worse) - sum(base)) / 6000)
+    lo, hi = out["ci"]
+    assert lo < out["gap"] < hi and 0.045 < lo and hi < 0.055
+    unpaired = bootstrap(worse, base, statistic=lambda a, b: (sum(a) - sum(b)) / 6000, n_boot=500)
+    assert unpaired[1] - unpaired[0] > 10 * (hi - lo)
+
+
+def test_paired_gap_weighs_sequences_by_their_tokens():
+    out = paired_gap([10.0, 1.0], [0.0, 0.0], [10, 90], n_boot=50)
+    assert out["gap"] == pytest.approx(11 / 100)  # per token, not a mean of per-sequence means (0.5056)
+    with pytest.raises(ValueError, match="one loss per sequence"):
+        paired_gap([1.0, 2.0], [1.0], [5, 5])

@@ -149,9 +149,10 @@ class GraphedDecode:
 
 
 # --------------------------------------------------------------------------------------------- roofline
-# Peak HBM bandwidth (bytes/s) by device-name substring, from the vendors' datasheets; first match wins.
+# Peak HBM bandwidth (bytes/s) by device-name substring, from the vendors' datasheets; first match wins,
+# so a name that contains another comes before it (GH200 before H200 before H20, A100 before A10).
 # Override with LADDER_HBM_BANDWIDTH (bytes/s), e.g. for a device missing here or a clocked-down part.
-HBM_BANDWIDTH = (("H200", 4.8e12), ("GH200", 4.0e12), ("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12),
+HBM_BANDWIDTH = (("GH200", 4.0e12), ("H200", 4.8e12), ("H100 PCIe", 2.0e12), ("H100 NVL", 3.9e12),
                  ("H100", 3.35e12), ("H20", 4.0e12), ("B200", 8.0e12), ("A100-SXM4-80GB", 2.039e12),
                  ("A100 80GB PCIe", 1.935e12), ("A100", 1.555e12), ("L40S", 0.864e12), ("A10", 0.6e12))
 

@@ -99,3 +99,17 @@ def test_one_compiled_artifact_serves_every_layer():
         decode_one(model, torch.zeros(1, dtype=torch.long), torch.tensor([5]))
     # RMSNorm, Attention, MLP at the decode shape: 3 graphs for 4 layers (+ the final norm), not 4 x 3
     assert counters["stats"]["unique_graphs"] - before <= 3
+
+
+@pytest.mark.parametrize("name, expected", [("NVIDIA H200", 4.8e12), ("NVIDIA GH200 480GB", 4.0e12),
+                                            ("NVIDIA H20", 4.0e12), ("NVIDIA H100 80GB HBM3", 3.35e12),
+                                            ("NVIDIA H100 PCIe", 2.0e12), ("NVIDIA A10", 0.6e12),
+                                            ("NVIDIA A100-SXM4-80GB", 2.039e12), ("Some GPU", None)])
+def test_roofline_bandwidth_matches_the_most_specific_device_name(monkeypatch, name, expected):
+    """The datasheet table is matched by substring, first match wins: GH200 must not read as H200."""
+    from ladder.cudagraph import peak_hbm_bandwidth
+    monkeypatch.delenv("LADDER_HBM_BANDWIDTH", raising=False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert peak_hbm_bandwidth() == expected
+    monkeypatch.setenv("LADDER_HBM_BANDWIDTH", "1e12")
+    assert peak_hbm_bandwidth() == 1e12

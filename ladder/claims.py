@@ -10,7 +10,8 @@ from the `claims` block of every result file data/results/<profile>/*.json (ladd
                        "ci": {"speedup": [1.21, 1.33], "recovered": [0.55, 0.80]},
                        "ours": "1.27x (...)", "how": "measured on CPU, emulated link"}]}
 
-An entry holds measured quantities only; a stored `verdict` is refused (it would bypass the rules). Each
+An entry holds measured quantities only; a stored `verdict` is refused (it would bypass the rules). An
+optional "subject" names what was measured (a model, a shape) when one claim has several entries. Each
 entry gets a verdict from its claim's rule (`judge`); a row shows every distinct verdict with the evidence
 it rests on, so an emulated-link and a real-process measurement that disagree are both visible.
 Performance-model values never decide: in-sample ones are left out of the verdict, out-of-sample ones
@@ -320,7 +321,7 @@ def claims_table(profile: str, paper_path: Path = PAPER_CLAIMS, results_root: Pa
                 v, why = judge(p["id"], e, p["thresholds"])
             except ResultFormatError as err:
                 raise ResultFormatError(f"{e['file']}: claim {p['id']}: {err}") from None
-            judged.append({"verdict": v, "evidence": e["evidence"], "reason": why})
+            judged.append({"verdict": v, "evidence": e["evidence"], "reason": why, "subject": e.get("subject")})
         deciding = [j for j in judged if j["evidence"] != "model-in-sample"] or judged
         rows.append({**base, "ours": "; ".join(_ours(e) for e in entries),
                      "how": "; ".join(dict.fromkeys(str(e.get("how", "")) for e in entries if e.get("how"))),
@@ -342,13 +343,16 @@ def _md(text) -> str:
 def _verdict_cell(row: dict) -> str:
     if not row["judged"]:
         return f"{{{BADGES['not run']}}}`not run`"
-    several = len({j["evidence"] for j in row["judged"]}) > 1
+    # entries are told apart by their evidence and, where one evidence covers several models, their subject
+    several = len({(j["evidence"], j.get("subject")) for j in row["judged"]}) > 1
     seen, parts = set(), []
     for j in row["judged"]:
-        if (j["verdict"], j["evidence"]) in seen:
+        key = (j["verdict"], j["evidence"], j.get("subject"))
+        if key in seen:
             continue
-        seen.add((j["verdict"], j["evidence"]))
-        on = f" {_md('(' + EVIDENCE[j['evidence']][0] + ')')}" if several else ""
+        seen.add(key)
+        label = ", ".join(x for x in (EVIDENCE[j["evidence"]][0], j.get("subject")) if x)
+        on = f" {_md('(' + label + ')')}" if several else ""
         parts.append(f"{{{BADGES[j['verdict']]}}}`{j['verdict']}`{on}: {_md(j['reason'])}")
     return " <br> ".join(parts)
 
@@ -394,7 +398,8 @@ def main(argv=None) -> int:
     for r in claims_table(args.profile):
         print(f"{r['id']:3} {r['verdict']:26} paper: {r['paper']} | ours: {r['ours']} ({r['how']})")
         for j in r["judged"]:
-            print(f"      [{j['evidence']}] {j['verdict']}: {j['reason']}")
+            on = j["evidence"] + (f", {j['subject']}" if j.get("subject") else "")
+            print(f"      [{on}] {j['verdict']}: {j['reason']}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Where data lives. The shared, read-only data directory is found through LADDER_DATA."""
+"""Where data and runs live. The shared, read-only data directory is found through LADDER_DATA."""
 from __future__ import annotations
 
 import os
@@ -6,6 +6,15 @@ import sys
 from pathlib import Path
 
 from .provenance import REPO_ROOT
+
+
+def run_key(*parts) -> str:
+    """A short hash of everything that determines a run: its folder name, so a re-executed notebook reuses
+    (or resumes) a run with the same parameters and starts anew when one changes."""
+    import hashlib
+    import json
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def paper_file(name: str) -> Path:

@@ -7,8 +7,6 @@ re-run with the same parameters resumes or reuses finished runs and a changed pa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from .config import ModelConfig, preset
 from .data import TokenBlocks
 from .eval import PAPER_TASKS, headline, lm_eval_scores, perplexity  # lm_eval_scores: no progress bars
 from .model import build_model
-from .paths import paper_table
+from .paths import paper_table, run_key
 from .train import TrainConfig, read_metrics, save_hf, train
 
 TABLE_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande"]  # Table 3's columns
@@ -41,11 +39,6 @@ def size_name(size: str | dict) -> str:
     if isinstance(size, str):
         return size
     return size.get("name") or f"{size['n_layers']}L-d{size['dim']}"
-
-
-def run_key(*parts) -> str:
-    blob = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 # how a run executes, not what it computes (the trajectory is the same, and a run resumes under either):

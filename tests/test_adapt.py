@@ -1,6 +1,8 @@
 """Llama adaptation (issue 5): chat data with response-only loss, token budgets, the convert -> retrain ->
 export path on stories260K, and the quality-vs-tokens curve."""
 
+import math
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,9 +139,13 @@ def test_quality_curve_starts_at_the_converted_model(adapted, stories_dir):
 
 def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):
     val = pack([open(stories_dir / "config.json").read()] * 4, tok, 32)  # any text will do
-    src = adapt.evaluate_checkpoint(stories_dir, val)
-    conv = adapt.evaluate_checkpoint(stories_dir, val, wiring="hybrid", ladder_layers=4)
-    assert src["tasks"] == {} and src["ppl"] != conv["ppl"]
+    src = adapt.evaluate_checkpoint(stories_dir, {"test": val})
+    conv = adapt.evaluate_checkpoint(stories_dir, {"test": val}, wiring="hybrid", ladder_layers=4)
+    assert src["tasks"] == {} and src["sets"]["test"]["ppl"] != conv["sets"]["test"]["ppl"]
+    s = src["sets"]["test"]
+    assert len(s["losses"]) == len(s["tokens"]) == len(val)
+    assert s["ppl"] == pytest.approx(math.exp(sum(s["losses"]) / sum(s["tokens"])))
+    assert s["ppl"] == pytest.approx(adapt.perplexity(load_pretrained(stories_dir), val), rel=1e-6)
 
 
 def test_primary_metric():
@@ -149,13 +155,16 @@ def test_primary_metric():
     assert adapt.primary_metric({"acc": 0.5, "acc_norm": 0.6}, "mmlu") == 0.5
 
 
-def test_adapt_on_two_torchrun_processes_with_fsdp_equals_one_process(stories_dir, tok, tmp_path):
+@pytest.mark.parametrize("trainable_layers", [None, 2])
+def test_adapt_on_two_torchrun_processes_with_fsdp_equals_one_process(stories_dir, tok, tmp_path, trainable_layers):
     """adapt(nproc=2, fsdp=True): torchrun, sharded retraining, gathered export == one process with 2
-    accumulated micro-batches (the gpu profile's path for Llama-3.1-8B, here on CPU over gloo)."""
+    accumulated micro-batches (the gpu profile's path for Llama-3.1-8B, here on CPU over gloo); also with
+    only the top layers trained (frozen parameters inside FSDP's units)."""
     source = load_pretrained(stories_dir)
     train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
     val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
-    kw = dict(token_budget=8 * 32 * 3, tokenizer=tok, batch_size=4, lr=1e-3, n_points=1, progress=False)
+    kw = dict(token_budget=8 * 32 * 3, tokenizer=tok, batch_size=4, lr=1e-3, n_points=1, progress=False,
+              trainable_layers=trainable_layers)
     two = adapt.adapt(stories_dir, 3, train, val, out_dir=tmp_path / "two", nproc=2, fsdp=True,
                       activation_checkpointing=True, **kw)
     one = adapt.adapt(stories_dir, 3, train, val, out_dir=tmp_path / "one", grad_accum=2, **kw)
@@ -191,16 +200,88 @@ def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_p
                                {"from": "gpt", "value": f"Answer number {i} is here."}]} for i in range(40)]
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    train, val, note = adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 30,
-                                             eval_tokens=512 * 5, instruct_data=str(path))
-    assert "30 " in note and "5 conversations before them" in note
-    assert train.loss_mask is not None and val.loss_mask is not None
-    val_text = chat_tok.decode(val.tokens.flatten())
-    assert "Answer number 4 " in val_text and "Answer number 5 " not in val_text  # first 5 held out
-    assert "Answer number 5 " in chat_tok.decode(train.tokens.flatten())
+    data = adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 30,
+                                 eval_tokens=512 * 5, instruct_data=str(path))
+    assert "30 " in data.note and "10 conversations before them (5 selection, 5 test)" in data.note
+    assert data.train.loss_mask is not None and data.select.loss_mask is not None and data.real is None
+    select, test = (chat_tok.decode(b.tokens.flatten()) for b in (data.select, data.test))
+    assert "Answer number 4 " in select and "Answer number 5 " not in select  # first 5: selection
+    assert "Answer number 5 " in test and "Answer number 9 " in test and "Answer number 10 " not in test
+    train = chat_tok.decode(data.train.tokens.flatten())
+    assert "Answer number 10 " in train and "Answer number 9 " not in train
     with pytest.raises(ValueError, match="too few"):
         adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
-                              eval_tokens=512 * 40, instruct_data=str(path))
+                              eval_tokens=512 * 20, instruct_data=str(path))
+
+
+def test_self_distilled_sets_share_no_sample(stories_dir, tok):
+    data = adapt.retraining_data(stories_dir, tok, kind="self", seq_len=32, corpus_tokens=31 * 24, eval_tokens=31 * 8)
+    rows = {name: {tuple(r) for r in getattr(data, name).tokens.tolist()} for name in ("train", "select", "test")}
+    assert min(len(r) for r in rows.values()) >= 5
+    assert not (rows["train"] & rows["select"]) and not (rows["train"] & rows["test"]) and not (rows["select"] & rows["test"])
+    assert data.real is not None and "tinystories_sample" in data.note
+
+
+def test_retraining_only_the_top_layers_leaves_the_rest_untouched(stories_dir, tok, tmp_path):
+    source = load_pretrained(stories_dir)
+    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    model = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapt.retrain(model, train, None, 4 * 32 * 3, tmp_path, batch_size=4, lr=1e-2, n_points=1, progress=False,
+                  trainable_layers=2)
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("layers.3.", "layers.4.")) for k in changed)
+    assert {k.split(".")[1] for k in changed} == {"3", "4"} and any("mlp" in k for k in changed)
+    with pytest.raises(ValueError, match="trainable_layers=6: the model has 5 layers"):
+        adapt.freeze_below(model, 6)
+
+
+def test_recipes_are_the_grid_of_what_is_explored():
+    assert adapt.recipes(1e-3) == [{"lr": 1e-3, "train": "all"}]
+    grid = adapt.recipes(1e-3, {"lr": [1e-3, 3e-3], "train": ["all", "converted"]})
+    assert len(grid) == 4 and {"lr": 3e-3, "train": "converted"} in grid
+    assert adapt.recipes(5e-4, {"train": ["converted"]}) == [{"lr": 5e-4, "train": "converted"}]
+    with pytest.raises(ValueError, match="unknown recipe keys \\['batch'\\]"):
+        adapt.recipes(1e-3, {"batch": [8]})
+    with pytest.raises(ValueError, match="train must be one of"):
+        adapt.recipes(1e-3, {"train": ["lower"]})
+
+
+def test_run_adaptation_chooses_on_the_selection_set_and_judges_on_the_test_set(tmp_path):
+    from ladder import claims
+    kw = dict(fractions=[0.5], retrain_tokens=16 * 32 * 3, corpus_tokens=16 * 31 * 3, eval_tokens=31 * 16,
+              seq_len=32, batch_size=16, n_points=3, control=True)
+    res = adapt.run_adaptation("stories260K", tmp_path, explore={"lr": [1e-3, 3e-2]}, **kw)
+    assert [s["name"] for s in res["study"]] == ["lr 0.001, train all", "lr 0.03, train all"]
+    best = min(res["study"], key=lambda s: s["select_loss"])
+    assert res["recipe"] == best["recipe"]
+    rows = {r["variant"]: r for r in res["rows"]}
+    assert list(rows) == ["source", "source, retrained (control)", "Hybrid-3L, no retraining", "Hybrid-3L, retrained"]
+    assert rows["source, retrained (control)"]["recipe"] == best["name"] == rows["Hybrid-3L, retrained"]["recipe"]
+    # the chosen run is the one reported: its selection loss is the retrained row's
+    assert math.log(rows["Hybrid-3L, retrained"]["ppl"]) == pytest.approx(best["select_loss"])
+    assert res["curves"][3][0]["ppl"] == rows["Hybrid-3L, no retraining"]["ppl"] and len(best["curve"]) == 4
+    # a cheaper search budget: every recipe for 2 steps, then the winner (and the control) for the full 3
+    cheap = adapt.run_adaptation("stories260K", tmp_path, explore={"lr": [1e-3, 3e-2], "tokens": 16 * 32 * 2}, **kw)
+    assert [s["tokens"] for s in cheap["study"]] == [16 * 32 * 2] * 2
+    assert {r["retrain_tokens"] for r in cheap["rows"] if r["variant"] != "source"} - {0} == {16 * 32 * 3}
+    assert len(cheap["curves"][3]) == 4  # the full run's curve, not the search run's
+    # re-executed with the same parameters: every run is reused (nothing retrained), the numbers identical
+    again = adapt.run_adaptation("stories260K", tmp_path, explore={"lr": [1e-3, 3e-2]}, **kw)
+    assert all(s.get("reused") for s in again["train_summaries"].values())
+    assert [r["test_ppl"] for r in again["rows"]] == pytest.approx([r["test_ppl"] for r in res["rows"]], rel=1e-6)
+    entry = adapt.recovery_entry(res)
+    n = len(rows["source"]["test_losses"])
+    assert entry["n_sequences"] == n >= 10 and res["params"] == 260_032 == entry["params"]
+    gap = (sum(rows["Hybrid-3L, retrained"]["test_losses"]) - sum(rows["source, retrained (control)"]["test_losses"])) \
+        / sum(rows["source"]["test_tokens"])
+    assert entry["gap_to_control"] == pytest.approx(gap)
+    lo, hi = entry["ci"]["gap_to_control"]
+    assert lo <= gap <= hi and hi - lo > 0
+    assert entry["drop"] > 0.1  # converting 3 of 5 layers costs stories260K a lot
+    verdict, why = claims.judge("H7", entry, {r["id"]: r["thresholds"] for r in claims.paper_claims()}["H7"])
+    assert verdict in claims.VERDICTS and why
 
 
 
@@ -230,3 +311,15 @@ def test_killed_retraining_resumes_from_its_last_checkpoint(stories_dir, tok, tm
     assert summary["steps"] == 6
     for k, v in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+
+
+def test_recovery_is_the_share_of_the_conversion_cost_in_nats():
+    e = math.e
+    rows = [{"variant": "source", "ladder_layers": 0, "retrain_tokens": 0, "test_ppl": e ** 2.0},
+            {"variant": "source, retrained (control)", "ladder_layers": 0, "retrain_tokens": 9, "test_ppl": e ** 1.9},
+            {"variant": "Hybrid-3L, no retraining", "ladder_layers": 3, "retrain_tokens": 0, "test_ppl": e ** 2.5},
+            {"variant": "Hybrid-3L, retrained", "ladder_layers": 3, "retrain_tokens": 9, "test_ppl": e ** 2.1}]
+    r = adapt.recovery(rows)[3]
+    assert r["recovered"] == pytest.approx(0.4 / 0.5)          # towards the source (2.0 nats)
+    assert r["recovered_vs_control"] == pytest.approx(0.4 / 0.6)  # towards the control (1.9 nats)
+    assert r["control"] == pytest.approx(e ** 1.9)

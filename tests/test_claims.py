@@ -172,6 +172,22 @@ def test_disagreeing_measurements_both_show(tmp_path):
     assert rows["H2"]["verdict"] == "not run" and md.count("\n* - **H") == 8
 
 
+def test_entries_of_one_evidence_on_different_models_are_told_apart(tmp_path):
+    step = THR["H8"]["min_step_ms"] + 1
+    write_result(tmp_path / "cpu" / "adaptation.json", {"claims": {"H8": [
+        {"evidence": "cpu-emulated-link", "speedup": 1.0, "ci": {"speedup": [0.9, 1.1]}, "step_ms": step,
+         "subject": "stories260K"},
+        {"evidence": "cpu-emulated-link", "speedup": 1.2, "ci": {"speedup": [1.1, 1.3]}, "step_ms": step,
+         "subject": "32L d1024"},
+        {"evidence": "cpu-emulated-link", "speedup": 1.0, "ci": {"speedup": [0.95, 1.05]}, "step_ms": step,
+         "subject": "stories260K"}]}})
+    rows = {r["id"]: r for r in claims.claims_table("cpu", results_root=tmp_path)}
+    md = claims.to_markdown(list(rows.values()), "cpu")
+    assert "`inconclusive` (CPU, emulated interconnect, stories260K)" in md
+    assert "`consistent at small scale` (CPU, emulated interconnect, 32L d1024)" in md
+    assert md.count("(CPU, emulated interconnect, stories260K)") == 1  # same verdict, evidence, subject: once
+
+
 def test_a_row_of_in_sample_model_values_only_is_not_run(tmp_path):
     write_result(tmp_path / "cpu" / "s.json", {"claims": {"H4": {"evidence": "model-in-sample", "comm_share": 0.3}}})
     assert claims.claims_table("cpu", results_root=tmp_path)[3]["verdict"] == "not run"

@@ -355,13 +355,14 @@ def recovery_entry(result: dict) -> dict:
     versus = "no control retrained on the same data" if gap is None else (
         f"gap to the control {gap['gap']:+.3f} nats (95% CI {gap['ci'][0]:+.3f} to {gap['ci'][1]:+.3f}, "
         f"{gap['n']} test sequences)")
-    ours = (f"{display_name(result['model'])} ({result['n_layers']} layers), last {n} converted, "
-            f"{recipe_name(result['recipe'])}: test loss {loss(rows['source']):.3f} (source) -> {loss(conv):.3f} "
-            f"converted -> {loss(ret):.3f} after {ret['retrain_tokens']:,} retraining tokens; {100 * recovered:.0f}% of "
-            f"the conversion's cost recovered (against the {'control' if ctrl else 'source'}); {versus}"
+    ours = (f"{display_name(result['model'])}, last {n} of {result['n_layers']} layers converted, "
+            f"{recipe_name(result['recipe'])}, {result['data'].split(';')[0]}: test loss {loss(rows['source']):.3f} "
+            f"(source) -> {loss(conv):.3f} converted -> {loss(ret):.3f} after {ret['retrain_tokens']:,} retraining "
+            f"tokens; {100 * recovered:.0f}% of the conversion's cost recovered (against the "
+            f"{'control' if ctrl else 'source'}); {versus}"
             + (f"; last {deepest}: {100 * shares[deepest][towards]:.0f}%" if deepest != n else ""))
-    how = (f"loss on a held-out test set, paired bootstrap over its sequences; recipe chosen on a separate "
-           f"selection set; {result['data'].split(';')[0]}")
+    how = ("loss on a held-out test set, paired bootstrap over its sequences; recipe chosen on a separate "
+           "selection set")
     return {"evidence": "small-scale-training", "quantity": "gap_to_control (nats, test set)",
             "subject": display_name(result["model"]), "ours": ours, "how": how,
             "value": None if gap is None else gap["gap"], "gap_to_control": None if gap is None else gap["gap"],

@@ -1,5 +1,6 @@
 """The speed chapter's logic: recovery estimators with confidence intervals, the performance model against
-the paper's tables, and the `claims` block of data/results/<profile>/speedup.json.
+the paper's tables, and the `claims` block of data/results/<profile>/speedup.json; and chapter 4's hybrid
+speed-ups (claim H8: `hybrid_configs`, `hybrid_table`).
 
 Every paper number is read from ladder/paper/*.csv (`ladder.paths.paper_table`). A claims entry holds
 measured (or modelled) quantities only; verdicts are computed elsewhere (ladder/claims.py).
@@ -68,6 +69,55 @@ def measured_entry(rounds, evidence: str, ours: str, how: str, **extra) -> dict:
     est = ratios(*map(list, zip(*rounds)))
     return {"evidence": evidence, "quantity": "speedup", "value": est["speedup"], **est,
             "ci": paired_bootstrap(rounds), "n": len(rounds), "ours": ours, "how": how, **extra}
+
+# --------------------------------------------------------------------------------------------- hybrids (H8)
+def hybrid_configs(result: dict, *, tp: int = 2, links=(None,), **bench_kw) -> list:
+    """ladder.bench configurations for one adaptation result (ladder.adapt.run_adaptation): the source
+    (standard wiring) and each retrained hybrid, loaded from their checkpoints into the native TP runtime,
+    at TP degree `tp`, for each (emulated) link. `bench_kw` are further BenchConfig fields (batch, ...)."""
+    from transformers import AutoConfig
+    from .bench import BenchConfig
+    from .hf import config_from_hf
+    base = config_from_hf(AutoConfig.from_pretrained(result["path"]))
+    cfgs = []
+    for link in links:
+        link = None if link in (None, "none", "") else link
+        cfgs.append(BenchConfig(preset=base, wiring="standard", tp=tp, link=link, checkpoint=result["path"],
+                                **bench_kw))
+        for n in result["ladder_layers"]:
+            cfgs.append(BenchConfig(preset=base, wiring="hybrid", ladder_layers=n, tp=tp, link=link,
+                                    checkpoint=result["checkpoints"][f"hybrid{n}"], **bench_kw))
+    return cfgs
+
+
+def hybrid_table(records: list[dict]) -> list[dict]:
+    """One row per (link, hybrid) from benchmark records: tokens/s of the hybrid and of the standard model
+    measured under the same link, their ratio and its 95% CI (`ratio_ci` over the repeated samples)."""
+    def link_of(r):
+        link = r["link"]
+        name = link.get("name") if isinstance(link, dict) else link
+        return name or "none (measured gloo)"
+    std = {link_of(r): r for r in records if r["wiring"] == "standard"}
+    rows = []
+    for r in records:
+        if r["wiring"] != "hybrid":
+            continue
+        if link_of(r) not in std:
+            raise ValueError(f"hybrid record on link {link_of(r)!r} has no standard record to compare with")
+        s = std[link_of(r)]
+        rows.append({"link": link_of(r), "tp": r["tp"], "ladder_layers": r["ladder_layers"],
+                     "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
+                     "speedup": r["tokens_per_s"] / s["tokens_per_s"],
+                     "speedup_ci": ratio_ci(r["samples_tokens_per_s"], s["samples_tokens_per_s"]),
+                     "step_ms": 1000 * s["decode_s_per_token"], "samples": len(r["samples_tokens_per_s"])})
+    return rows
+
+
+def ratio_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of median(a) / median(b), resampling the repeated runs of each side on its own
+    (the two sides are independent sample sets, not paired rounds)."""
+    return bootstrap(a, b, statistic=lambda x, y: statistics.median(x) / statistics.median(y), n_boot=n_boot,
+                     seed=seed)
 
 
 # --------------------------------------------------------------------------------------------- the paper

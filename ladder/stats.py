@@ -3,7 +3,7 @@
 Every confidence interval the claims table judges comes from here:
   * speed (ladder.speedup): units are measurement rounds (standard, ladder, upper bound sampled at about
     the same time), resampled whole so the load drift they share stays paired;
-  * a speed-up of two independent sample sets (ladder.adapt.ratio_ci): each set resampled on its own;
+  * a speed-up of two independent sample sets (ladder.speedup.ratio_ci): each set resampled on its own;
   * a loss gap between two models on the same held-out sequences (`paired_gap`): units are sequences,
     each carrying both models' losses, so the difficulty of a sequence cancels in the gap.
 """

@@ -59,3 +59,46 @@ def test_bad_input_names_the_problem():
         sp.paired_bootstrap([])
     with pytest.raises(ValueError, match="standard, ladder"):
         sp.paired_bootstrap([(1, 2)])
+
+
+# --------------------------------------------------------------------------------------------- hybrids (H8)
+def _rec(wiring, link, tokens_per_s, samples, **kw):
+    return {"wiring": wiring, "link": link, "tp": 2, "tokens_per_s": tokens_per_s, "decode_s_per_token": 0.1,
+            "samples_tokens_per_s": samples, **kw}
+
+
+def test_hybrid_table_compares_each_hybrid_with_standard_on_the_same_link():
+    slow = {"name": "slow", "latency_us": 50.0}
+    recs = [_rec("standard", None, 10.0, [9.0, 10.0, 11.0]),
+            _rec("hybrid", None, 12.0, [11.0, 12.0, 13.0], ladder_layers=2),
+            _rec("standard", slow, 5.0, [4.0, 5.0, 6.0]),
+            _rec("hybrid", slow, 8.0, [7.0, 8.0, 9.0], ladder_layers=2),
+            _rec("hybrid", slow, 6.0, [6.0, 6.0, 6.0], ladder_layers=3)]
+    rows = {(r["link"], r["ladder_layers"]): r for r in sp.hybrid_table(recs)}
+    assert set(rows) == {("none (measured gloo)", 2), ("slow", 2), ("slow", 3)}
+    assert rows[("none (measured gloo)", 2)]["speedup"] == pytest.approx(1.2)
+    assert rows[("slow", 2)]["speedup"] == pytest.approx(1.6)  # against the slow link's standard, not 10.0
+    assert rows[("slow", 3)]["standard_tokens_per_s"] == 5.0
+    for r in rows.values():
+        lo, hi = r["speedup_ci"]
+        assert lo <= r["speedup"] <= hi
+        assert r["step_ms"] == pytest.approx(100.0) and r["samples"] == 3
+    with pytest.raises(ValueError, match="no standard record"):
+        sp.hybrid_table([_rec("hybrid", slow, 8.0, [8.0], ladder_layers=2)])
+
+
+def test_ratio_ci_resamples_each_side_and_is_exact_without_spread():
+    assert sp.ratio_ci([12.0] * 5, [10.0] * 5) == pytest.approx([1.2, 1.2])
+    lo, hi = sp.ratio_ci([8.0, 12.0, 10.0, 14.0, 6.0], [10.0] * 5)
+    assert lo < 1.0 < hi
+
+
+def test_hybrid_configs_bench_the_source_and_every_hybrid_per_link(stories_dir):
+    result = {"path": str(stories_dir), "ladder_layers": [2, 3],
+              "checkpoints": {"hybrid2": "ckpt/h2", "hybrid3": "ckpt/h3"}}
+    cfgs = sp.hybrid_configs(result, tp=2, links=("none", "nvlink4"), batch=1, samples=2)
+    assert [(c.wiring, c.ladder_layers, c.link) for c in cfgs] == [
+        ("standard", 0, None), ("hybrid", 2, None), ("hybrid", 3, None),
+        ("standard", 0, "nvlink4"), ("hybrid", 2, "nvlink4"), ("hybrid", 3, "nvlink4")]
+    assert cfgs[0].checkpoint == str(stories_dir) and cfgs[2].checkpoint == "ckpt/h3"
+    assert {c.preset.n_layers for c in cfgs} == {5} and all(c.tp == 2 and c.samples == 2 for c in cfgs)

@@ -41,7 +41,8 @@ data: setup  ## fetch (or verify) every data file into LADDER_DATA / ~/.cache/la
 test: setup data  ## run the test suite
 	$(PY) -m pytest -q tests
 
-# Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped;
+# Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped (a note
+# names ladder/ files changed since they ran);
 # FORCE=1 re-executes them all (the committed book's cpu-profile copies included). Only PROFILE=cpu writes
 # book/; other profiles write _output/<PROFILE>/book (and data/results/<PROFILE>/).
 reproduce: setup data  ## run every notebook with PROFILE's parameters, then build the book

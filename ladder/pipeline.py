@@ -9,7 +9,8 @@
    notebook, cell and error named; its partly executed copy is kept in `book/_failed/`.
 2. Finished work is skipped: a stamp `book/notebooks/<stem>.stamp.json` beside each executed copy holds
    the hash of the notebook, its parameters and the profile; when it matches, the notebook is not run
-   again (unless --force).
+   again (unless --force). The hash leaves out the package code (an edit to ladder/ would re-run hours of
+   training); a skipped notebook whose ladder/ changed since it ran says so, with the files.
 3. The book is built with Jupyter Book 1.x (`execute_notebooks: off`, so the stored outputs render):
    the claims table (`book/_generated/claims.md`, from data/results/<profile>/*.json) and the table of
    contents (`book/_toc.yml`, one chapter per executed notebook present) are generated first, and
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from .provenance import REPO_ROOT, provenance
+from .provenance import REPO_ROOT, code_changed_since, provenance
 
 PROFILES = ("smoke", "cpu", "gpu", "gpu1")
 # The profile the committed book is published with: only it writes book/. Every other profile executes into
@@ -217,6 +218,21 @@ def is_up_to_date(executed: Path, digest: str) -> bool:
         return False
 
 
+def code_changed_note(executed: Path) -> str | None:
+    """The stamp's hash covers the notebook and its parameters, not the package: say when ladder/ has
+    changed since the executed copy ran (its outputs then come from older code), or None."""
+    try:
+        commit = json.loads(stamp_path(executed).read_text())["provenance"]["git_commit"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+    changed = code_changed_since(commit)
+    if not changed:
+        return None
+    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+    return (f"the package code changed since it ran at {commit[:10]} ({shown}); if that matters to this "
+            f"notebook's outputs, --force re-runs it")
+
+
 # --------------------------------------------------------------------------------------------- executing
 def _hardware_line(prov: dict) -> str:
     hw = prov.get("hardware", {})
@@ -355,6 +371,9 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     digest = work_hash(notebook, params, profile)
     if not force and is_up_to_date(executed, digest):
         log(f"[pipeline] {stem}: up to date (profile {profile}), skipped; --force to re-run")
+        stale = code_changed_note(executed)
+        if stale:
+            log(f"[pipeline] {stem}: note: {stale}")
         return None
     executed.parent.mkdir(parents=True, exist_ok=True)
     failed_dir = Path(book_dir) / "_failed"

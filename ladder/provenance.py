@@ -45,6 +45,21 @@ def git_commit() -> str:
         return "unknown"
 
 
+
+def code_changed_since(commit: str, paths=("ladder",), checkout: Path | None = CHECKOUT) -> list[str] | None:
+    """Files under `paths` (the package code) that differ between `commit` (a provenance `git_commit`; a
+    "-dirty" suffix is dropped) and the working tree, uncommitted edits included. None when that cannot be
+    told: no checkout (an installed wheel), a commit git does not know (a shallow clone), or no git."""
+    commit = commit.removesuffix("-dirty")
+    if checkout is None or not commit or commit == "unknown" or commit.startswith("ladder-residual=="):
+        return None
+    try:
+        out = subprocess.run(["git", "diff", "--name-only", commit, "--", *paths], cwd=checkout,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.split() if out.returncode == 0 else None
+
 def hardware() -> dict:
     import torch
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),

@@ -256,3 +256,46 @@ def test_parameters_are_shown_once_as_a_table(tmp_path):
     assert not [c for c in shown if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
     prov = next(c for c in cells if "provenance" in c.metadata.get("tags", []))
     assert "| `x` | `7` |" in prov.source and '| `log` | `"a b"` |' in prov.source
+
+
+def test_code_changed_since_names_the_package_files_edited_after_a_commit(tmp_path):
+    import subprocess
+    from ladder.provenance import code_changed_since
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    (tmp_path / "ladder").mkdir()
+    (tmp_path / "ladder" / "model.py").write_text("x = 1\n")
+    (tmp_path / "notes.md").write_text("a\n")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    commit = git("rev-parse", "HEAD")
+    assert code_changed_since(commit, checkout=tmp_path) == []
+    (tmp_path / "notes.md").write_text("b\n")  # outside the package: not code
+    assert code_changed_since(commit + "-dirty", checkout=tmp_path) == []
+    (tmp_path / "ladder" / "model.py").write_text("x = 2\n")  # uncommitted edits count
+    assert code_changed_since(commit, checkout=tmp_path) == ["ladder/model.py"]
+    assert code_changed_since("0" * 40, checkout=tmp_path) is None  # a commit git does not know
+    assert code_changed_since("unknown", checkout=tmp_path) is None
+    assert code_changed_since(commit, checkout=None) is None  # an installed wheel
+
+
+def test_skipped_notebook_says_when_the_package_changed_since_it_ran(tmp_path, monkeypatch):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "y = x")
+    profiles, book = tmp_path / "profiles", tmp_path / "book"
+    _profile(profiles, "smoke", "01_tiny", "x: 1\n")
+    lines = []
+    kw = dict(book_dir=book, profiles_dir=profiles, log=lines.append)
+    executed = pipeline.execute(nb, "smoke", **kw)
+    ran_at = json.loads(pipeline.stamp_path(executed).read_text())["provenance"]["git_commit"]
+    asked = []
+    monkeypatch.setattr(pipeline, "code_changed_since", lambda c: asked.append(c) or [])
+    lines.clear()
+    assert pipeline.execute(nb, "smoke", **kw) is None
+    assert asked == [ran_at] and not any("changed" in s for s in lines)
+    monkeypatch.setattr(pipeline, "code_changed_since", lambda c: [f"ladder/m{i}.py" for i in range(5)])
+    lines.clear()
+    assert pipeline.execute(nb, "smoke", **kw) is None  # still skipped: a note, not a re-run
+    note = [s for s in lines if "changed" in s]
+    assert len(note) == 1 and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 2 more" in note[0]
+    assert "--force" in note[0]

@@ -45,7 +45,6 @@ def git_commit() -> str:
         return "unknown"
 
 
-
 def code_changed_since(commit: str, paths=("ladder",), checkout: Path | None = CHECKOUT) -> list[str] | None:
     """Files under `paths` (the package code) that differ between `commit` (a provenance `git_commit`; a
     "-dirty" suffix is dropped) and the working tree, uncommitted edits included. None when that cannot be
@@ -59,6 +58,7 @@ def code_changed_since(commit: str, paths=("ladder",), checkout: Path | None = C
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.split() if out.returncode == 0 else None
+
 
 def hardware() -> dict:
     import torch

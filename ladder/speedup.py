@@ -70,6 +70,7 @@ def measured_entry(rounds, evidence: str, ours: str, how: str, **extra) -> dict:
     return {"evidence": evidence, "quantity": "speedup", "value": est["speedup"], **est,
             "ci": paired_bootstrap(rounds), "n": len(rounds), "ours": ours, "how": how, **extra}
 
+
 # --------------------------------------------------------------------------------------------- hybrids (H8)
 def hybrid_configs(result: dict, *, tp: int = 2, links=(None,), **bench_kw) -> list:
     """ladder.bench configurations for one adaptation result (ladder.adapt.run_adaptation): the source
@@ -93,19 +94,17 @@ def hybrid_configs(result: dict, *, tp: int = 2, links=(None,), **bench_kw) -> l
 def hybrid_table(records: list[dict]) -> list[dict]:
     """One row per (link, hybrid) from benchmark records: tokens/s of the hybrid and of the standard model
     measured under the same link, their ratio and its 95% CI (`ratio_ci` over the repeated samples)."""
-    def link_of(r):
-        link = r["link"]
-        name = link.get("name") if isinstance(link, dict) else link
-        return name or "none (measured gloo)"
+    link_of = lambda r: r["link"]["name"] if r["link"] else "none (measured gloo)"  # bench records' link: dict | None
     std = {link_of(r): r for r in records if r["wiring"] == "standard"}
     rows = []
     for r in records:
         if r["wiring"] != "hybrid":
             continue
-        if link_of(r) not in std:
-            raise ValueError(f"hybrid record on link {link_of(r)!r} has no standard record to compare with")
-        s = std[link_of(r)]
-        rows.append({"link": link_of(r), "tp": r["tp"], "ladder_layers": r["ladder_layers"],
+        name = link_of(r)
+        if name not in std:
+            raise ValueError(f"hybrid record on link {name!r} has no standard record to compare with")
+        s = std[name]
+        rows.append({"link": name, "tp": r["tp"], "ladder_layers": r["ladder_layers"],
                      "standard_tokens_per_s": s["tokens_per_s"], "hybrid_tokens_per_s": r["tokens_per_s"],
                      "speedup": r["tokens_per_s"] / s["tokens_per_s"],
                      "speedup_ci": ratio_ci(r["samples_tokens_per_s"], s["samples_tokens_per_s"]),

@@ -19,6 +19,7 @@ grid (`fit`); everything else the paper reports is out of sample (`compare`).
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -101,6 +102,14 @@ def _run(start: float, cost: float, busy_until: float, slow: float) -> float:
     return start + cost + overlap * slow
 
 
+@functools.lru_cache(maxsize=None)
+def _event_log(layer_wirings: tuple[str, ...]) -> tuple:
+    """The wiring functions' event log; it depends only on the per-layer wirings, and a calibration replays
+    the same few logs ~17k times."""
+    from .analysis import trace_log
+    return tuple(trace_log(list(layer_wirings)))
+
+
 def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float = 0.0) -> tuple[float, list[tuple]]:
     """Replay one forward step's dependencies; returns (seconds, events).
 
@@ -110,13 +119,12 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
     after every all-reduce the code waited on since then; an all-reduce starts when the module that
     produced it ends and the link is free (one at a time, in issue order, as NCCL's one stream).
     """
-    from .analysis import trace_log
     events = []
     t_comp = 0.0   # when the compute stream is free
     comm_free = 0.0
     ready = 0.0    # latest end of the all-reduces waited on since the last compute
     ends = {}      # handle id -> end of its all-reduce
-    for ev in trace_log(cfg.layer_wirings()):
+    for ev in _event_log(tuple(cfg.layer_wirings())):
         if ev[0] == "compute":
             name = ev[1]
             start = max(t_comp, ready)

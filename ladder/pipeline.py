@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from .provenance import REPO_ROOT, code_changed_since, provenance
+from .provenance import REPO_ROOT, code_changed_since, name_files, provenance
 
 PROFILES = ("smoke", "cpu", "gpu", "gpu1")
 # The profile the committed book is published with: only it writes book/. Every other profile executes into
@@ -228,9 +228,8 @@ def code_changed_note(executed: Path) -> str | None:
     changed = code_changed_since(commit)
     if not changed:
         return None
-    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-    return (f"the package code changed since it ran at {commit[:10]} ({shown}); if that matters to this "
-            f"notebook's outputs, --force re-runs it")
+    return (f"the package code changed since it ran at {commit[:10]} ({name_files(changed)}); if that matters "
+            f"to this notebook's outputs, --force re-runs it")
 
 
 # --------------------------------------------------------------------------------------------- executing

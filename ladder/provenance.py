@@ -60,6 +60,11 @@ def code_changed_since(commit: str, paths=("ladder",), checkout: Path | None = C
     return out.stdout.split() if out.returncode == 0 else None
 
 
+def name_files(files: list[str], most: int = 3) -> str:
+    """"a.py, b.py, c.py and 2 more": a list of changed files, short enough for one log line."""
+    return ", ".join(files[:most]) + (f" and {len(files) - most} more" if len(files) > most else "")
+
+
 def hardware() -> dict:
     import torch
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import IGNORE_INDEX, TokenBlocks
+from .provenance import code_changed_since, git_commit, name_files
 
 
 @dataclass
@@ -223,6 +224,24 @@ def _ddp_info() -> tuple[int, int]:
     return 0, 1
 
 
+def _started_at(out_dir: Path) -> str | None:
+    """The git commit recorded when the run in out_dir started (None for runs from before it was recorded)."""
+    try:
+        return json.loads((out_dir / "train_config.json").read_text()).get("git_commit")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _code_drift_note(out_dir: Path, commit: str, doing: str) -> str | None:
+    """Say when a run about to be reused or resumed was trained by other code: its folder's key holds the
+    parameters, so a change to the package alone does not start a new run."""
+    changed = code_changed_since(commit)
+    if not changed:
+        return None
+    return (f"note: {doing} {out_dir}, trained from commit {commit[:10]}; the package code has changed since "
+            f"({name_files(changed)}): delete that folder to train it with this code")
+
+
 def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg: TrainConfig,
           out_dir: str | os.PathLike) -> dict:
     """Train `model` (a ladder.Transformer, any wiring) for cfg.max_steps optimizer steps.
@@ -259,13 +278,21 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
             _truncate_metrics(metrics_path, step)
     elif master and metrics_path.exists():
         metrics_path.unlink()  # a fresh run: no stale log lines
-    if step >= cfg.max_steps and (out_dir / "summary.json").exists():
+    finished = step >= cfg.max_steps and (out_dir / "summary.json").exists()
+    started_at = _started_at(out_dir) if ckpts else None
+    if master and started_at:
+        note = _code_drift_note(out_dir, started_at, "reusing" if finished else "resuming")
+        if note:
+            print(note, flush=True)
+    if finished:
         # already finished (e.g. a notebook re-run): keep the measured summary instead of an empty one
         return {**json.loads((out_dir / "summary.json").read_text()), "reused": True}
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
+        # the code's commit when the run started: a run's folder is keyed by its parameters, not by the code
         (out_dir / "train_config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,
-                                                               "model": model.config.to_dict()}, indent=2))
+                                                               "model": model.config.to_dict(),
+                                                               "git_commit": started_at or git_commit()}, indent=2))
 
     ddp = model
     if world > 1 and not cfg.fsdp:

@@ -132,6 +132,33 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
     assert all(torch.equal(p, trained.state_dict()[k]) for k, p in again_model.state_dict().items())
 
 
+def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_path, monkeypatch, capsys):
+    """A run's folder is keyed by its parameters only: reusing or resuming it says which package files
+    changed since the commit the run started from (kept in train_config.json, also across a resume)."""
+    import ladder.train as lt
+    monkeypatch.setattr(lt, "git_commit", lambda: "aaaaaaaaaaaa")
+    asked = []
+    monkeypatch.setattr(lt, "code_changed_since", lambda c: asked.append(c) or [])
+    cfg = TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=2, keep_checkpoints=5,
+                      progress=False, device="cpu")
+    data = blocks(n=8)
+    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
+    assert json.loads((tmp_path / "train_config.json").read_text())["git_commit"] == "aaaaaaaaaaaa"
+    assert asked == [] and "note:" not in capsys.readouterr().out  # a fresh run: nothing to compare
+    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
+    assert asked == ["aaaaaaaaaaaa"] and "note:" not in capsys.readouterr().out  # unchanged code: silent
+    monkeypatch.setattr(lt, "code_changed_since", lambda c: [f"ladder/m{i}.py" for i in range(4)])
+    assert train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)["reused"]
+    out = capsys.readouterr().out
+    assert "reusing" in out and "aaaaaaaaaa" in out and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 1 more" in out
+    # resumed at a later commit: the note says so, and the run keeps the commit it started from
+    shutil.rmtree(tmp_path / "checkpoints" / "step_000004")
+    monkeypatch.setattr(lt, "git_commit", lambda: "bbbbbbbbbbbb")
+    assert not train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path).get("reused")
+    assert "resuming" in capsys.readouterr().out
+    assert json.loads((tmp_path / "train_config.json").read_text())["git_commit"] == "aaaaaaaaaaaa"
+
+
 def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):
     from ladder.data import train_tokenizer
     tok = train_tokenizer(["hello world, a small corpus of text."] * 50, vocab_size=300)

@@ -31,7 +31,16 @@ from .model import MLP, Attention, RMSNorm, Transformer
 
 def compile_modules(model: Transformer, **compile_kwargs) -> Transformer:
     """Regional compilation: `.compile()` every RMSNorm, Attention and MLP module in place (the wiring
-    between them is left in Python). Returns `model`."""
+    between them is left in Python). Returns `model`.
+
+    Each input shape a module class meets (every batch size, prefill and decode; the KV cache makes the
+    batch dimension static) adds one entry to that class's compiled cache, shared by every model in the
+    process. Chapter 2's grid (four batches, two shapes) passes dynamo's default limit of 8 entries, past
+    which it would silently run the module eagerly and time that: the limit is raised to 64, and reaching
+    it is an error rather than a quiet fallback."""
+    dynamo = torch._dynamo.config
+    dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
+    dynamo.fail_on_recompile_limit_hit = True
     for m in model.modules():
         if isinstance(m, (RMSNorm, Attention, MLP)):
             m.compile(**compile_kwargs)
@@ -95,6 +104,8 @@ class DecodeGraph:
                  warmup: int = 2):
         self.token, self.pos = token.clone(), input_pos.clone()
         self.noise = None if noise is None else noise.clone()
+        # the graph writes into these caches' memory: keep them alive (a new setup_cache gets a new graph)
+        self.caches = [block.self_attn.kv_cache for block in model.layers]
         kw = dict(temperature=temperature, top_k=top_k)
 
         def step():
@@ -136,7 +147,9 @@ class GraphedDecode:
         self.warmup, self.graphs, self._uncounted = warmup, {}, 0
 
     def __call__(self, model, token, input_pos, noise=None, temperature=0.0, top_k=None):
-        key = (id(model), tuple(token.shape), temperature, top_k, noise is None)
+        # the KV cache too: a graph replays into the cache it was captured with, not one allocated since
+        key = (id(model), id(model.layers[0].self_attn.kv_cache), tuple(token.shape), temperature, top_k,
+               noise is None)
         g = self.graphs.get(key)
         if g is None:
             g = self.graphs[key] = DecodeGraph(model, token, input_pos, noise, temperature, top_k, self.warmup)

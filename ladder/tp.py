@@ -100,7 +100,8 @@ class TensorParallel(SingleDevice):
 def init_distributed(backend: str | None = None, device: str | None = None) -> tuple[TensorParallel, torch.device]:
     """Initialise the default process group from torchrun's environment and return (comm, device).
 
-    backend defaults to NCCL when CUDA is available and gloo otherwise.
+    backend defaults to NCCL for CUDA tensors (with gloo for the few CPU tensors the benchmark reduces, e.g.
+    its per-sample times) when the device is CUDA, and gloo otherwise.
     """
     missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
     if missing and not dist.is_initialized():
@@ -108,7 +109,7 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> t
                            "(e.g. `torchrun --nproc-per-node 2 -m ladder.bench ...`)")
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
+    backend = backend or ("cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     dev = torch.device(f"cuda:{local_rank}") if device.startswith("cuda") else torch.device(device)
     if dev.type == "cuda":

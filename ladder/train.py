@@ -430,9 +430,9 @@ def main(argv=None):
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
     a = p.parse_args(argv)
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        if torch.cuda.is_available():
+        if torch.cuda.is_available():  # before the group: NCCL binds each rank to the current device
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
     rank, world = _ddp_info()
     out = Path(a.out)
     # every rank builds the same corpus deterministically; rank 0 first so the others read its cache

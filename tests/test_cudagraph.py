@@ -101,6 +101,22 @@ def test_one_compiled_artifact_serves_every_layer():
     assert counters["stats"]["unique_graphs"] - before <= 3
 
 
+def test_every_batch_size_is_compiled_past_dynamos_default_limit():
+    """Chapter 2 meets more shapes than dynamo's default 8 cache entries per module class: each batch size
+    (prefill and decode) must still get a compiled entry, not a silent eager fallback."""
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list as entries
+
+    from ladder.generate import generate
+    from ladder.model import Attention
+    shape = dict(n_layers=1, dim=48, n_heads=3, n_kv_heads=1, ffn_dim=96)  # a shape no other test compiles
+    before = len(entries(Attention.forward.__code__))
+    batches = range(1, 6)
+    for b in batches:
+        model = compile_modules(build_model(preset("tiny", **shape), seed=0), backend="eager")
+        generate(model, torch.zeros(b, 4, dtype=torch.long), 2)
+    assert len(entries(Attention.forward.__code__)) - before == 2 * len(batches)
+
+
 @pytest.mark.parametrize("name, expected", [("NVIDIA H200", 4.8e12), ("NVIDIA GH200 480GB", 4.0e12),
                                             ("NVIDIA H20", 4.0e12), ("NVIDIA H100 80GB HBM3", 3.35e12),
                                             ("NVIDIA H100 PCIe", 2.0e12), ("NVIDIA A10", 0.6e12),

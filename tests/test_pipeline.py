@@ -299,3 +299,43 @@ def test_skipped_notebook_says_when_the_package_changed_since_it_ran(tmp_path, m
     note = [s for s in lines if "changed" in s]
     assert len(note) == 1 and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 2 more" in note[0]
     assert "--force" in note[0]
+
+
+def test_every_module_a_notebook_imports_comes_with_the_package():
+    """Colab and Binder install the package and nothing else (each notebook's install cell): every module a
+    notebook imports must be the standard library's, ladder's, or come from a dependency in pyproject.toml
+    (or one of theirs), else the notebook stops at its imports there."""
+    import ast
+    import sys
+    import tomllib
+    from importlib.metadata import PackageNotFoundError, packages_distributions, requires
+
+    def dist_name(req):
+        return re.split(r"[<>=!~ ;\[(]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+    pyproject = tomllib.loads((pipeline.REPO_ROOT / "pyproject.toml").read_text())
+    closure, todo = set(), [dist_name(d) for d in pyproject["project"]["dependencies"]]
+    while todo:
+        name = todo.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            todo += [dist_name(r) for r in requires(name) or [] if "extra ==" not in r]
+        except PackageNotFoundError:
+            pass
+    owners = packages_distributions()
+    missing = []
+    for nb in sorted((pipeline.REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for cell in nbformat.read(nb, as_version=4).cells:
+            if cell.cell_type != "code":
+                continue
+            code = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            for node in ast.walk(ast.parse(code)):
+                mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                        else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+                for top in {m.split(".")[0] for m in mods}:
+                    dists = {dist_name(d) for d in owners.get(top, [])}
+                    if top not in sys.stdlib_module_names and top != "ladder" and not dists & closure:
+                        missing.append(f"{nb.name}: {top} (from {sorted(dists) or 'no installed distribution'})")
+    assert not missing, "imported by a notebook but not a dependency of the package:\n" + "\n".join(missing)

@@ -51,6 +51,17 @@ def test_graph_captured_step_equals_eager(wiring):
     assert torch.equal(compiled, eager)
 
 
+def test_one_graphed_decode_follows_a_reallocated_cache():
+    """generate() reallocates the KV cache for a longer run; a GraphedDecode kept across calls must not
+    replay the graph captured on the old cache."""
+    model = small("ladder", emulate(VirtualRanks(2), custom(20e-6, 50e9), DEV))
+    decode = GraphedDecode()
+    generate(model, prompt(n=4), 4, decode_fn=decode)  # captures on a cache of 8 slots
+    longer, _ = generate(model, prompt(n=8), 20, decode_fn=decode)  # needs 28: a new cache
+    eager, _ = generate(model, prompt(n=8), 20)
+    assert torch.equal(longer, eager)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -72,6 +83,26 @@ def test_nccl_collectives_on_their_stream_are_captured():
         out, _ = generate(model, prompt(), 10, decode_fn=GraphedDecode())
         assert torch.equal(out, ref)
         assert model.comm.count() > 0
+    finally:
+        dist.destroy_process_group()
+
+
+def test_torchrun_group_reduces_cuda_tensors_and_the_benchmarks_cpu_timings(monkeypatch):
+    """init_distributed (as under torchrun, here one rank): NCCL for CUDA tensors, and gloo for the CPU
+    tensors the benchmark reduces (each sample's time, the max over ranks), which NCCL alone refuses."""
+    import torch.distributed as dist
+
+    from ladder.tp import init_distributed
+    for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                     MASTER_PORT=str(_free_port())).items():
+        monkeypatch.setenv(k, v)
+    comm, dev = init_distributed(device="cuda")
+    try:
+        x = torch.full((4,), 2.0, device=dev)
+        dist.all_reduce(x)
+        t = torch.tensor([1.5, 2.5], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        assert dev.type == "cuda" and x.tolist() == [2.0] * 4 and t.tolist() == [1.5, 2.5]
     finally:
         dist.destroy_process_group()
 

@@ -27,6 +27,7 @@ import torch
 from .data import TokenBlocks
 from .eval import TASK_METRIC, block_losses, lm_eval_scores, perplexity, primary_metric  # noqa: F401
 from .hf import config_from_hf, load_pretrained, resolve_checkpoint
+from .launch import release_memory
 from .model import build_model
 # the retraining data (conversations and chat templates, plain text, self-distillation) lives in
 # ladder.retraining_data, evaluation helpers in ladder.eval (with the one task -> metric table); re-exported
@@ -138,7 +139,10 @@ def evaluate_checkpoint(checkpoint, sets: dict[str, TokenBlocks] | None, tasks: 
             losses, tokens = block_losses(model, blocks, batch_size)
             out["sets"][name] = {"ppl": math.exp(float(losses.sum() / tokens.sum())), "losses": losses.tolist(),
                                  "tokens": tokens.tolist()}
+        del model
+        release_memory()  # lm-eval loads its own copy next (an 8B model is 32 GB in fp32)
     out["tasks"] = lm_eval_scores(checkpoint, tasks, limit, batch_size)
+    release_memory()
     return out
 
 
@@ -270,6 +274,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     if path is None:
         print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
         return None
+    path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
     # one folder per data and training setup: re-executing with the same parameters reuses finished runs
     # (and resumes killed ones) instead of retraining; a changed parameter gets a new folder
     key = run_key(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,

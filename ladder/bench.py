@@ -32,6 +32,7 @@ import torch.distributed as dist
 from . import link as links
 from .config import ModelConfig, preset
 from .generate import generate
+from .launch import release_memory
 from .model import Transformer, build_model
 from .provenance import provenance
 from .tp import SingleDevice
@@ -251,9 +252,11 @@ class _Case:
         return rec
 
     def close(self):
-        del self.model
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        """Free the model now, before the next case builds its own: a compiled module is part of a reference
+        cycle (module -> its compiled call -> module) that only the cycle collector frees, and under
+        torchrun one rank's weights are tens of GB."""
+        self.model = self.fns = self.graphed = None
+        release_memory()
 
 
 def run_one(cfg: BenchConfig, comm=None, device="cpu") -> dict:

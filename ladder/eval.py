@@ -124,7 +124,10 @@ def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, 
 
     path = Path(checkpoint_dir)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a saved checkpoint (no config.json); save one with ladder.train.save_hf")
+        if path.exists() or str(checkpoint_dir).count("/") != 1:
+            raise FileNotFoundError(f"{path} is not a saved checkpoint (no config.json); save one with "
+                                    "ladder.train.save_hf")
+        path = hf.resolve_checkpoint(checkpoint_dir)  # a hub id: lm-eval gets the downloaded folder
     local = offline_default() if local is None else local
     tasks = list(tasks or PAPER_TASKS)
     run = {t: resolve_task(t, local) for t in tasks}

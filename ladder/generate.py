@@ -85,7 +85,8 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
     total = plen + max_new_tokens
     if getattr(model, "cache_len", 0) < total or model.layers[0].self_attn.kv_cache.k.shape[0] < batch:
         model.setup_cache(batch, total)
-    device = prompt.device
+    device = model.lm_head.weight.device
+    prompt = prompt.to(device)  # e.g. a prompt taken from CPU-side token blocks, for a model on a GPU
     gen = torch.Generator(device=device).manual_seed(seed)
     sampling = dict(temperature=temperature, top_k=top_k)
     vocab = model.config.vocab_size

@@ -22,6 +22,7 @@ from disk (`torch.load(mmap=True)`), so a billion-token dataset is in memory onc
 from __future__ import annotations
 
 import collections
+import gc
 import importlib
 import os
 import re
@@ -60,6 +61,14 @@ def launch_local(fn, world_size: int, *args) -> list:
 
 
 # --------------------------------------------------------------------------------------------- torchrun
+def release_memory():
+    """Hand this process's unreferenced GPU memory back to the driver (for a model that comes next, in
+    this process or in a torchrun rank on the same GPU); on CPU, only collect garbage."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def torchrun_argv(nproc: int, module: str, args: list[str]) -> list[str]:
     """`python -m torch.distributed.run --standalone --nproc-per-node N -m module args...` on this node."""
     if nproc < 1:
@@ -87,6 +96,7 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
     job, result = work_dir / "job.pt", work_dir / "result.pt"
     result.unlink(missing_ok=True)
     torch.save({"fn": fn, "device": rank_device(device), "kwargs": kwargs}, job)
+    release_memory()  # what this process's allocator still holds on GPU 0 is not there for rank 0
     argv = torchrun_argv(nproc, "ladder.launch", [str(job)])
     tail = collections.deque(maxlen=60)
     try:

@@ -16,6 +16,7 @@ import torch
 from .config import ModelConfig, preset
 from .data import TokenBlocks
 from .eval import PAPER_TASKS, headline, lm_eval_scores, perplexity  # lm_eval_scores: no progress bars
+from .launch import release_memory
 from .model import build_model
 from .paths import paper_table, run_key
 from .train import TrainConfig, read_metrics, save_hf, train
@@ -68,9 +69,10 @@ def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_block
         job.update(device=dev, cfg=dataclasses.replace(cfg, device="auto"))
         summary = torchrun_call("ladder.pretrain:train_and_export", job, nproc=nproc, work_dir=run / "job",
                                 device=dev, progress=cfg.progress)
-        model = load_pretrained(run / "hf", device=dev, max_seq_len=model_cfg.max_seq_len)
+        model = load_pretrained(run / "hf", device="cpu", max_seq_len=model_cfg.max_seq_len)
     else:
         model, summary = train_and_export(**job, keep_model=True)
+        model = model.to("cpu")  # kept for evaluate_runs; off the GPU, which the next run's training needs
     summary.update(size=size_name(size), seed=seed, run_dir=str(run), hf_dir=str(run / "hf"),
                    val_ppl=math.exp(summary["val_loss"]))
     summary["model"] = model
@@ -107,11 +109,16 @@ def evaluate_runs(runs: list[dict], val_blocks: TokenBlocks, tasks=None, limit=N
     tasks = list(tasks or PAPER_TASKS)
     rolling = [t for t in tasks if t == "wikitext"]
     others = [t for t in tasks if t != "wikitext"]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     for r in runs:
         r["scores"] = lm_eval_scores(r["hf_dir"], others, limit=limit, batch_size=batch_size)
         if rolling:
             r["scores"].update(lm_eval_scores(r["hf_dir"], rolling, limit=wikitext_limit or limit, batch_size=batch_size))
-        r["heldout_ppl"] = perplexity(r["model"], val_blocks, batch_size, max_blocks=ppl_blocks)
+        release_memory()  # lm-eval's copy of the model
+        # one run's model on the GPU at a time (six 3B models in fp32 do not fit in one)
+        r["heldout_ppl"] = perplexity(r["model"].to(device), val_blocks, batch_size, max_blocks=ppl_blocks)
+        r["model"].to("cpu")
+        release_memory()
     return runs
 
 

@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import shutil
 import time
 from contextlib import nullcontext
@@ -100,7 +101,9 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------------------------- checkpoints
 def _checkpoints(out_dir: Path) -> list[Path]:
-    return sorted((out_dir / "checkpoints").glob("step_*"), key=lambda p: int(p.name.split("_")[1]))
+    """The finished checkpoints, oldest first (not the step_NNNNNN.tmp folder of a save that was killed)."""
+    done = [p for p in (out_dir / "checkpoints").glob("step_*") if re.fullmatch(r"step_\d+", p.name)]
+    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
 def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
@@ -150,7 +153,9 @@ def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
     weights = read_safetensors(d / "model.safetensors")
     if model.config.tie_embeddings:
         weights["lm_head.weight"] = weights["embed_tokens.weight"]
-    st = torch.load(d / "trainer_state.pt", weights_only=False)
+    # mmap: under torchrun every rank reads the full optimizer state (64 GB for an 8B model); mapped, the
+    # ranks share the page cache instead of each holding a copy
+    st = torch.load(d / "trainer_state.pt", weights_only=False, mmap=True)
     options = StateDictOptions(full_state_dict=True)
     if st.get("format") == "full-by-name":
         set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=st["optimizer"], options=options)

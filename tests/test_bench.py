@@ -148,6 +148,23 @@ def test_compiled_virtual_ranks_with_an_emulated_link():
     assert rec["allreduces_per_generation"] == 2 * 4 * 3 and rec["cuda_graph"] is True
 
 
+def test_a_closed_case_frees_its_compiled_model():
+    """Compiled modules sit in a reference cycle: close() must free the model before the next case is
+    built (under torchrun two ranks' worth of 70B weights do not fit in one GPU)."""
+    import gc
+    import weakref
+
+    from ladder.bench import _Case
+    gc.disable()  # the cycle collector must not run by chance between close() and the check
+    try:
+        case = _Case(BenchConfig(**TINY, tp=2, ranks="virtual", wiring="ladder", compile=True), None, "cpu")
+        model = weakref.ref(case.model)
+        case.close()
+        assert model() is None
+    finally:
+        gc.enable()
+
+
 def test_torchrun_command_goes_through_the_one_launcher():
     from ladder.bench import torchrun_command
     from ladder.launch import torchrun_argv

@@ -36,6 +36,20 @@ def test_lm_eval_on_local_tasks_returns_metrics(checkpoint):
     assert h["wikitext"] == scores["wikitext"]["word_perplexity"]
 
 
+def test_a_hub_id_is_evaluated_from_its_downloaded_folder(checkpoint, monkeypatch, tmp_path):
+    """The gpu profile names hub models (meta-llama/...): lm-eval gets the folder the hub download gives,
+    while a missing local folder stays a clear error."""
+    import huggingface_hub
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: asked.append(repo) or str(checkpoint))
+    by_id = evaluate("some-org/tiny-ladder", ["arc_easy"], limit=4, batch_size=4, local=True)
+    assert asked == ["some-org/tiny-ladder"]
+    assert by_id == evaluate(checkpoint, ["arc_easy"], limit=4, batch_size=4, local=True)
+    with pytest.raises(FileNotFoundError, match="not a saved checkpoint"):
+        evaluate(tmp_path / "missing", ["arc_easy"], limit=4, local=True)
+    assert asked == ["some-org/tiny-ladder"]
+
+
 def test_local_loaders_read_the_full_sets():
     hs = loaders.hellaswag()["test"]
     assert len(hs) == 10042 and all(len(c) == 4 for c in hs["choices"][:50])

@@ -102,3 +102,17 @@ def test_hybrid_configs_bench_the_source_and_every_hybrid_per_link(stories_dir):
         ("standard", 0, "nvlink4"), ("hybrid", 2, "nvlink4"), ("hybrid", 3, "nvlink4")]
     assert cfgs[0].checkpoint == str(stories_dir) and cfgs[2].checkpoint == "ckpt/h3"
     assert {c.preset.n_layers for c in cfgs} == {5} and all(c.tp == 2 and c.samples == 2 for c in cfgs)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "gpu1"])
+def test_gpu_profiles_judge_h1_and_h2_at_the_papers_headline_point(profile):
+    """Notebook 02 judges H1 and H2 at its grid's first point; at paper scale that must be the setting
+    the claims name (claims.csv: Llama-3-70B, TP = 8, batch 1), not a TP = 2 point with less communication."""
+    import yaml
+
+    from ladder.paths import paper_table
+    from ladder.pipeline import PROFILES_DIR
+    params = yaml.safe_load((PROFILES_DIR / profile / "02_speedup.yaml").read_text())
+    h1 = paper_table("claims.csv").set_index("id").loc["H1"]
+    assert "TP = 8" in h1["claim"] and "batch 1" in h1["paper_value"]
+    assert params["preset_name"] == "llama3-70B" and params["grid"][0] == [8, 1]

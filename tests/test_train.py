@@ -57,6 +57,8 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     part = tmp_path / "part"
     shutil.copytree(full, part)
     shutil.rmtree(part / "checkpoints" / "step_000006")
+    # and a later save was killed half-way: its .tmp folder is not a checkpoint
+    (part / "checkpoints" / "step_000006.tmp").mkdir()
     resumed_model = build_model(tiny("ladder"), seed=123)  # different init: weights must come from the checkpoint
     train(resumed_model, data, val, cfg, part)
     m_full, m_part = read_metrics(full), read_metrics(part)

@@ -62,6 +62,13 @@ def test_one_graphed_decode_follows_a_reallocated_cache():
     assert torch.equal(longer, eager)
 
 
+def test_a_cpu_prompt_generates_on_a_gpu_model():
+    """Chapter 3 samples from prompts cut from CPU-side token blocks: generate moves them to the model."""
+    from ladder.tp import SingleDevice
+    model = small("ladder", SingleDevice())
+    assert torch.equal(generate(model, prompt().cpu(), 5)[0], generate(model, prompt(), 5)[0])
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -243,7 +243,8 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"could not load tokenizer {name!r} (offline, or no such hub repo?): {e}") from e
+        raise FileNotFoundError(f"could not load tokenizer {name!r} (offline, no such hub repo, or a gated one whose "
+                                f"licence is not accepted or no token is set?): {e}") from e
     if tok.eos_token is None:
         if EOS not in tok.get_vocab():
             raise ValueError(f"tokenizer {name!r} has no EOS token; cannot separate documents when packing")

@@ -181,7 +181,12 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"checkpoint {str(name_or_path)!r} not found (expected a directory with config.json "
                                 "and *.safetensors, or a hub id like 'meta-llama/Llama-3.1-8B-Instruct')")
     from huggingface_hub import snapshot_download
-    return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
+    try:
+        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as e:  # offline, no such repo, no access: the hub's own error says which
+        raise FileNotFoundError(f"could not get {str(name_or_path)!r} from the Hugging Face hub ({type(e).__name__}: "
+                                f"{e}). A gated model (e.g. meta-llama/*) also needs its licence accepted on the "
+                                "hub and a token (`hf auth login`)") from e
 
 
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:

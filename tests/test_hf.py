@@ -232,6 +232,19 @@ def test_converted_model_evaluates_through_lm_eval(stories_dir, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- errors
+def test_a_hub_id_that_cannot_be_downloaded_is_a_clear_error(monkeypatch):
+    import huggingface_hub
+    with pytest.raises(FileNotFoundError, match=r"could not get 'no-org/no-model' from the Hugging Face hub "
+                                                r"\(\w+Error: .*licence accepted"):
+        load_pretrained("no-org/no-model")  # offline (as in CI) or online: no such repo either way
+
+    def refuse(repo, **kw):
+        raise PermissionError(f"Access to model {repo} is restricted")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", refuse)
+    with pytest.raises(FileNotFoundError, match=r"\(PermissionError: Access to model meta-llama/x is restricted\)"):
+        load_pretrained("meta-llama/x")
+
+
 def test_convert_refuses_a_non_llama(tmp_path):
     GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="Llama-architecture.*gpt2"):

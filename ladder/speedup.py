@@ -64,11 +64,21 @@ def rounds_of(records: list[dict], **match) -> list[tuple[float, float, float]]:
     return list(zip(pick["standard"], pick["ladder"], pick["upper_bound"]))
 
 
-def measured_entry(rounds, evidence: str, ours: str, how: str, **extra) -> dict:
-    """A claims entry (contract 2) for a measured speed-up: point estimates, paired-bootstrap CIs, n."""
+MIN_ROUNDS = 3  # a bootstrap over fewer paired rounds has next to no spread to resample: no CI, no verdict
+
+
+def measured_entry(rounds, evidence: str, what: str, how: str, **extra) -> dict:
+    """A claims entry (contract 2) for a measured speed-up: point estimates, paired-bootstrap CIs (from
+    MIN_ROUNDS rounds on), n, and the "ours" text of the claims table: the numbers, then `what` was measured."""
     est = ratios(*map(list, zip(*rounds)))
+    ci = paired_bootstrap(rounds) if len(rounds) >= MIN_ROUNDS else None
+    ours = f"{est['speedup']:.2f}x"
+    if ci:
+        ours += f" (95% CI {ci['speedup'][0]:.2f}-{ci['speedup'][1]:.2f}, {len(rounds)} rounds)"
+    if est.get("recovered") is not None:
+        ours += f", {est['recovered']:.0%} of the upper bound's gain"
     return {"evidence": evidence, "quantity": "speedup", "value": est["speedup"], **est,
-            "ci": paired_bootstrap(rounds), "n": len(rounds), "ours": ours, "how": how, **extra}
+            **({"ci": ci} if ci else {}), "n": len(rounds), "ours": f"{ours}: {what}", "how": how, **extra}
 
 
 # --------------------------------------------------------------------------------------------- hybrids (H8)

@@ -28,8 +28,8 @@ fi
 
 # 3. chapter 2, gpu1 profile (one GPU, emulated interconnect) ---------------------------------------
 # The GPU machines (Python 3.12, no network) have no papermill / ipykernel / myst-nb: `make gpu-wheels` on a
-# connected machine puts their Python 3.12 wheels (~40 MB) in the git-ignored .whl/; carry it (with
-# .stories260K/ for chapter 4, not run here) and they are installed offline.
+# connected machine puts their Python 3.12 wheels (~40 MB) in the git-ignored .whl/; carry it and they are
+# installed offline. (Nothing here reads ../shared: every model in these steps has random weights.)
 if [[ " ${STEPS} " == *" 3 "* ]]; then
   if [ -d .whl ]; then
     python -m pip install -q --no-index --find-links .whl papermill ipykernel myst-nb 2>&1 | tail -2

@@ -22,6 +22,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from .paths import is_hub_id
+
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
 FINEWEB_EDU_CONFIG = "sample-10BT"
 EOS = "<|endoftext|>"
@@ -118,11 +120,6 @@ def local_sources() -> list[Path]:
 _BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".txt": "text"}
 
 
-def _is_hub_id(source: str) -> bool:
-    return isinstance(source, str) and source.count("/") == 1 and not source.startswith((".", "/", "~")) \
-        and not Path(source).exists()
-
-
 def _local_files(source: str | os.PathLike) -> tuple[str, list[str]]:
     p = Path(source).expanduser()
     if not p.exists():
@@ -139,7 +136,7 @@ def _local_files(source: str | os.PathLike) -> tuple[str, list[str]]:
 
 def _load_one(source, max_docs: int | None, hub_config: str):
     import datasets
-    if _is_hub_id(str(source)):
+    if is_hub_id(str(source)):
         # The real path: stream a sample of the hub dataset (the full FineWeb-edu is terabytes).
         stream = datasets.load_dataset(str(source), name=hub_config, split="train", streaming=True)
         rows = [{"id": str(r.get("id", f"{source}:{i}")), "text": r["text"]}
@@ -237,7 +234,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
         path = data_path(*LOCAL_TOKENIZERS[name])
     else:
         path = Path(name).expanduser()
-        if not path.exists() and not _is_hub_id(name):
+        if not path.exists() and not is_hub_id(name):
             raise FileNotFoundError(f"unknown tokenizer {name!r}: not a directory, not one of the offline names "
                                     f"{sorted(LOCAL_TOKENIZERS)}, and not a hub id like 'bigcode/starcoder'")
     try:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, TokenBlocks
+from .paths import is_hub_id
 
 TASK_DIR = Path(__file__).parent / "tasks"
 
@@ -124,7 +125,7 @@ def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, 
 
     path = Path(checkpoint_dir)
     if not (path / "config.json").is_file():
-        if path.exists() or str(checkpoint_dir).count("/") != 1:
+        if not is_hub_id(str(checkpoint_dir)):
             raise FileNotFoundError(f"{path} is not a saved checkpoint (no config.json); save one with "
                                     "ladder.train.save_hf")
         path = hf.resolve_checkpoint(checkpoint_dir)  # a hub id: lm-eval gets the downloaded folder

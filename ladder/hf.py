@@ -26,6 +26,7 @@ from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPr
 
 from .config import ModelConfig
 from .model import LAYER_WIRINGS, Stream, Transformer, build_model
+from .paths import is_hub_id
 from .tp import SingleDevice, gather_state_dict
 
 LLAMA_TYPES = ("llama", "ladder_llama")
@@ -177,7 +178,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p} has no config.json: not a Hugging Face checkpoint directory")
         return p
-    if p.exists() or str(name_or_path).startswith((".", "/", "~")) or str(name_or_path).count("/") != 1:
+    if not is_hub_id(str(name_or_path)):
         raise FileNotFoundError(f"checkpoint {str(name_or_path)!r} not found (expected a directory with config.json "
                                 "and *.safetensors, or a hub id like 'meta-llama/Llama-3.1-8B-Instruct')")
     from huggingface_hub import snapshot_download

@@ -8,6 +8,12 @@ from pathlib import Path
 from .provenance import REPO_ROOT
 
 
+def is_hub_id(name) -> bool:
+    """'org/name' that is not a local path: a Hugging Face hub repository id."""
+    return isinstance(name, str) and name.count("/") == 1 and not name.startswith((".", "/", "~")) \
+        and not Path(name).exists()
+
+
 def run_key(*parts) -> str:
     """A short hash of everything that determines a run: its folder name, so a re-executed notebook reuses
     (or resumes) a run with the same parameters and starts anew when one changes."""

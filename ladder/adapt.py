@@ -186,7 +186,7 @@ def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks:
         raise ValueError("evaluating checkpoints needs val_blocks")
     config = config_from_hf(AutoConfig.from_pretrained(path), max_seq_len=seq, **rewired)
     for d in _checkpoints(run_dir):
-        state = torch.load(d / "trainer_state.pt", weights_only=False, map_location="cpu")
+        state = torch.load(d / "trainer_state.pt", weights_only=True, map_location="cpu")
         model = build_model(config, device=device)
         load_model(model, str(d / "model.safetensors"), device=str(device))
         rec = {"step": state["step"], "tokens": state["tokens_seen"],

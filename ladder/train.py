@@ -155,7 +155,7 @@ def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
         weights["lm_head.weight"] = weights["embed_tokens.weight"]
     # mmap: under torchrun every rank reads the full optimizer state (64 GB for an 8B model); mapped, the
     # ranks share the page cache instead of each holding a copy
-    st = torch.load(d / "trainer_state.pt", weights_only=False, mmap=True)
+    st = torch.load(d / "trainer_state.pt", weights_only=True, mmap=True)
     options = StateDictOptions(full_state_dict=True)
     if st.get("format") == "full-by-name":
         set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=st["optimizer"], options=options)

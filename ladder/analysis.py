@@ -1,7 +1,7 @@
 """The method made visible: what each wiring's modules read, and how stale a ladder module's input is.
 
-* `trace_wiring` runs the real wiring functions of ladder/model.py on symbolic tensors, so the dataflow
-  table and diagram are read off the code, not drawn by hand.
+* `dataflow_table` and `draw_wirings` show `ladder.trace.trace_wiring`, which runs the real wiring functions
+  of ladder/model.py on symbolic tensors, so the table and diagram are read off the code, not drawn by hand.
 * `tp_equivalence` checks on local gloo processes that every wiring gives the same logits at TP = 2 as
   at TP = 1 (except the upper bound, which is not a valid model at TP > 1).
 * `stale_input_stats` measures, layer by layer on a pretrained checkpoint, how much each module changes
@@ -9,125 +9,13 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig
-from .model import LAYER_WIRINGS, Stream, Transformer
+from .model import Transformer
+from .trace import WIRINGS, trace_log, trace_wiring  # noqa: F401  (chapter 1 calls analysis.trace_wiring)
 from .verify import cached_logits
-
-WIRINGS = ("standard", "parallel", "ladder", "hybrid", "upper_bound")
-
-
-# --------------------------------------------------------------------------------------------- tracing
-class _Sym:
-    """A symbolic activation: the set of module outputs summed into it."""
-
-    def __init__(self, parts):
-        self.parts = frozenset(parts)
-
-    def __add__(self, other):
-        return _Sym(self.parts | other.parts)
-
-
-@dataclass
-class _Handle:
-    partial: _Sym
-    index: int  # position in the event log where the collective started
-
-
-@dataclass
-class _TracingComm:
-    """A communicator that records when collectives start and are waited on."""
-    size: int = 2
-    rank: int = 0
-    log: list = field(default_factory=list)
-
-    def start(self, partial):
-        h = _Handle(partial, len(self.log))
-        self.log.append(("start", h))
-        return h
-
-    def wait(self, handle):
-        if isinstance(handle, _Handle):
-            self.log.append(("wait", handle))
-            return handle.partial
-        return handle
-
-    def all_reduce(self, partial):
-        return self.wait(self.start(partial))
-
-
-class _TracingBlock:
-    """Stands in for ladder.model.Block: norms are the identity, modules record what they read."""
-
-    def __init__(self, layer: int, log: list):
-        self.layer, self.log = layer, log
-        self.input_layernorm = self.post_attention_layernorm = lambda x: x
-
-    def _module(self, kind, h):
-        name = f"{kind}{self.layer}"
-        self.log.append(("compute", name, h.parts))
-        return _Sym({name})
-
-    def attention(self, h, **ctx):
-        return self._module("attn", h)
-
-    def feed_forward(self, h):
-        return self._module("mlp", h)
-
-
-def trace_log(layer_wirings: list[str]) -> list[tuple]:
-    """The event log of one forward step through the real wiring functions, in program order:
-    ("compute", module, parts read), ("start", handle) and ("wait", handle), then the final settle's
-    waits (before the LM head). ladder.perfmodel replays this log, so its timeline is the code's."""
-    comm = _TracingComm()
-    s = Stream(_Sym({"emb"}))
-    for layer, w in enumerate(layer_wirings):
-        s = LAYER_WIRINGS[w](_TracingBlock(layer, comm.log), s, comm)
-    s.settle(comm)
-    return comm.log
-
-
-def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list[dict]:
-    """Run `wiring`'s layer functions symbolically; one record per module.
-
-    Each record: module name, layer, `reads` (the module outputs contained in the stream it reads, in
-    order; "emb" is the embedding), `missing` (earlier outputs it does not see), and its all-reduce:
-    "blocking" (waited on before any other module runs), "overlapped" (another module computes while
-    it is in flight) or "none".
-    """
-    if wiring not in WIRINGS:
-        raise ValueError(f"unknown wiring {wiring!r}; expected one of {WIRINGS}")
-    layer_wirings = ModelConfig(n_layers=n_layers, dim=8, n_heads=2, n_kv_heads=2, ffn_dim=8, vocab_size=8,
-                                wiring=wiring, ladder_layers=ladder_layers if wiring == "hybrid" else 0
-                                ).layer_wirings()
-    comm = _TracingComm()
-    comm.log = trace_log(layer_wirings)
-
-    order = [e[1] for e in comm.log if e[0] == "compute"]
-    # each module output's all-reduce: was any other module computed between start and wait?
-    ar = {}
-    for i, (kind, h, *_) in enumerate(comm.log):
-        if kind != "start":
-            continue
-        j = next(k for k, e in enumerate(comm.log) if e[0] == "wait" and e[1] is h)
-        overlapped = any(e[0] == "compute" for e in comm.log[i + 1:j])
-        for name in h.partial.parts:
-            ar[name] = "overlapped" if overlapped else "blocking"
-    records = []
-    for _, name, reads in (e for e in comm.log if e[0] == "compute"):
-        earlier = order[:order.index(name)]
-        records.append({"wiring": wiring, "module": name, "layer": int(name.lstrip("atnmlp")),
-                        "reads": ["emb"] + [m for m in earlier if m in reads],
-                        "missing": [m for m in earlier if m not in reads],
-                        "all_reduce": ar.get(name, "none"), "shares_all_reduce_with":
-                        sorted(p for h in [e[1] for e in comm.log if e[0] == "start" and name in e[1].partial.parts]
-                               for p in h.partial.parts if p != name)})
-    return records
-
 
 def dataflow_table(n_layers: int = 2):
     """`trace_wiring` for every wiring as a pandas DataFrame: one row per module, one column per wiring;

@@ -9,7 +9,7 @@ prefill and decode latency and the paper's tokens/s = batch x new tokens / (pref
 * communication: each all-reduce costs the link's ring alpha-beta time (ladder.link.Link) / link
   efficiency;
 * the wiring decides what overlaps: `timeline` replays the start/wait log of the wiring functions of
-  ladder/model.py themselves (traced by ladder.analysis) on a compute stream and a communication
+  ladder/model.py themselves (traced by ladder.trace) on a compute stream and a communication
   stream, so the model cannot describe a dataflow the code does not have (e.g. at a hybrid's boundary
   the last standard MLP's all-reduce is waited on before the first ladder attention).
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from .config import ModelConfig, preset
 from .link import PRESETS as LINKS
 from .link import Link
+from .trace import trace_log
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,6 @@ def _run(start: float, cost: float, busy_until: float, slow: float) -> float:
 def _event_log(layer_wirings: tuple[str, ...]) -> tuple:
     """The wiring functions' event log; it depends only on the per-layer wirings, and a calibration replays
     the same few logs ~17k times."""
-    from .analysis import trace_log
     return tuple(trace_log(list(layer_wirings)))
 
 
@@ -115,7 +115,7 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
 
     events: (stream, label, start, end) with stream "compute" or "comm". `ar` is one all-reduce's time.
     The order is not re-described here: it is the event log of the real wiring functions of
-    ladder/model.py (`ladder.analysis.trace_log`). A module starts after the previous module's compute and
+    ladder/model.py (`ladder.trace.trace_log`). A module starts after the previous module's compute and
     after every all-reduce the code waited on since then; an all-reduce starts when the module that
     produced it ends and the link is free (one at a time, in issue order, as NCCL's one stream).
     """
@@ -170,7 +170,7 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
         ar = fab.allreduce(batch * tokens * cfg.dim * bytes_per, tp)
         t, _ = timeline(cfg, costs, ar, hw.overlap_sm_share)
         serial = cfg.n_layers * (costs["attn"] + costs["mlp"]) + costs["head"]
-        n_ar = sum(1 if k == "parallel" else (0 if k == "upper_bound" else 2) for k in cfg.layer_wirings())
+        n_ar = sum(e[0] == "start" for e in _event_log(tuple(cfg.layer_wirings())))  # as the code launches them
         return t, n_ar * ar, serial
 
     # gpt-fast (and ladder/model.py) attend over the whole static cache under a mask, every step

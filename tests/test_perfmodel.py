@@ -2,7 +2,7 @@
 import pytest
 
 from ladder import perfmodel as pm
-from ladder.analysis import trace_log
+from ladder.trace import trace_log
 from ladder.config import preset
 from ladder.link import custom
 from ladder.paths import paper_table

@@ -256,7 +256,15 @@ class Transformer(nn.Module):
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq), got shape {tuple(tokens.shape)}")
-        t = tokens.shape[1]
+        ctx = self.step_context(tokens.shape[1], input_pos)
+        s = Stream(self.embed_tokens(tokens))
+        for block, wiring in zip(self.layers, self.wirings):
+            s = LAYER_WIRINGS[wiring](block, s, self.comm, **ctx)
+        return self.lm_head(self.norm(s.settle(self.comm)))
+
+    def step_context(self, t: int, input_pos: torch.Tensor | None = None) -> dict:
+        """What every attention call of a step of `t` tokens receives: rotary cos/sin, and for a cached step
+        its positions and the mask over the cache."""
         ctx = {}
         if input_pos is None:
             if t > self.config.max_seq_len:
@@ -268,15 +276,11 @@ class Transformer(nn.Module):
             pos = input_pos
             ctx["input_pos"] = input_pos
             # query at position p sees cache slots 0..p (later slots hold stale or empty entries)
-            slots = torch.arange(self.cache_len, device=tokens.device)
+            slots = torch.arange(self.cache_len, device=input_pos.device)
             ctx["mask"] = (slots[None, :] <= input_pos[:, None])[None, None]
         dtype = self.embed_tokens.weight.dtype
         ctx["cos"], ctx["sin"] = self.rope_cos[pos].to(dtype), self.rope_sin[pos].to(dtype)
-
-        s = Stream(self.embed_tokens(tokens))
-        for block, wiring in zip(self.layers, self.wirings):
-            s = LAYER_WIRINGS[wiring](block, s, self.comm, **ctx)
-        return self.lm_head(self.norm(s.settle(self.comm)))
+        return ctx
 
     # ----- weights
     def load_full_state_dict(self, state: dict[str, torch.Tensor], strict: bool = True):

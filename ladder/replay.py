@@ -1,0 +1,176 @@
+"""The replay: what each wiring's decode step should cost, from module times measured in isolation and a
+link expressed as a ratio to them.
+
+Chapter 2's wall-clock runs on a CPU move with the machine's speed that day; a fixed emulated link then
+sits sometimes below, sometimes above the compute it should hide behind, and the verdict follows the
+link, not ladder. This module makes the experiment a function of one dimensionless number:
+
+    r = a / c,   a = one all-reduce's time,   c = the mean compute of one module (attention or MLP)
+
+* `module_times` measures one rank's attention, MLP and LM head at a decode step in isolation, many
+  times, round-robin, and keeps a low quantile of each (thread CPU time when torch runs one thread:
+  another process on the machine stretches wall time, not this thread's CPU time).
+* `replay` feeds them, with a = r x c, through ladder.perfmodel.timeline, the same replay of the wiring
+  code's start/wait log that the GPU performance model uses: step time per wiring, ladder's speed-up,
+  the upper bound's, the share of the upper bound's gain ladder recovers, and the communication share.
+* `curves` sweeps r; `regimes` places real hardware on the same axis, from published all-reduce
+  latencies (independent of the paper) over the performance model's module time for the paper's
+  shapes, and from the paper's own grid.
+* `link_for` turns a ratio into the emulated link that realises it on this machine today.
+
+So a faster or slower machine runs the same experiment, and the wall-clock measurements become points
+that validate the curve rather than the verdict itself.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import ModelConfig, preset
+from .perfmodel import HARDWARE, Hardware, module_costs, timeline
+from .trace import trace_log
+
+WIRINGS = ("standard", "parallel", "ladder", "upper_bound")
+
+
+# --------------------------------------------------------------------------------------------- measuring
+@torch.inference_mode()
+def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 64, reps: int = 200,
+                 quantile: float = 0.2, warmup: int = 10, seed: int = 0, dtype=torch.float32) -> dict:
+    """Seconds of one rank's attention (with its norm), MLP (with its norm) and norm + LM head at a decode
+    step over a `context`-slot cache, each measured `reps` times round-robin after `warmup` calls; the
+    `quantile` of each (low: the undisturbed cost). Returns {"attn", "mlp", "head", "clock", "reps"}."""
+    from .link import VirtualRanks
+    from .model import build_model
+    if not 0 <= quantile <= 1:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    model = build_model(cfg.replace(wiring="standard", max_seq_len=max(cfg.max_seq_len, context)),
+                        VirtualRanks(tp), seed=seed, dtype=dtype)
+    model.setup_cache(batch, context)
+    pos = torch.tensor([context - 1])
+    ctx = model.step_context(1, pos)
+    x = torch.randn(batch, 1, cfg.dim, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    block = model.layers[0]
+    calls = {"attn": lambda: block.self_attn(block.input_layernorm(x), **ctx),
+             "mlp": lambda: block.mlp(block.post_attention_layernorm(x)),
+             "head": lambda: model.lm_head(model.norm(x))}
+    # one torch thread: this thread's CPU time is the module's cost, whatever else runs on the machine
+    cpu_clock = torch.get_num_threads() == 1
+    clock = time.thread_time_ns if cpu_clock else time.perf_counter_ns
+    for _ in range(warmup):
+        for f in calls.values():
+            f()
+    samples = {k: [] for k in calls}
+    for _ in range(reps):
+        for k, f in calls.items():
+            t0 = clock()
+            f()
+            samples[k].append((clock() - t0) * 1e-9)
+    from .stats import quantile as q
+    out = {k: q(sorted(v), quantile) for k, v in samples.items()}
+    return {**out, "clock": "thread CPU time" if cpu_clock else "wall time", "reps": reps, "quantile": quantile}
+
+
+def unit_compute(costs: dict) -> float:
+    """c: the mean of one attention's and one MLP's time, the compute an all-reduce can hide behind."""
+    return (costs["attn"] + costs["mlp"]) / 2
+
+
+# --------------------------------------------------------------------------------------------- replaying
+@dataclass(frozen=True)
+class Replay:
+    ratio: float               # a / c
+    allreduce_s: float         # a
+    step_s: dict               # wiring -> predicted decode step (s)
+    speedup: float             # standard / ladder
+    upper_bound_speedup: float  # standard / upper bound
+    recovered: float           # (standard - ladder) / (standard - upper bound)
+    comm_share: float          # all-reduce time / (all-reduce + compute) of the standard step, nothing overlapped
+
+
+def n_allreduces(cfg: ModelConfig) -> int:
+    """All-reduces per forward step, as the wiring code launches them."""
+    return sum(e[0] == "start" for e in trace_log(cfg.layer_wirings()))
+
+
+def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS) -> Replay:
+    """Predicted decode step of each wiring with one all-reduce costing `ratio` x c (see `unit_compute`)."""
+    if ratio < 0:
+        raise ValueError(f"a/c must be >= 0, got {ratio}")
+    a = ratio * unit_compute(costs)
+    step = {w: timeline(cfg.replace(wiring=w, ladder_layers=0), costs, a)[0] for w in wirings}
+    std, lad, ub = step["standard"], step["ladder"], step["upper_bound"]
+    comm = n_allreduces(cfg.replace(wiring="standard", ladder_layers=0)) * a
+    serial = cfg.n_layers * (costs["attn"] + costs["mlp"]) + costs["head"]
+    return Replay(ratio, a, step, std / lad, std / ub, (std - lad) / (std - ub) if std > ub else float("nan"),
+                  comm / (comm + serial))
+
+
+def curves(cfg: ModelConfig, costs: dict, ratios) -> "pd.DataFrame":
+    """`replay` over a sweep of a/c: one row per ratio."""
+    import pandas as pd
+    rows = []
+    for r in ratios:
+        p = replay(cfg, costs, float(r))
+        rows.append({"a/c": p.ratio, "all-reduce (ms)": p.allreduce_s * 1e3,
+                     **{f"{w} step (ms)": s * 1e3 for w, s in p.step_s.items()},
+                     "ladder speed-up": p.speedup, "upper bound speed-up": p.upper_bound_speedup,
+                     "recovered": p.recovered, "communication share": p.comm_share})
+    return pd.DataFrame(rows)
+
+
+def link_for(ratio: float, costs: dict) -> str:
+    """The emulated link (a ladder.link spec) whose decode all-reduce costs `ratio` x c on this machine:
+    a pure latency (the bandwidth term is negligible: 1 TB/s)."""
+    return f"custom:{ratio * unit_compute(costs):.6g}:1e12"
+
+
+# --------------------------------------------------------------------------------------------- real hardware
+# Published small-message all-reduce times, independent of the paper. The message of one decode all-reduce
+# at batch 1 is dim x 2 bytes: 16 KB for the 70B shape, 32 KB for 405B.
+PUBLISHED = [
+    {"name": "H100 NVLink, TP=8, one-shot all-reduce (TensorRT-LLM/SGLang kernel)", "shape": "llama3-70B", "tp": 8,
+     "allreduce_us": 7.8, "note": "32,768 elements (64 KB in bf16), TP=8",
+     "source": "sgl-project/sglang PR 2904 (benchmark table)"},
+    {"name": "H100 NVLink, TP=8, vLLM custom all-reduce", "shape": "llama3-70B", "tp": 8,
+     "allreduce_us": 11.8, "note": "32,768 elements, TP=8, no CUDA graph",
+     "source": "sgl-project/sglang PR 2904 (benchmark table)"},
+    {"name": "8x H100, PyTorch one-shot all-reduce (measured by a user)", "shape": "llama3-70B", "tp": 8,
+     "allreduce_us": 17.0, "note": "small messages", "source": "pytorch/pytorch issue 131739"},
+    {"name": "PCIe without peer-to-peer (2 GPUs)", "shape": "llama3-70B", "tp": 8,
+     "allreduce_us": 17.1, "note": "16 KB, 2x RTX 2080 Ti; 8 GPUs would be slower",
+     "source": "Anthony-Hoo.github.io, 'AutoDL multi-GPU interconnection test'"},
+    {"name": "2 nodes x 8 GPUs, InfiniBand NDR", "shape": "llama3.1-405B", "tp": 16,
+     "allreduce_us": 46.0, "note": "4-512 B, 2 nodes x 8 H20 (NVLSTree)", "source": "NVIDIA/nccl issue 1244"},
+    {"name": "2 nodes x 8 H100, TCPXO", "shape": "llama3.1-405B", "tp": 16,
+     "allreduce_us": 138.6, "note": "16 KB (the 405B message is 32 KB)",
+     "source": "lessizzmore/create-a3mega-ztan-fork, NCCL test results"},
+]
+
+
+def gpu_module_costs(shape: str, tp: int, hw: Hardware | str = "H100-SXM", batch: int = 1,
+                     context: int = 1536) -> dict:
+    """The performance model's seconds per module for one rank of `shape` at a decode step (bf16)."""
+    hw = HARDWARE[hw] if isinstance(hw, str) else hw
+    return module_costs(preset(shape), tp, batch, 1, context, hw)
+
+
+def regimes(hw: Hardware | str = "H100-SXM", paper_grid=None) -> list[dict]:
+    """Real hardware on the a/c axis: each published all-reduce time over the performance model's module
+    time c for that shape on `hw` (pass the calibrated Hardware; the module time is a roofline / fitted
+    efficiency), plus the ratio the paper's own 70B TP=8 batch-1 row implies if all of the upper bound's
+    gain is all-reduce time: share s = 1 - standard/upper bound, and with two all-reduces per layer
+    s = a / (a + c), so a/c = s / (1 - s)."""
+    out = []
+    for p in PUBLISHED:
+        c = unit_compute(gpu_module_costs(p["shape"], p["tp"], hw))
+        out.append({**p, "c_us": c * 1e6, "a/c": p["allreduce_us"] * 1e-6 / c})
+    if paper_grid is not None:
+        row = paper_grid[(paper_grid.tp == 8) & (paper_grid.batch == 1)].iloc[0]
+        s = 1 - row.standard / row.upper_bound
+        out.append({"name": "implied by the paper's 70B TP=8 grid (batch 1, NVLink)", "shape": "llama3-70B", "tp": 8,
+                    "allreduce_us": None, "c_us": None, "a/c": s / (1 - s),
+                    "note": f"1 - standard/upper bound = {s:.2f}", "source": "the paper (Table: 70B grid)"})
+    return out

@@ -1,0 +1,84 @@
+"""The replay of module times through the wiring's timeline (ladder.replay): hand-computable cases."""
+import pandas as pd
+import pytest
+import torch
+
+from ladder import replay
+from ladder.config import ModelConfig
+from ladder.link import get as get_link
+
+CFG = ModelConfig(n_layers=2, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=128, vocab_size=128, max_seq_len=64)
+UNIT = {"attn": 1.0, "mlp": 1.0, "head": 0.0}
+
+
+def test_replay_by_hand_when_the_link_is_shorter_than_a_module():
+    # two layers, every module 1 s, one all-reduce 0.5 s:
+    # standard waits on all four: 4 x (1 + 0.5) = 6; ladder hides all but the last MLP's: 4 + 0.5;
+    # parallel: two modules then one blocking all-reduce per layer: 2 x (2 + 0.5); upper bound: 4
+    p = replay.replay(CFG, UNIT, 0.5)
+    assert p.allreduce_s == 0.5
+    assert p.step_s == pytest.approx({"standard": 6.0, "parallel": 5.0, "ladder": 4.5, "upper_bound": 4.0})
+    assert p.speedup == pytest.approx(6 / 4.5) and p.upper_bound_speedup == pytest.approx(1.5)
+    assert p.recovered == pytest.approx(0.75)  # 1 - 1 / (2 L): only the last all-reduce is exposed
+    assert p.comm_share == pytest.approx(2 / 6)
+
+
+def test_replay_when_the_link_is_longer_than_a_module():
+    # a = 2 c: the one communication stream is the bottleneck, ladder cannot hide it all
+    p = replay.replay(CFG, UNIT, 2.0)
+    assert p.step_s["standard"] == pytest.approx(4 * 3.0)
+    # attn0 [0,1], its AR [1,3]; mlp0 [1,2], its AR [3,5]; attn1 waits AR(attn0): [3,4], AR [5,7];
+    # mlp1 waits AR(mlp0): [5,6], AR [7,9]; the head waits both: 9
+    assert p.step_s["ladder"] == pytest.approx(9.0)
+    assert p.recovered == pytest.approx((12 - 9) / (12 - 4))
+
+
+def test_zero_link_and_bad_ratio():
+    p = replay.replay(CFG, UNIT, 0.0)
+    assert p.speedup == 1.0 and p.comm_share == 0.0 and p.recovered != p.recovered  # NaN: no gain to recover
+    with pytest.raises(ValueError, match="a/c"):
+        replay.replay(CFG, UNIT, -0.1)
+
+
+def test_curves_sweep_and_unit_compute():
+    assert replay.unit_compute({"attn": 1.0, "mlp": 3.0, "head": 9.0}) == 2.0
+    df = replay.curves(CFG, UNIT, [0.25, 0.5, 2.0])
+    assert list(df["a/c"]) == [0.25, 0.5, 2.0]
+    assert df["ladder speed-up"].iloc[1] == pytest.approx(6 / 4.5)
+    assert df["communication share"].is_monotonic_increasing
+
+
+def test_link_for_realises_the_ratio_on_the_emulated_link():
+    costs = {"attn": 2e-3, "mlp": 1e-3, "head": 5e-3}
+    link = get_link(replay.link_for(0.4, costs))
+    # one decode all-reduce of a float32 activation at batch 1 over 2 ranks costs a = 0.4 c
+    assert link.allreduce_time(CFG.dim * 4, 2) == pytest.approx(0.4 * 1.5e-3, rel=1e-6)
+
+
+def test_regimes_place_published_latencies_and_the_papers_grid_on_the_axis():
+    grid = pd.DataFrame([{"tp": 8, "batch": 1, "standard": 77.39, "upper_bound": 110.59},
+                         {"tp": 8, "batch": 4, "standard": 258.56, "upper_bound": 355.80}])
+    rs = replay.regimes(paper_grid=grid)
+    assert len(rs) == len(replay.PUBLISHED) + 1 and all(r["source"] for r in rs)
+    paper = rs[-1]
+    s = 1 - 77.39 / 110.59
+    assert paper["a/c"] == pytest.approx(s / (1 - s))
+    nv = rs[0]
+    c = replay.unit_compute(replay.gpu_module_costs(nv["shape"], nv["tp"]))
+    assert nv["a/c"] == pytest.approx(nv["allreduce_us"] * 1e-6 / c)
+    # a slower link is further along the axis for the same shape
+    by_name = {r["name"]: r["a/c"] for r in rs}
+    assert by_name["2 nodes x 8 H100, TCPXO"] > by_name["2 nodes x 8 GPUs, InfiniBand NDR"]
+
+
+def test_module_times_measures_each_module():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t = replay.module_times(CFG, tp=2, batch=1, context=16, reps=5, warmup=1)
+    finally:
+        torch.set_num_threads(threads)
+    assert t["attn"] > 0 and t["mlp"] > 0 and t["head"] > 0 and t["reps"] == 5
+    assert t["clock"] == "thread CPU time"
+    with pytest.raises(ValueError, match="quantile"):
+        replay.module_times(CFG, quantile=1.5)

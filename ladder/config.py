@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-WIRINGS = ("standard", "parallel", "ladder", "hybrid", "upper_bound")
+# The residual wirings (chapter 1 draws these five) and one exact rival of ladder that keeps the standard
+# dataflow: two-batch overlap, the batch split in two halves whose all-reduces run behind each other's compute.
+RESIDUAL_WIRINGS = ("standard", "parallel", "ladder", "hybrid", "upper_bound")
+WIRINGS = (*RESIDUAL_WIRINGS, "two_batch")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,10 @@ class Stream(NamedTuple):
     mlp: Any = None
 
     def settle(self, comm) -> torch.Tensor:
-        """Wait for and add every pending output: the full residual stream."""
+        """Wait for and add every pending output: the full residual stream (for two_batch_layer's stream,
+        the pair of half-batch streams)."""
+        if isinstance(self.x, tuple):
+            return tuple(add_pending(x, p, comm) for x, p in zip(self.x, self.mlp or (None,) * len(self.x)))
         return add_pending(add_pending(self.x, self.attn, comm), self.mlp, comm)
 
 
@@ -82,8 +85,27 @@ def upper_bound_layer(block, s: Stream, comm, **ctx) -> Stream:
     return Stream(x)
 
 
+def two_batch_layer(block, s: Stream, comm, **ctx) -> Stream:
+    """Two-batch overlap, ladder's exact rival (no retraining; vLLM's and SGLang's two-batch overlap): the
+    standard dataflow on two halves of the batch, interleaved so that each half's all-reduce runs behind the
+    other half's module. Every module then runs twice on half the tokens, re-reading its weights: at decode
+    that costs about a whole extra pass over the weights until the batch is large enough to be compute bound."""
+    xa, xb = s.x if isinstance(s.x, tuple) else s.x.chunk(2)
+    pa, pb = s.mlp or (None, None)
+    ctx_b = {**ctx, "batch_start": xa.shape[0]} if "input_pos" in ctx else ctx  # B's rows of the KV cache
+    xa = add_pending(xa, pa, comm)  # A's previous MLP all-reduce ran behind B's previous MLP
+    ha = comm.start(block.attention(block.input_layernorm(xa), **ctx))
+    xb = add_pending(xb, pb, comm)  # B's previous MLP all-reduce ran behind A's attention
+    hb = comm.start(block.attention(block.input_layernorm(xb), **ctx_b))
+    xa = xa + comm.wait(ha)  # behind B's attention
+    ma = comm.start(block.feed_forward(block.post_attention_layernorm(xa)))
+    xb = xb + comm.wait(hb)  # behind A's MLP
+    mb = comm.start(block.feed_forward(block.post_attention_layernorm(xb)))
+    return Stream((xa, xb), mlp=(ma, mb))
+
+
 LAYER_WIRINGS = {"standard": standard_layer, "parallel": parallel_layer, "ladder": ladder_layer,
-                 "upper_bound": upper_bound_layer}
+                 "upper_bound": upper_bound_layer, "two_batch": two_batch_layer}
 
 
 # --------------------------------------------------------------------------------------------- modules
@@ -137,11 +159,11 @@ class KVCache(nn.Module):
         self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
         self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
-        b = k.shape[0]
-        self.k[:b, :, input_pos] = k
-        self.v[:b, :, input_pos] = v
-        return self.k[:b], self.v[:b]
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch_start: int = 0):
+        rows = slice(batch_start, batch_start + k.shape[0])  # two_batch_layer's second half starts past the first
+        self.k[rows, :, input_pos] = k
+        self.v[rows, :, input_pos] = v
+        return self.k[rows], self.v[rows]
 
 
 class Attention(nn.Module):
@@ -156,14 +178,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * hd, config.dim, bias=False)
         self.kv_cache: KVCache | None = None
 
-    def forward(self, x, cos, sin, input_pos=None, mask=None):
+    def forward(self, x, cos, sin, input_pos=None, mask=None, batch_start=0):
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if input_pos is not None:  # cached prefill / decode: attend over the cache, masked by position
-            k, v = self.kv_cache.update(input_pos, k, v)
+            k, v = self.kv_cache.update(input_pos, k, v, batch_start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
@@ -256,11 +278,15 @@ class Transformer(nn.Module):
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq), got shape {tuple(tokens.shape)}")
+        if self.config.wiring == "two_batch" and tokens.shape[0] < 2:
+            raise ValueError(f"wiring='two_batch' splits the batch in two halves: it needs a batch of at least 2, "
+                             f"got {tokens.shape[0]}")
         ctx = self.step_context(tokens.shape[1], input_pos)
         s = Stream(self.embed_tokens(tokens))
         for block, wiring in zip(self.layers, self.wirings):
             s = LAYER_WIRINGS[wiring](block, s, self.comm, **ctx)
-        return self.lm_head(self.norm(s.settle(self.comm)))
+        x = s.settle(self.comm)
+        return self.lm_head(self.norm(torch.cat(x) if isinstance(x, tuple) else x))
 
     def step_context(self, t: int, input_pos: torch.Tensor | None = None) -> dict:
         """What every attention call of a step of `t` tokens receives: rotary cos/sin, and for a cached step

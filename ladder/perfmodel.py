@@ -165,12 +165,20 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
     if batch < 1 or prompt_len < 1 or new_tokens < 1 or tp < 1:
         raise ValueError("tp, batch, prompt_len and new_tokens must all be >= 1")
 
+    if cfg.wiring == "two_batch" and batch < 2:
+        raise ValueError("wiring='two_batch' splits the batch in two halves: it needs batch >= 2")
+    # two-batch overlap runs every module (and all-reduces a message) for half the batch, twice; the LM head
+    # runs once on the whole batch
+    part = -(-batch // 2) if cfg.wiring == "two_batch" else batch
+
     def step(tokens, context):
-        costs = module_costs(cfg, tp, batch, tokens, context, hw, bytes_per)
-        ar = fab.allreduce(batch * tokens * cfg.dim * bytes_per, tp)
+        costs = module_costs(cfg, tp, part, tokens, context, hw, bytes_per)
+        costs["head"] = module_costs(cfg, tp, batch, tokens, context, hw, bytes_per)["head"]
+        ar = fab.allreduce(part * tokens * cfg.dim * bytes_per, tp)
         t, _ = timeline(cfg, costs, ar, hw.overlap_sm_share)
-        serial = cfg.n_layers * (costs["attn"] + costs["mlp"]) + costs["head"]
         n_ar = sum(e[0] == "start" for e in _event_log(tuple(cfg.layer_wirings())))  # as the code launches them
+        n_modules = sum(e[0] == "compute" for e in _event_log(tuple(cfg.layer_wirings()))) // 2  # of each kind
+        serial = n_modules * (costs["attn"] + costs["mlp"]) + costs["head"]
         return t, n_ar * ar, serial
 
     # gpt-fast (and ladder/model.py) attend over the whole static cache under a mask, every step

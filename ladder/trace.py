@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import ModelConfig
+from .config import RESIDUAL_WIRINGS, ModelConfig
 from .model import LAYER_WIRINGS, Stream
 
-WIRINGS = ("standard", "parallel", "ladder", "hybrid", "upper_bound")
+WIRINGS = RESIDUAL_WIRINGS  # the residual wirings; two_batch is traced too (trace_log), but is a schedule, not drawn
 
 
 # --------------------------------------------------------------------------------------------- tracing
@@ -33,6 +33,9 @@ class _Sym:
 
     def __add__(self, other):
         return _Sym(self.parts | other.parts)
+
+    def chunk(self, n):  # two_batch_layer's halves of the batch carry the same module outputs
+        return (self,) * n
 
 
 @dataclass

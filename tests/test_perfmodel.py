@@ -136,3 +136,20 @@ def test_bad_input_names_the_problem():
         pm.predict("llama3-70B", tp=3)
     with pytest.raises(ValueError, match="no rows"):
         pm.calibrate(read("speed_grid.csv"), tp=2 * 1000)
+
+
+def test_two_batch_overlap_pays_a_second_weight_read_at_small_batch():
+    """The exact rival: each half re-reads the weights, so at a memory-bound decode it loses to standard
+    even with a free link; with a costly link and a batch large enough to be compute bound it wins."""
+    free = custom(0.0, 1e18)
+    std = pm.predict("llama3-70B", "H100-SXM", 8, 2, wiring="standard", link=free)
+    tbo = pm.predict("llama3-70B", "H100-SXM", 8, 2, wiring="two_batch", link=free)
+    # decode step: every layer's weights read twice (the head, run once on the whole batch, is the same)
+    head = pm.module_costs(preset("llama3-70B"), 8, 2, 1, 1536, pm.HARDWARE["H100-SXM"])["head"]
+    assert tbo.decode_step_s - head > 1.9 * (std.decode_step_s - head)
+    slow = "pcie5-nop2p"
+    big = {w: pm.predict("llama3-70B", "H100-SXM", 8, 256, wiring=w, link=slow).tokens_per_s
+           for w in ("standard", "two_batch")}
+    assert big["two_batch"] > big["standard"]
+    with pytest.raises(ValueError, match="batch >= 2"):
+        pm.predict("llama3-70B", "H100-SXM", 8, 1, wiring="two_batch")

@@ -8,6 +8,7 @@ from ladder.verify import cached_logits, tp_cached_logits
 
 CASES = {
     "standard": {}, "parallel": {}, "ladder": {}, "hybrid": {"ladder_layers": 2}, "upper_bound": {},
+    "two_batch": {},
 }
 
 
@@ -29,7 +30,7 @@ def tp2_results():
     return ranks, single
 
 
-@pytest.mark.parametrize("wiring", ["standard", "parallel", "ladder", "hybrid"])
+@pytest.mark.parametrize("wiring", ["standard", "parallel", "ladder", "hybrid", "two_batch"])
 def test_tp2_equals_tp1_prefill_and_decode(tp2_results, wiring):
     ranks, single = tp2_results
     ref, _ = single[wiring]
@@ -45,6 +46,16 @@ def test_collective_counts_per_wiring(tp2_results):
     assert counts["standard"] == counts["ladder"] == counts["hybrid"] == 2 * n_layers * steps
     assert counts["parallel"] == n_layers * steps
     assert counts["upper_bound"] == 0
+    assert counts["two_batch"] == 2 * counts["standard"]  # each half's own all-reduces
+
+
+def test_two_batch_overlap_is_the_standard_model_split_in_two(tp2_results):
+    """The rival is exact: the same function as the unsplit standard model, at TP = 1 and TP = 2."""
+    ranks, single = tp2_results
+    ref, _ = single["standard"]
+    torch.testing.assert_close(single["two_batch"][0], ref, rtol=1e-5, atol=1e-5)
+    for rank in ranks:
+        torch.testing.assert_close(rank["two_batch"][0], ref, rtol=1e-5, atol=1e-5)
 
 
 def test_upper_bound_is_not_a_valid_model_at_tp2(tp2_results):

@@ -21,6 +21,20 @@ def test_decode_step_counts_per_wiring(wiring, expected):
     assert counts(wiring) == expected
 
 
+def test_two_batch_overlap_hides_every_all_reduce_but_the_last():
+    # two halves, each with the standard dataflow: 2 x 2L all-reduces, each behind the other half's module
+    assert counts("two_batch", batch=2) == (4 * L, 4 * L - 1)
+    ov = trace.step_overlap(CFG.replace(wiring="two_batch"), batch=4)
+    # A.attn0 behind B.attn0, B.attn0 behind A.mlp0, A.mlp0 behind B.mlp0, B.mlp0 behind A.attn1
+    assert [o["hidden_behind"] for o in ov[:4]] == [["attn0"], ["mlp0"], ["mlp0"], ["attn1"]]
+    assert ov[0]["bytes"] == 2 * 64 * 4  # half of a batch of 4
+
+
+def test_two_batch_refuses_a_batch_of_one():
+    with pytest.raises(ValueError, match="batch of at least 2"):
+        trace.step_overlap(CFG.replace(wiring="two_batch"), batch=1)
+
+
 @pytest.mark.parametrize("n", range(L + 1))
 def test_hybrid_hides_two_per_ladder_layer_but_its_last(n):
     # n ladder layers on top: every ladder module's all-reduce but the very last one has the next module
@@ -60,14 +74,14 @@ def _normalise_symbolic(log):
 
 
 @pytest.mark.parametrize("wiring,n", [("standard", 0), ("parallel", 0), ("ladder", 0), ("upper_bound", 0),
-                                      ("hybrid", 1), ("hybrid", 3)])
+                                      ("hybrid", 1), ("hybrid", 3), ("two_batch", 0)])
 def test_real_step_has_the_order_the_performance_model_replays(wiring, n):
     cfg = CFG.replace(wiring=wiring, ladder_layers=n)
     from ladder.link import VirtualRanks
     from ladder.model import build_model
     m = build_model(cfg, VirtualRanks(2))
-    m.setup_cache(1, 8)
-    real = trace.record_step(m, torch.zeros(1, 4, dtype=torch.long), torch.arange(4))
+    m.setup_cache(2, 8)
+    real = trace.record_step(m, torch.zeros(2, 4, dtype=torch.long), torch.arange(4))
     real = [(e[0], e[1]) for e in real if e[1] != "head"]
     if wiring == "parallel":  # one all-reduce of the summed outputs; the symbolic trace logs both modules too
         assert [e for e in real if e[0] == "compute"] == [("compute", f"{k}{i}") for i in range(L) for k in ("attn", "mlp")]

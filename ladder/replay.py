@@ -95,12 +95,19 @@ def n_allreduces(cfg: ModelConfig) -> int:
     return sum(e[0] == "start" for e in trace_log(cfg.layer_wirings()))
 
 
-def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS) -> Replay:
-    """Predicted decode step of each wiring with one all-reduce costing `ratio` x c (see `unit_compute`)."""
+def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS, half_costs: dict | None = None) -> Replay:
+    """Predicted decode step of each wiring with one all-reduce costing `ratio` x c (see `unit_compute`).
+
+    Two-batch overlap ("two_batch" in `wirings`) runs every module on half the batch, twice: it needs
+    `half_costs`, the module times measured at half the batch (the LM head still runs once, on all of it).
+    The link is a latency (a pure alpha), so half a message costs the same a."""
     if ratio < 0:
         raise ValueError(f"a/c must be >= 0, got {ratio}")
+    if "two_batch" in wirings and half_costs is None:
+        raise ValueError("replaying two_batch needs half_costs: the module times at half the batch")
     a = ratio * unit_compute(costs)
-    step = {w: timeline(cfg.replace(wiring=w, ladder_layers=0), costs, a)[0] for w in wirings}
+    step = {w: timeline(cfg.replace(wiring=w, ladder_layers=0),
+                        {**half_costs, "head": costs["head"]} if w == "two_batch" else costs, a)[0] for w in wirings}
     std, lad, ub = step["standard"], step["ladder"], step["upper_bound"]
     comm = n_allreduces(cfg.replace(wiring="standard", ladder_layers=0)) * a
     serial = cfg.n_layers * (costs["attn"] + costs["mlp"]) + costs["head"]
@@ -108,12 +115,12 @@ def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS) -> Repl
                   comm / (comm + serial))
 
 
-def curves(cfg: ModelConfig, costs: dict, ratios) -> "pd.DataFrame":
+def curves(cfg: ModelConfig, costs: dict, ratios, wirings=WIRINGS, half_costs: dict | None = None) -> "pd.DataFrame":
     """`replay` over a sweep of a/c: one row per ratio."""
     import pandas as pd
     rows = []
     for r in ratios:
-        p = replay(cfg, costs, float(r))
+        p = replay(cfg, costs, float(r), wirings, half_costs)
         rows.append({"a/c": p.ratio, "all-reduce (ms)": p.allreduce_s * 1e3,
                      **{f"{w} step (ms)": s * 1e3 for w, s in p.step_s.items()},
                      "ladder speed-up": p.speedup, "upper bound speed-up": p.upper_bound_speedup,
@@ -174,3 +181,33 @@ def regimes(hw: Hardware | str = "H100-SXM", paper_grid=None) -> list[dict]:
                     "allreduce_us": None, "c_us": None, "a/c": s / (1 - s),
                     "note": f"1 - standard/upper bound = {s:.2f}", "source": "the paper (Table: 70B grid)"})
     return out
+
+
+def plot_curves(curve, regimes: list[dict] | None = None, measured=None, ax=None, title: str | None = None):
+    """Ladder's and the upper bound's predicted speed-up over standard against a/c (`curves`), real hardware's
+    ratios (`regimes`) as marked vertical lines, and measured runs as points with their intervals
+    (`measured`: rows with "a/c", "speed-up", "lo", "hi", "label")."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 4.2))
+    x = curve["a/c"]
+    ax.plot(x, curve["upper bound speed-up"], color="#7f8c8d", ls="--", label="upper bound (no all-reduce), replay")
+    ax.plot(x, curve["ladder speed-up"], color="#27ae60", lw=2, label="ladder, replay")
+    if "two_batch step (ms)" in curve:
+        ax.plot(x, curve["standard step (ms)"] / curve["two_batch step (ms)"], color="#8e44ad", lw=1.5,
+                label="two-batch overlap, replay")
+    ax.axhline(1.0, color="black", lw=0.8)
+    for i, r in enumerate(regimes or []):
+        ax.axvline(r["a/c"], color="#2980b9", lw=0.8, ls=":")
+        ax.annotate(r.get("short", r["name"]), (r["a/c"], 1.0), xytext=(2, 4 + 11 * (i % 4)),
+                    textcoords="offset points", fontsize=7, color="#2980b9", rotation=0)
+    if measured is not None and len(measured):
+        m = measured
+        ax.errorbar(m["a/c"], m["speed-up"], yerr=[m["speed-up"] - m["lo"], m["hi"] - m["speed-up"]], fmt="o",
+                    color="#c0392b", capsize=3, label="measured here (emulated link), 95% CI")
+    ax.set_xlabel("a/c: one all-reduce's time / one module's compute")
+    ax.set_ylabel("decode speed-up over standard")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", frameon=True)
+    return ax

@@ -82,3 +82,22 @@ def test_module_times_measures_each_module():
     assert t["clock"] == "thread CPU time"
     with pytest.raises(ValueError, match="quantile"):
         replay.module_times(CFG, quantile=1.5)
+
+
+def test_two_batch_replay_needs_and_uses_half_batch_costs():
+    with pytest.raises(ValueError, match="half_costs"):
+        replay.replay(CFG, UNIT, 0.5, wirings=("standard", "ladder", "upper_bound", "two_batch"))
+    half = {"attn": 0.75, "mlp": 0.75, "head": 99.0}  # the head of half_costs is not used
+    p = replay.replay(CFG, UNIT, 0.5, wirings=("standard", "ladder", "upper_bound", "two_batch"), half_costs=half)
+    # 8 half-modules of 0.75 s back to back (each all-reduce of 0.5 s fits behind the next module); the last
+    # half's last MLP all-reduce is exposed: 8 x 0.75 + 0.5
+    assert p.step_s["two_batch"] == pytest.approx(6.5)
+
+
+def test_plot_curves_draws_replay_regimes_and_measurements():
+    import matplotlib
+    matplotlib.use("Agg")
+    df = replay.curves(CFG, UNIT, [0.1, 0.5, 1.0])
+    m = pd.DataFrame([{"a/c": 0.5, "speed-up": 1.3, "lo": 1.2, "hi": 1.4, "label": "x"}])
+    ax = replay.plot_curves(df, [{"name": "r", "a/c": 0.3}], m, title="t")
+    assert len(ax.lines) >= 3 and ax.get_title() == "t"

@@ -16,8 +16,8 @@ estimate. This one `Link` is what the emulation (`EmulatedLink`) and the perform
 real collective (so results stay exact) and notes a deadline, issue time + modelled cost (collectives
 go over the link one at a time, in issue order, as NCCL runs them on one stream: a collective issued
 while another is in flight starts when that one ends); `wait` does
-the real wait and then *sleeps* until the deadline. Sleeping uses no CPU, like a DMA engine moving bytes
-while the cores compute: in the standard wiring the caller waits at once and pays the full cost; in the
+the real wait and then waits until the deadline (`wait_until`: a sleep, then a short spin so it ends on
+time). The link uses no CPU while the code computes, like a DMA engine moving bytes while the cores compute: in the standard wiring the caller waits at once and pays the full cost; in the
 ladder wiring `wait` is called one module later, so compute in between hides the cost.
 
 These are emulations: numbers measured under them are labelled "emulated link" wherever they are shown.
@@ -144,6 +144,9 @@ class EmulatedLink:
         self.p = ranks or comm.size
         self.modelled_s = 0.0  # total modelled communication time issued so far
         self._busy_until = 0.0  # when the link finishes the collectives issued so far
+        # what the link really cost the waiting code: waits that reached past a deadline, and by how much
+        self.waited = 0     # waits that found their collective still "in flight"
+        self.late_s = 0.0   # sum over those waits of (return time - deadline): the emulation's own error
 
     def start(self, partial: torch.Tensor):
         refuse_cuda(partial)
@@ -156,9 +159,10 @@ class EmulatedLink:
         if not isinstance(handle, _Pending):
             return self.comm.wait(handle)
         out = self.comm.wait(handle.inner)
-        delay = handle.deadline - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)  # a DMA engine: the cores are free while the bytes "move"
+        if time.perf_counter() < handle.deadline:
+            wait_until(handle.deadline)
+            self.waited += 1
+            self.late_s += time.perf_counter() - handle.deadline
         return out
 
     def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
@@ -166,6 +170,22 @@ class EmulatedLink:
 
     def count(self) -> int:
         return self.comm.count()
+
+
+# A sleep returns late (timer slack, then the scheduler must wake the thread: ~0.1 ms here, more under
+# load), and only the wiring that waits pays it, which biased the emulation toward ladder. So sleep until
+# shortly before the deadline and spin the rest: the wait ends within microseconds of it. The core spins
+# only while this (single-threaded) rank has nothing else to run anyway.
+SPIN_S = 1e-3
+
+
+def wait_until(deadline: float) -> None:
+    """Return at `deadline` (time.perf_counter), not after it: sleep, then spin the last SPIN_S."""
+    coarse = deadline - SPIN_S - time.perf_counter()
+    if coarse > 0:
+        time.sleep(coarse)
+    while time.perf_counter() < deadline:
+        pass
 
 
 class _Pending:

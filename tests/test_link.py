@@ -163,3 +163,48 @@ def test_emulate_picks_the_host_link_on_cpu():
     assert emulate(comm, None, "cpu") is comm
     emu = emulate(comm, "nvlink4", "cpu", ranks=8)
     assert isinstance(emu, EmulatedLink) and emu.p == 8 and emu.link is PRESETS["nvlink4"]
+
+
+class _FakeClock:
+    """A clock whose sleeps overshoot by `overshoot` (timer slack + wake-up) and whose reads take 1 us."""
+
+    def __init__(self, overshoot: float):
+        self.t, self.overshoot, self.sleeps = 100.0, overshoot, []
+
+    def perf_counter(self):
+        self.t += 1e-6
+        return self.t
+
+    def sleep(self, s):
+        self.sleeps.append(s)
+        self.t += s + self.overshoot
+
+
+@pytest.mark.parametrize("overshoot", [0.0, 2e-4, 9e-4])
+def test_a_wait_ends_at_its_deadline_not_after_a_late_sleep(monkeypatch, overshoot):
+    """The emulated link costs what it says: the sleep stops SPIN_S short and the rest is spun, so a sleep
+    that returns late (up to SPIN_S) does not make the waiting wiring pay more than the modelled time."""
+    from ladder import link as lk
+    clock = _FakeClock(overshoot)
+    monkeypatch.setattr(lk.time, "perf_counter", clock.perf_counter)
+    monkeypatch.setattr(lk.time, "sleep", clock.sleep)
+    deadline = clock.t + 5e-3
+    lk.wait_until(deadline)
+    assert deadline <= clock.t <= deadline + 2e-6
+    assert clock.sleeps and clock.sleeps[0] == pytest.approx(5e-3 - lk.SPIN_S, abs=1e-5)
+    # through the communicator: the wait is counted, and its lateness is the clock's read step, not the overshoot
+    emu = EmulatedLink(SingleDevice(), custom(5e-3, 1e12), ranks=2)
+    t0 = clock.t
+    emu.all_reduce(torch.ones(4))
+    assert emu.waited == 1 and 0 <= emu.late_s <= 2e-6
+    assert clock.t - t0 == pytest.approx(5e-3, abs=1e-5)
+
+
+def test_a_wait_after_the_deadline_costs_nothing_more():
+    emu = EmulatedLink(SingleDevice(), custom(1e-4, 1e12), ranks=2)
+    h = emu.start(torch.ones(4))
+    time.sleep(2e-3)  # the code computed past the collective's end (ladder hides it)
+    t0 = time.perf_counter()
+    emu.wait(h)
+    assert emu.waited == 0 and emu.late_s == 0.0
+    assert time.perf_counter() - t0 < 1e-3  # no sleep at all (a generous bound: nothing was waited for)

@@ -211,3 +211,56 @@ def plot_curves(curve, regimes: list[dict] | None = None, measured=None, ax=None
         ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper left", frameon=True)
     return ax
+
+
+# --------------------------------------------------------------------------------------------- validating
+def decode_rounds(records: list[dict], **match) -> list[tuple[float, float, float]]:
+    """(standard, ladder, upper bound) decode steps per second, one triple per measurement round, from
+    benchmark records (`samples_decode_s`, the whole decode of one generation) whose fields equal `match`."""
+    pick = {}
+    for r in records:
+        if r["wiring"] in ("standard", "ladder", "upper_bound") and all(r.get(k) == v for k, v in match.items()):
+            steps = max(r["new_tokens"] - 1, 1)
+            pick.setdefault(r["wiring"], [steps / d for d in r["samples_decode_s"]])
+    if len(pick) < 3:
+        return []
+    return list(zip(pick["standard"], pick["ladder"], pick["upper_bound"]))
+
+
+def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: int = 1, prompt_len: int = 32,
+             new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False) -> dict:
+    """Measure standard, ladder and the upper bound on this machine (one rank's shard, peers emulated) with
+    an emulated link set to each ratio a/c of `ratios` ({name: a/c}), the samples of every configuration
+    taken round-robin; and replay the same ratios from module times measured in isolation just before.
+
+    Returns {"costs", "links" ({name: spec}), "records", "rows"}: one row per ratio with the measured
+    decode speed-up and share of the upper bound's gain recovered (medians over rounds, paired-bootstrap
+    95% intervals), the replay's prediction of both, and the replay's error on the speed-up."""
+    from .bench import BenchConfig, run_local
+    from .speedup import paired_bootstrap
+    from .speedup import ratios as speed_ratios
+    costs = module_times(shape, tp=tp, batch=batch, context=prompt_len + new_tokens, reps=reps)
+    links = {name: link_for(r, costs) for name, r in ratios.items()}
+    base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
+                warmup=warmup, ranks="virtual")
+    first = next(iter(ratios))
+    cfgs = [BenchConfig(**base, wiring=w, link=links[name]) for name in ratios
+            for w in ("standard", "ladder", "upper_bound") if w != "upper_bound" or name == first]
+    records = run_local(cfgs, progress=progress, interleave=True)
+    for c, r in zip(cfgs, records):
+        r["ratio_name"] = next(n for n in ratios if links[n] == c.link)
+    ub = next(r for r in records if r["wiring"] == "upper_bound")
+    rows = []
+    for name, ratio in ratios.items():
+        rs = [r for r in records if r["ratio_name"] == name and r["wiring"] != "upper_bound"] + [ub]
+        rounds = decode_rounds(rs)
+        est = speed_ratios(*map(list, zip(*rounds)))
+        ci = paired_bootstrap(rounds)
+        pred = replay(shape, costs, ratio)
+        rows.append({"name": name, "a/c": ratio, "link": links[name], "allreduce_ms": pred.allreduce_s * 1e3,
+                     "rounds": len(rounds), "speedup": est["speedup"], "speedup_ci": ci["speedup"],
+                     "recovered": est["recovered"], "recovered_ci": ci["recovered"],
+                     "comm_share": est["comm_share"], "replay_speedup": pred.speedup,
+                     "replay_recovered": pred.recovered, "replay_comm_share": pred.comm_share,
+                     "replay_error": est["speedup"] / pred.speedup - 1})
+    return {"costs": costs, "links": links, "records": records, "rows": rows}

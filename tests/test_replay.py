@@ -101,3 +101,23 @@ def test_plot_curves_draws_replay_regimes_and_measurements():
     m = pd.DataFrame([{"a/c": 0.5, "speed-up": 1.3, "lo": 1.2, "hi": 1.4, "label": "x"}])
     ax = replay.plot_curves(df, [{"name": "r", "a/c": 0.3}], m, title="t")
     assert len(ax.lines) >= 3 and ax.get_title() == "t"
+
+
+def test_decode_rounds_pair_samples_by_round():
+    recs = [{"wiring": w, "new_tokens": 5, "samples_decode_s": s} for w, s in
+            (("standard", [4.0, 8.0]), ("ladder", [2.0, 4.0]), ("upper_bound", [1.0, 2.0]), ("parallel", [9.0, 9.0]))]
+    assert replay.decode_rounds(recs) == [(1.0, 2.0, 4.0), (0.5, 1.0, 2.0)]  # 4 decode steps per generation
+    assert replay.decode_rounds(recs[:2]) == []
+
+
+def test_validate_measures_and_replays_each_ratio():
+    shape = ModelConfig(n_layers=2, dim=64, n_heads=4, n_kv_heads=4, ffn_dim=128, vocab_size=128, max_seq_len=64)
+    out = replay.validate(shape, {"slow": 2.0, "fast": 0.5}, prompt_len=4, new_tokens=4, samples=3, warmup=0, reps=5)
+    assert [r["name"] for r in out["rows"]] == ["slow", "fast"]
+    assert set(out["links"]) == {"slow", "fast"}
+    assert len(out["records"]) == 5  # standard and ladder per ratio, one upper bound
+    for row in out["rows"]:
+        assert row["rounds"] == 3 and row["speedup_ci"][0] <= row["speedup"] <= row["speedup_ci"][1]
+        assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
+    # the link realises a = ratio x c of the costs measured in the same call
+    assert out["rows"][0]["allreduce_ms"] == pytest.approx(2.0 * replay.unit_compute(out["costs"]) * 1e3)

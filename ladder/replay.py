@@ -23,6 +23,7 @@ that validate the curve rather than the verdict itself.
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -264,3 +265,50 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
                      "replay_recovered": pred.recovered, "replay_comm_share": pred.comm_share,
                      "replay_error": est["speedup"] / pred.speedup - 1})
     return {"costs": costs, "links": links, "records": records, "rows": rows}
+
+
+RIVALS = ("standard", "faster all-reduce", "two-batch overlap", "ladder", "upper bound")
+
+
+def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster: float = 0.5, prompt_len: int = 32,
+           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False) -> dict:
+    """Ladder against the exact methods that attack the same exposed all-reduce, at one batch size and one
+    link (a/c = `ratio`), measured here round-robin and replayed from module times:
+
+    * standard, the baseline; the upper bound, the ceiling (no all-reduce);
+    * a faster all-reduce (one-shot / custom all-reduce kernels): standard with a link `faster` x as costly;
+    * two-batch overlap: the batch split in two halves (`two_batch_layer`), exact, no retraining;
+    * ladder.
+
+    Returns {"costs", "half_costs", "link", "rows"}: per method the measured decode step (median ms and its
+    spread over rounds), its speed-up over standard (paired by round, bootstrap interval) and the replay's."""
+    from .bench import BenchConfig, run_local
+    from .stats import bootstrap
+    if batch < 2:
+        raise ValueError("two-batch overlap needs a batch of at least 2")
+    context = prompt_len + new_tokens
+    costs = module_times(shape, tp=tp, batch=batch, context=context, reps=reps)
+    half = module_times(shape, tp=tp, batch=batch // 2, context=context, reps=reps)
+    link, fast = link_for(ratio, costs), link_for(ratio * faster, costs)
+    spec = {"standard": ("standard", link), "faster all-reduce": ("standard", fast),
+            "two-batch overlap": ("two_batch", link), "ladder": ("ladder", link), "upper bound": ("upper_bound", link)}
+    base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
+                warmup=warmup, ranks="virtual")
+    records = run_local([BenchConfig(**base, wiring=w, link=lk) for w, lk in spec.values()], progress=progress,
+                        interleave=True)
+    steps = max(new_tokens - 1, 1)
+    per_round = {m: [d / steps for d in r["samples_decode_s"]] for m, r in zip(spec, records)}
+    base_p = replay(shape, costs, ratio, wirings=("standard", "ladder", "upper_bound", "two_batch"), half_costs=half)
+    fast_p = replay(shape, costs, ratio * faster)
+    predicted = {"standard": base_p.step_s["standard"], "faster all-reduce": fast_p.step_s["standard"],
+                 "two-batch overlap": base_p.step_s["two_batch"], "ladder": base_p.step_s["ladder"],
+                 "upper bound": base_p.step_s["upper_bound"]}
+    rows = []
+    for m in RIVALS:
+        pairs = list(zip(per_round["standard"], per_round[m]))
+        sp = statistics.median(s / x for s, x in pairs)
+        ci = bootstrap(pairs, statistic=lambda pick: statistics.median(s / x for s, x in pick))
+        rows.append({"method": m, "batch": batch, "a/c": ratio * (faster if m == "faster all-reduce" else 1),
+                     "step_ms": 1e3 * statistics.median(per_round[m]), "speedup": sp, "speedup_ci": ci,
+                     "replay_step_ms": 1e3 * predicted[m], "replay_speedup": predicted["standard"] / predicted[m]})
+    return {"costs": costs, "half_costs": half, "link": link, "records": records, "rows": rows}

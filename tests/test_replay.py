@@ -121,3 +121,17 @@ def test_validate_measures_and_replays_each_ratio():
         assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
     # the link realises a = ratio x c of the costs measured in the same call
     assert out["rows"][0]["allreduce_ms"] == pytest.approx(2.0 * replay.unit_compute(out["costs"]) * 1e3)
+
+
+def test_rivals_measure_and_replay_every_method():
+    shape = ModelConfig(n_layers=2, dim=64, n_heads=4, n_kv_heads=4, ffn_dim=128, vocab_size=128, max_seq_len=64)
+    out = replay.rivals(shape, 1.0, batch=2, prompt_len=4, new_tokens=4, samples=3, warmup=0, reps=5)
+    rows = {r["method"]: r for r in out["rows"]}
+    assert list(rows) == list(replay.RIVALS)
+    assert rows["standard"]["speedup"] == 1.0 and rows["standard"]["replay_speedup"] == 1.0
+    assert rows["faster all-reduce"]["a/c"] == 0.5
+    # the replay: a faster link helps standard; nothing beats the upper bound
+    assert rows["faster all-reduce"]["replay_speedup"] > 1.0
+    assert max(r["replay_speedup"] for r in rows.values()) == rows["upper bound"]["replay_speedup"]
+    with pytest.raises(ValueError, match="at least 2"):
+        replay.rivals(shape, 1.0, batch=1)

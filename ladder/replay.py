@@ -139,20 +139,20 @@ def link_for(ratio: float, costs: dict) -> str:
 # Published small-message all-reduce times, independent of the paper. The message of one decode all-reduce
 # at batch 1 is dim x 2 bytes: 16 KB for the 70B shape, 32 KB for 405B.
 PUBLISHED = [
-    {"name": "H100 NVLink, TP=8, one-shot all-reduce (TensorRT-LLM/SGLang kernel)", "shape": "llama3-70B", "tp": 8,
+    {"name": "H100 NVLink, TP=8, one-shot all-reduce (TensorRT-LLM/SGLang kernel)", "short": "H100 one-shot", "shape": "llama3-70B", "tp": 8,
      "allreduce_us": 7.8, "note": "32,768 elements (64 KB in bf16), TP=8",
      "source": "sgl-project/sglang PR 2904 (benchmark table)"},
-    {"name": "H100 NVLink, TP=8, vLLM custom all-reduce", "shape": "llama3-70B", "tp": 8,
+    {"name": "H100 NVLink, TP=8, vLLM custom all-reduce", "short": "H100 vLLM custom", "shape": "llama3-70B", "tp": 8,
      "allreduce_us": 11.8, "note": "32,768 elements, TP=8, no CUDA graph",
      "source": "sgl-project/sglang PR 2904 (benchmark table)"},
-    {"name": "8x H100, PyTorch one-shot all-reduce (measured by a user)", "shape": "llama3-70B", "tp": 8,
+    {"name": "8x H100, PyTorch one-shot all-reduce (measured by a user)", "short": "H100 PyTorch one-shot", "shape": "llama3-70B", "tp": 8,
      "allreduce_us": 17.0, "note": "small messages", "source": "pytorch/pytorch issue 131739"},
-    {"name": "PCIe without peer-to-peer (2 GPUs)", "shape": "llama3-70B", "tp": 8,
+    {"name": "PCIe without peer-to-peer (2 GPUs)", "short": "PCIe, no P2P", "shape": "llama3-70B", "tp": 8,
      "allreduce_us": 17.1, "note": "16 KB, 2x RTX 2080 Ti; 8 GPUs would be slower",
      "source": "Anthony-Hoo.github.io, 'AutoDL multi-GPU interconnection test'"},
-    {"name": "2 nodes x 8 GPUs, InfiniBand NDR", "shape": "llama3.1-405B", "tp": 16,
+    {"name": "2 nodes x 8 GPUs, InfiniBand NDR", "short": "2 nodes, IB NDR", "shape": "llama3.1-405B", "tp": 16,
      "allreduce_us": 46.0, "note": "4-512 B, 2 nodes x 8 H20 (NVLSTree)", "source": "NVIDIA/nccl issue 1244"},
-    {"name": "2 nodes x 8 H100, TCPXO", "shape": "llama3.1-405B", "tp": 16,
+    {"name": "2 nodes x 8 H100, TCPXO", "short": "2 nodes, TCPXO", "shape": "llama3.1-405B", "tp": 16,
      "allreduce_us": 138.6, "note": "16 KB (the 405B message is 32 KB)",
      "source": "lessizzmore/create-a3mega-ztan-fork, NCCL test results"},
 ]
@@ -165,12 +165,13 @@ def gpu_module_costs(shape: str, tp: int, hw: Hardware | str = "H100-SXM", batch
     return module_costs(preset(shape), tp, batch, 1, context, hw)
 
 
-def regimes(hw: Hardware | str = "H100-SXM", paper_grid=None) -> list[dict]:
+def regimes(hw: Hardware | str = "H100-SXM", paper_grid=None, paper_slow_speedup: float | None = None) -> list[dict]:
     """Real hardware on the a/c axis: each published all-reduce time over the performance model's module
     time c for that shape on `hw` (pass the calibrated Hardware; the module time is a roofline / fitted
     efficiency), plus the ratio the paper's own 70B TP=8 batch-1 row implies if all of the upper bound's
     gain is all-reduce time: share s = 1 - standard/upper bound, and with two all-reduces per layer
-    s = a / (a + c), so a/c = s / (1 - s)."""
+    s = a / (a + c), so a/c = s / (1 - s); and, given `paper_slow_speedup` (claim H2's ~1.6x), the ratio at
+    which a ladder that hides every all-reduce would show that speed-up: a/c = x - 1."""
     out = []
     for p in PUBLISHED:
         c = unit_compute(gpu_module_costs(p["shape"], p["tp"], hw))
@@ -178,9 +179,15 @@ def regimes(hw: Hardware | str = "H100-SXM", paper_grid=None) -> list[dict]:
     if paper_grid is not None:
         row = paper_grid[(paper_grid.tp == 8) & (paper_grid.batch == 1)].iloc[0]
         s = 1 - row.standard / row.upper_bound
-        out.append({"name": "implied by the paper's 70B TP=8 grid (batch 1, NVLink)", "shape": "llama3-70B", "tp": 8,
-                    "allreduce_us": None, "c_us": None, "a/c": s / (1 - s),
-                    "note": f"1 - standard/upper bound = {s:.2f}", "source": "the paper (Table: 70B grid)"})
+        out.append({"name": "implied by the paper's 70B TP=8 grid (batch 1, NVLink)", "short": "paper, NVLink",
+                    "shape": "llama3-70B", "tp": 8, "allreduce_us": None, "c_us": None, "a/c": s / (1 - s),
+                    "note": f"1 - standard/upper bound = {s:.2f}", "source": "the paper (70B grid, Table 1)"})
+    if paper_slow_speedup is not None:
+        # a speed-up of x with the all-reduces fully hidden: standard pays 2L (c + a), ladder 2L c, so a/c = x - 1
+        out.append({"name": f"implied by the paper's {paper_slow_speedup:.2f}x with NVLink peer-to-peer off",
+                    "short": "paper, P2P off", "shape": "llama3-70B", "tp": 8, "allreduce_us": None, "c_us": None,
+                    "a/c": paper_slow_speedup - 1, "note": "if ladder hides every all-reduce",
+                    "source": "the paper (claim H2)"})
     return out
 
 

@@ -58,9 +58,10 @@ def test_link_for_realises_the_ratio_on_the_emulated_link():
 def test_regimes_place_published_latencies_and_the_papers_grid_on_the_axis():
     grid = pd.DataFrame([{"tp": 8, "batch": 1, "standard": 77.39, "upper_bound": 110.59},
                          {"tp": 8, "batch": 4, "standard": 258.56, "upper_bound": 355.80}])
-    rs = replay.regimes(paper_grid=grid)
-    assert len(rs) == len(replay.PUBLISHED) + 1 and all(r["source"] for r in rs)
-    paper = rs[-1]
+    rs = replay.regimes(paper_grid=grid, paper_slow_speedup=1.6)
+    assert len(rs) == len(replay.PUBLISHED) + 2 and all(r["source"] and r["short"] for r in rs)
+    assert rs[-1]["a/c"] == pytest.approx(0.6)
+    paper = rs[-2]
     s = 1 - 77.39 / 110.59
     assert paper["a/c"] == pytest.approx(s / (1 - s))
     nv = rs[0]

@@ -58,7 +58,7 @@ step() {
   local rc=${PIPESTATUS[0]}
   echo "[gpu_check] step $name exit: $rc" | tee -a "$OUT/step$name.log"
   "$PY" scripts/gpu_record.py --out "$OUT" --step "$name" --rc "$rc" --wall $((SECONDS - t0)) --limit "$limit" \
-      --command "$*" "${extra[@]}"
+      --command "$*" ${extra[@]+"${extra[@]}"}
 }
 
 # 1. the GPU tests: the 70B-rank file first (recovery on nvlink4, dead-link check, roofline, slow link's
@@ -69,7 +69,7 @@ if [[ " ${STEPS} " == *" 1 "* ]]; then
     echo "warning: pytest-timeout missing (make gpu-wheels, carry .whl): no per-test timeout" | tee "$OUT/warning_step1.txt"; fi
   export LADDER_GPU_RECORD=$OUT/step1_gpu_tests.result.json
   step 1_gpu_tests "$STEP1_LIMIT" --result "$LADDER_GPU_RECORD" -- \
-    "$PY" -m pytest -q -s -p no:cacheprovider "${targs[@]}" tests/gpu/test_rank70b.py tests/gpu/test_gpu.py
+    "$PY" -m pytest -q -s -p no:cacheprovider ${targs[@]+"${targs[@]}"} tests/gpu/test_rank70b.py tests/gpu/test_gpu.py
   unset LADDER_GPU_RECORD
 fi
 

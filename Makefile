@@ -57,10 +57,10 @@ clean:
 # Wheels for chapter 2's gpu1 run on a GPU machine that has torch but no network, papermill, ipykernel or
 # myst-nb (Python 3.12 there; PYVER=3.x for another): run here, carry .whl/ (~40 MB), see scripts/gpu_check.sh.
 PYVER ?= 3.12
-gpu-wheels: setup  ## download Python $(PYVER) wheels of papermill, ipykernel and myst-nb (+ deps) into .whl/
+gpu-wheels: setup  ## download Python $(PYVER) wheels of papermill, ipykernel, myst-nb and pytest-timeout (+ deps) into .whl/
 	$(PY) -m pip download -q --python-version $(PYVER) --only-binary=:all: -d .whl \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  $(shell grep -E '^(papermill|ipykernel|myst-nb)==' requirements.txt)
+	  $(shell grep -E '^(papermill|ipykernel|myst-nb|pytest-timeout)==' requirements.txt)
 	du -sh .whl
 
 # The GPU checks (tests/gpu; every test skips without CUDA). On a GPU node whose torch is preinstalled:

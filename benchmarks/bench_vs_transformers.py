@@ -46,6 +46,19 @@ def hf_generate(hf, prompt, new_tokens):
     return out, time.perf_counter() - t0
 
 
+def hf_twin(ours, dtype, device):
+    """transformers' LlamaForCausalLM with `ours`'s weights, in `dtype` on `device`, its RoPE inverse
+    frequencies kept in float32 as transformers itself keeps them (a plain `.to(bfloat16)` rounds those
+    buffers to bf16, and then greedy tokens can differ for a reason that is ours, not transformers')."""
+    hf = to_hf(ours)
+    rope = {n: b.detach().float().clone() for n, b in hf.named_buffers() if n.endswith("inv_freq")}
+    hf = hf.to(dtype).to(device).eval()
+    for name, buf in rope.items():
+        mod, _, attr = name.rpartition(".")
+        setattr(hf.get_submodule(mod), attr, buf.to(device))
+    return hf
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu-bench")
@@ -57,6 +70,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--layers", type=int, default=None, help="cut the preset to this many layers")
+    ap.add_argument("--json", default=None, help="also write the results (with provenance) to this JSON file")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(a.threads)
@@ -66,7 +80,7 @@ def main(argv=None):
     over = {"n_layers": a.layers} if a.layers else {}
     cfg = preset(a.preset, max_seq_len=max(preset(a.preset).max_seq_len, a.prompt_len + a.new_tokens), **over)
     ours = build_model(cfg, dtype=dtype, seed=0, device=dev).eval()
-    hf = to_hf(ours).to(dtype).to(dev).eval()  # the same weights
+    hf = hf_twin(ours, dtype, dev)  # the same weights
     hf.generation_config.pad_token_id = 0
     fns = {}
     if dev.type == "cuda":
@@ -103,6 +117,19 @@ def main(argv=None):
           f"   (spread ours {1e3 * min(ours_dec):.2f}-{1e3 * max(ours_dec):.2f}, "
           f"transformers {1e3 * min(hf_dec):.2f}-{1e3 * max(hf_dec):.2f})")
     print(f"ratio transformers / ours (decode): {med(hf_dec) / med(ours_dec):.2f}x")
+    if a.json:
+        import json
+
+        from ladder.bench import run_provenance
+        result = {"greedy_tokens_identical": bool(same), "first_round_s": {"ours": first_ours, "transformers": first_hf},
+                  "prefill_ms": {"ours": 1e3 * med(ours_pre), "transformers": 1e3 * med(hf_pre)},
+                  "decode_ms_per_token": {"ours": 1e3 * med(ours_dec), "transformers": 1e3 * med(hf_dec)},
+                  "decode_ms_per_token_samples": {"ours": [1e3 * x for x in ours_dec],
+                                                  "transformers": [1e3 * x for x in hf_dec]},
+                  "ratio_transformers_over_ours_decode": med(hf_dec) / med(ours_dec),
+                  "num_params": cfg.num_params(), "provenance": run_provenance(vars(a))}
+        with open(a.json, "w") as f:
+            json.dump(result, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -101,6 +101,16 @@ class BenchConfig:
 
 
 # --------------------------------------------------------------------------------------------- measuring
+def run_provenance(params: dict | None = None) -> dict:
+    """ladder.provenance.provenance, with the commit taken from $LADDER_COMMIT where git cannot tell it (a
+    copy of the working tree without .git, as on the GPU machines: scripts/gpu_check.sh passes it in)."""
+    prov = provenance(params)
+    env = os.environ.get("LADDER_COMMIT", "").strip()
+    if env and prov.get("git_commit", "unknown") == "unknown":
+        prov["git_commit"], prov["git_commit_source"] = env, "LADDER_COMMIT"
+    return prov
+
+
 def _slowest(values: list[float], comm) -> list[float]:
     """Each sample's time as the maximum over ranks, so every rank reports the same numbers."""
     t = torch.tensor(values, dtype=torch.float64)
@@ -248,7 +258,13 @@ class _Case:
         }
         if cfg.probe_allreduce:
             rec.update(_probe_allreduce(cfg, self.model, self.device))
-        rec["provenance"] = provenance(cfg.params())
+        if hasattr(self.model.comm, "durations"):  # the GPU link (CudaEmulatedLink): its calibration and
+            lk = self.model.comm                   # what each message's all-reduce asked for vs got
+            dim, nbytes = mcfg.dim, DTYPES[cfg.dtype].itemsize
+            rec["link_calibration"] = lk.calibration()
+            rec["link_durations"] = {name: lk.durations(cfg.batch * tokens * dim * nbytes, reps=5)
+                                     for name, tokens in (("decode", 1), ("prefill", cfg.prompt_len))}
+        rec["provenance"] = run_provenance(cfg.params())
         return rec
 
     def close(self):
@@ -269,48 +285,90 @@ def run_one(cfg: BenchConfig, comm=None, device="cpu") -> dict:
     return rec
 
 
+def _group_key(cfg: BenchConfig, by: tuple[str, ...] | None):
+    return () if by is None else tuple(repr(getattr(cfg, f)) for f in by)
+
+
+def _emit(rec: dict, out, tags: dict | None, write: bool) -> dict:
+    if tags:
+        rec.update(tags)
+    if write and out is not None:
+        append_record(rec, out)
+    return rec
+
+
 def run(cfgs: list[BenchConfig], comm=None, device="cpu", progress: bool = True,
-        interleave: bool = False) -> list[dict]:
+        interleave: bool = False, *, interleave_by: tuple[str, ...] | None = None,
+        out: str | os.PathLike | None = None, tags: dict | None = None) -> list[dict]:
     """Benchmark each configuration (collective); a progress bar on rank 0.
 
-    `interleave=True` keeps every model in memory and takes the samples round-robin (config A, B, C, A,
-    B, C, ...), so a slow drift of a shared machine's load hits every configuration alike; use it for
-    small models whose ratios matter. Otherwise configurations run one after another.
+    `interleave=True` takes the samples round-robin (config A, B, C, A, B, C, ...), so a slow drift of a
+    shared machine's load hits every configuration alike, and configurations of one shape share one copy
+    of the weights; use it for ratios. `interleave_by` (BenchConfig field names, e.g. ("tp", "batch"))
+    splits the configurations into round-robin groups of equal values, measured one group after another
+    (first appearance order): each statistic compares configurations of one group, so the pairing is kept,
+    and a group's records exist as soon as it ends. Without `interleave_by` all configurations are one group.
+    Otherwise (interleave=False) configurations run one after another.
+
+    `out`: every record is appended to this JSON-lines file (ladder.bench.append_record: flushed and synced)
+    as soon as it is measured, so a run killed part-way keeps every record it finished (a group's records
+    are finished when its last round ends). `tags` are fields added to every record (e.g. {"set": "virtual"}).
+
+    Memory: a shape's models (and the weights they share) are freed, and the cycle collector run, after the
+    last group that uses the shape and before the next shape is built; a compiled module sits in a reference
+    cycle, so without the collection one GPU would hold two shapes' weights (70B and 405B ranks: ~75 GB).
     """
     from tqdm.auto import tqdm
     comm = comm or SingleDevice()
     quiet = not progress or comm.rank != 0
+    write = comm.rank == 0
     if not interleave:
         bar = tqdm(cfgs, desc=f"bench tp={comm.size}", disable=quiet, file=sys.stderr)
-        out = []
+        res = []
         for cfg in bar:
             bar.set_postfix_str(f"{cfg.preset_name} {cfg.wiring} b={cfg.batch}")
-            out.append(run_one(cfg, comm, device))
-        return out
+            res.append(_emit(run_one(cfg, comm, device), out, tags, write))
+        return res
+    groups: dict[tuple, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        groups.setdefault(_group_key(cfg, interleave_by), []).append(i)
+    order = list(groups.values())
+    wkey = [_weights_key(c, c.model_config()) for c in cfgs]
+    results: dict[int, dict] = {}
     shared = {}  # one copy of the weights per shape
-    cases = [_Case(cfg, comm, device, shared) for cfg in cfgs]
-    with tqdm(total=sum(c.runs for c in cases), desc=f"bench tp={comm.size} (interleaved)", disable=quiet,
-              file=sys.stderr) as bar:
-        for r in range(max(c.runs for c in cases)):
+    with tqdm(total=sum(c.warmup + c.samples for c in cfgs), desc=f"bench tp={comm.size} (interleaved)",
+              disable=quiet, file=sys.stderr) as bar:
+        for g, idx in enumerate(order):
+            cases = [_Case(cfgs[i], comm, device, shared) for i in idx]
+            for r in range(max(c.runs for c in cases)):
+                for c in cases:
+                    if r < c.runs:
+                        c.step()
+                        bar.update()
+            for i, c in zip(idx, cases):
+                results[i] = _emit(c.record(), out, tags, write)
             for c in cases:
-                if r < c.runs:
-                    c.step()
-                    bar.update()
-    out = [c.record() for c in cases]
-    for c in cases:
-        c.close()
-    return out
+                c.close()
+            del cases, c
+            later = {wkey[i] for rest in order[g + 1:] for i in rest}
+            for k in [k for k in shared if k not in later]:  # this shape is done: free it before the next
+                del shared[k]
+            release_memory()
+    return [results[i] for i in range(len(cfgs))]
 
 
-def _local(comm, cfgs, progress, interleave):
-    return run(cfgs, comm, "cpu", progress, interleave)
+def _local(comm, cfgs, progress, interleave, interleave_by, out, tags):
+    return run(cfgs, comm, "cpu", progress, interleave, interleave_by=interleave_by, out=out, tags=tags)
 
 
-def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool = False) -> list[dict]:
+def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool = False, *,
+              interleave_by: tuple[str, ...] | None = None, out: str | os.PathLike | None = None,
+              tags: dict | None = None) -> list[dict]:
     """Run configurations on local CPU gloo processes (one thread each), one launch per TP degree.
 
     CUDA configurations with ranks="virtual" (one GPU, peers emulated) run in this process.
-    Returns one record per configuration, in the order given.
+    Returns one record per configuration, in the order given; `interleave_by`, `out` and `tags` as in `run`
+    (records are appended to `out` as they are measured, by rank 0).
     """
     from .launch import launch_local
     for c in cfgs:
@@ -321,12 +379,15 @@ def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool =
     if devices != {"cpu"}:
         if len(devices) > 1:
             raise ValueError(f"run_local: one device per call, got {sorted(devices)}")
-        return run(cfgs, None, devices.pop(), progress, interleave)
+        return run(cfgs, None, devices.pop(), progress, interleave, interleave_by=interleave_by, out=out,
+                   tags=tags)
     results: dict[int, dict] = {}
+    out = None if out is None else str(out)
     # virtual-rank configs run in one process (one thread, like each real rank)
     for n in sorted({1 if c.ranks == "virtual" else c.tp for c in cfgs}):
         idx = [i for i, c in enumerate(cfgs) if (1 if c.ranks == "virtual" else c.tp) == n]
-        recs = launch_local(_local, n, [cfgs[i] for i in idx], progress, interleave)[0]  # ranks agree; take rank 0
+        recs = launch_local(_local, n, [cfgs[i] for i in idx], progress, interleave, interleave_by, out,
+                            tags)[0]  # ranks agree; take rank 0
         results.update(zip(idx, recs))
     return [results[i] for i in range(len(cfgs))]
 
@@ -341,14 +402,124 @@ def sweep(base: dict | None = None, **axes) -> list[BenchConfig]:
     return [BenchConfig(**{**base, **dict(zip(keys, vals))}) for vals in itertools.product(*(axes[k] for k in keys))]
 
 
+# --------------------------------------------------------------------------------------------- chapter 2's plan
+def check_link_params(links_param, main_link) -> None:
+    """Chapter 2's `links` (name -> ladder.link spec) and `main_link` (one of those names) parameters, checked
+    before anything runs: one error naming the parameter and the valid names instead of a bare KeyError."""
+    valid = ", ".join(links.PRESETS)
+    if not isinstance(links_param, dict) or not links_param:
+        raise ValueError(f"parameter `links` must map names to links, e.g. {{'fast': 'nvlink4'}}; got "
+                         f"{links_param!r}")
+    for name, spec in links_param.items():
+        try:
+            links.get(spec)
+        except ValueError:
+            raise ValueError(f"parameter `links`: {name!r} -> {spec!r} is not a link; use one of {valid}, "
+                             "'custom:ALPHA_S:BANDWIDTH_BPS[:STEP_S]' or None") from None
+    if main_link not in links_param:
+        raise ValueError(f"parameter `main_link` is {main_link!r}, not one of the names in parameter `links`: "
+                         f"{', '.join(map(str, links_param))}")
+
+
+INTERLEAVE_BY = ("tp", "batch")  # chapter 2: one round-robin group per grid point (each statistic is within one)
+
+
+def chapter_runs(*, preset_name, model_overrides, grid, wirings, hybrid_layers, prompt_len, new_tokens, dtype,
+                 warmup, samples, compile, device, links, main_link, ranks, check_processes,
+                 extra_shapes) -> list[tuple[str, list[BenchConfig]]]:
+    """Chapter 2's measurements in local mode (CPU, or one GPU with virtual ranks), from its parameters:
+    (set name, configurations) per `run_local` call, in the order they run. The grid's first point is
+    where claims H1/H2 are judged; extra shapes (e.g. one 405B rank for H3) and the real-process check
+    follow, each its own call."""
+    check_link_params(links, main_link)
+    base = dict(preset=preset_name, overrides=model_overrides, prompt_len=prompt_len, new_tokens=new_tokens,
+                dtype=dtype, warmup=warmup, samples=samples, compile=compile, device=device)
+    main = []
+    for tp, batch in grid:
+        for name, spec in links.items():
+            for w in wirings:
+                if w == "upper_bound" and name != main_link:
+                    continue  # no all-reduce: the link does not matter
+                main.append(BenchConfig(**base, tp=tp, batch=batch, wiring=w, link=spec, ranks=ranks,
+                                        probe_allreduce=(w == "standard")))
+    tp0, b0 = grid[0]
+    for n in hybrid_layers:
+        main.append(BenchConfig(**base, tp=tp0, batch=b0, wiring="hybrid", ladder_layers=n,
+                                link=links[main_link], ranks=ranks))
+    plan = [(ranks, main)]
+    for x in extra_shapes:  # one shape per call: its weights are freed before the next one is built
+        xb = {**base, "preset": x["preset"], "overrides": x.get("overrides", {})}
+        plan.append((f"extra:{x['preset']}", [BenchConfig(**xb, tp=x["tp"], batch=x["batch"], wiring=w,
+                                                          link=x["link"], ranks=ranks)
+                                              for w in ("standard", "ladder", "upper_bound")]))
+    if check_processes:
+        plan.append(("processes", [BenchConfig(**base, tp=tp0, batch=b0, wiring=w, link=links[main_link],
+                                               ranks="processes", probe_allreduce=(w == "standard"))
+                                   for w in ("standard", "ladder", "upper_bound")]))
+    return plan
+
+
+# Sizing a GPU run before it runs (issue 18: the gpu1 chapter must fit its share of a 15-minute session).
+# Conservative on purpose: every all-reduce is charged in full, as if nothing overlapped (the standard
+# wiring's time; ladder's is lower), and compute runs at ESTIMATE_EFFICIENCY of the datasheet roofline
+# (ladder.perfmodel.module_costs) - the roofline test's floor; the compiled 70B-rank step reached 46% on an
+# H200 (reference/gpu.md). ESTIMATE_COMPILE_S per (shape, batch): reference/gpu.md measured ~20 s per batch
+# size for the decode shape alone on 16 cores; the benchmark also compiles the prefill shape: twice that.
+ESTIMATE_EFFICIENCY = 0.4
+ESTIMATE_COMPILE_S = 40.0
+
+
+def estimate_s(cfgs: list[BenchConfig], hw="H100-SXM", efficiency: float = ESTIMATE_EFFICIENCY,
+               compile_s: float = ESTIMATE_COMPILE_S) -> dict:
+    """Estimated seconds for `run(cfgs, interleave=True)` of one-GPU (virtual-rank) configurations:
+    per configuration (warm-ups + samples) x (prefill + (new_tokens - 1) decode steps, each its compute
+    plus all its all-reduces' modelled link time), plus the decode graph's capture (3 steps), the
+    all-reduce probe and the link-duration check; plus `compile_s` per distinct (shape, batch) compiled.
+    Returns {"configs": [(label, s)], "measure_s", "compile_s", "total_s"}."""
+    from . import perfmodel as pm
+    hw = dataclasses.replace(pm.HARDWARE[hw] if isinstance(hw, str) else hw, efficiency=efficiency)
+    rows, compiled = [], set()
+    for cfg in cfgs:
+        mcfg = cfg.model_config()
+        nb = DTYPES[cfg.dtype].itemsize
+        cache = cfg.prompt_len + cfg.new_tokens
+        lk = links.get(cfg.link)
+        n_ar = sum({"parallel": 1, "upper_bound": 0}.get(w, 2) for w in mcfg.layer_wirings())
+
+        def compute(tokens):
+            c = pm.module_costs(mcfg, cfg.tp, cfg.batch, tokens, cache, hw, nb, expand_kv=False)
+            return mcfg.n_layers * (c["attn"] + c["mlp"]) + c["head"]
+
+        def ar(tokens):
+            return lk.allreduce_time(cfg.batch * tokens * mcfg.dim * nb, cfg.tp) if lk else 0.0
+
+        step = compute(1) + n_ar * ar(1)
+        gen = compute(cfg.prompt_len) + n_ar * ar(cfg.prompt_len) + (cfg.new_tokens - 1) * step
+        sec = (cfg.warmup + cfg.samples) * gen + 3 * step
+        if cfg.probe_allreduce:
+            sec += 22 * (ar(1) + ar(cfg.prompt_len))
+        if lk and cfg.device.startswith("cuda"):
+            sec += 2 * links.WARM_UP_S + 6 * (ar(1) + ar(cfg.prompt_len))  # link_durations in the record
+        if cfg.compile:
+            compiled.add((repr(mcfg.replace(wiring="standard", ladder_layers=0)), cfg.tp, cfg.batch, cfg.dtype))
+        rows.append((f"{cfg.preset_name} tp={cfg.tp} b={cfg.batch} {cfg.wiring} "
+                     f"{lk.name if lk else 'none'}", sec))
+    measure = sum(s for _, s in rows)
+    comp = compile_s * len(compiled)
+    return {"configs": rows, "measure_s": measure, "compile_s": comp, "total_s": measure + comp}
+
+
 # --------------------------------------------------------------------------------------------- storing
 FLAT = ("preset", "wiring", "ladder_layers", "tp", "batch", "prompt_len", "new_tokens", "dtype", "device",
-        "compile", "tokens_per_s", "prefill_s", "decode_s_per_token", "allreduces_per_generation", "backend")
+        "compile", "tokens_per_s", "decode_ms_per_token", "prefill_s", "decode_s_per_token",
+        "allreduces_per_generation", "backend")
 
 
 def flat(rec: dict) -> dict:
-    """A CSV row: the main parameters and medians, the link by name."""
+    """A CSV row: the main parameters and medians, the link by name. Decode ms per token stands beside
+    tokens/s: at a large batch on a slow link, tokens/s is mostly the prefill's link time."""
     row = {k: rec.get(k) for k in FLAT}
+    row["decode_ms_per_token"] = 1e3 * rec["decode_s_per_token"]
     row["link"] = rec["link"]["name"] if rec.get("link") else "none"
     row["tokens_per_s_min"] = rec["tokens_per_s_spread"]["min"]
     row["tokens_per_s_max"] = rec["tokens_per_s_spread"]["max"]
@@ -360,9 +531,16 @@ def write_records(records: list[dict], out: str | os.PathLike) -> Path:
     """Append records as JSON lines to `out` (.jsonl) and as rows to the .csv beside it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as f:
-        for r in records:
-            f.write(json.dumps(r, default=str) + "\n")
+    for r in records:
+        append_record(r, out)
+    write_csv(records, out)
+    return out
+
+
+def write_csv(records: list[dict], out: str | os.PathLike) -> Path:
+    """Append records as rows (`flat`) to the .csv beside `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     path_csv = out.with_suffix(".csv")
     new = not path_csv.exists()
     with path_csv.open("a", newline="") as f:
@@ -374,8 +552,40 @@ def write_records(records: list[dict], out: str | os.PathLike) -> Path:
     return out
 
 
+def start_records(path: str | os.PathLike) -> Path:
+    """Begin a fresh JSON-lines record file at `path`: an existing one (a previous or killed run's) is
+    truncated, so the file holds exactly this run's records. Returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("")
+    return path
+
+
+def append_record(rec: dict, path: str | os.PathLike) -> None:
+    """Append one record as one JSON line, flushed and fsync'd before returning: a run killed at any later
+    moment (even SIGKILL, or the machine's timeout) keeps it. One write per line, so a kill cannot split
+    a line between two records."""
+    line = json.dumps(rec, default=str) + "\n"
+    with open(path, "a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a JSON-lines file. A last line cut short (a kill while it was written) is skipped with
+    a warning; a bad line anywhere else is an error."""
+    lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{path}: line {i + 1} is not a JSON record") from None
+            print(f"warning: {path}: its last line is incomplete (a run killed while writing it); skipped",
+                  file=sys.stderr)
+    return out
 
 
 def torchrun_command(nproc: int, args: list[str], p2p: bool = True) -> tuple[list[str], dict]:
@@ -411,28 +621,51 @@ def run_torchrun(nproc: int, out: str | os.PathLike, p2p: bool = True, **options
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m ladder.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", nargs="+", default=["cpu-bench"])
-    ap.add_argument("--wiring", nargs="+", default=["standard", "parallel", "ladder", "upper_bound"])
-    ap.add_argument("--ladder-layers", type=int, default=0, help="for wiring=hybrid")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1])
-    ap.add_argument("--dtype", nargs="+", default=None, help="default: bfloat16 on CUDA, float32 on CPU")
-    ap.add_argument("--link", nargs="+", default=["none"], help="emulated link(s): none, a preset, custom:A:B")
-    ap.add_argument("--prompt-len", type=int, default=64)
-    ap.add_argument("--new-tokens", type=int, default=32)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--samples", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="torch.compile prefill and decode (CUDA graphs)")
+def build_parser() -> argparse.ArgumentParser:
+    from .config import PRESETS as SHAPES
+    from .config import WIRINGS
+    ap = argparse.ArgumentParser(
+        prog="python -m ladder.bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog=f"presets: {', '.join(SHAPES)}.  wirings: {', '.join(WIRINGS)}.  links: none, "
+               f"{', '.join(links.PRESETS)}, or custom:ALPHA_S:BANDWIDTH_BPS[:STEP_S] (seconds, bytes/s per "
+               "direction, seconds per ring step). Every combination of the list-valued options is one "
+               "configuration (one record).")
+    ap.add_argument("--preset", nargs="+", default=["cpu-bench"], metavar="NAME",
+                    help="model shape(s), ladder.config presets (listed below)")
+    ap.add_argument("--wiring", nargs="+", default=["standard", "parallel", "ladder", "upper_bound"],
+                    help="residual wiring(s) to time (listed below)")
+    ap.add_argument("--ladder-layers", type=int, default=0, help="for wiring=hybrid: ladder on the top N layers")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1], help="batch size(s)")
+    ap.add_argument("--dtype", nargs="+", default=None, choices=list(DTYPES),
+                    help="weight/activation dtype(s); default: bfloat16 on CUDA, float32 on CPU")
+    ap.add_argument("--link", nargs="+", default=["none"],
+                    help="emulated link(s): none (no emulation), a preset, or custom:A:B[:STEP] (listed below)")
+    ap.add_argument("--prompt-len", type=int, default=64, help="prompt tokens per sequence")
+    ap.add_argument("--new-tokens", type=int, default=32, help="generated tokens per sequence")
+    ap.add_argument("--warmup", type=int, default=1, help="unmeasured generations before the samples")
+    ap.add_argument("--samples", type=int, default=3, help="measured generations (the record's median and spread)")
+    ap.add_argument("--compile", action="store_true",
+                    help="regional compilation of norms, attention and MLP (the wiring stays in Python); on "
+                         "CUDA each decode step is captured in one CUDA graph")
     ap.add_argument("--nccl-p2p-disable", action="store_true", help="set NCCL_P2P_DISABLE=1 (before NCCL starts)")
-    ap.add_argument("--tp", type=int, default=None, help="without torchrun: run N local gloo processes")
+    ap.add_argument("--tp", type=int, default=None,
+                    help="tensor-parallel degree without torchrun: N local gloo processes (under torchrun: "
+                         "the world size); with --virtual: the emulated group's size")
     ap.add_argument("--virtual", action="store_true", help="one process, peers emulated (ladder.link.VirtualRanks)")
-    ap.add_argument("--device", default=None)
-    ap.add_argument("--out", default=None, help="append records to this .jsonl (and a .csv beside it)")
+    ap.add_argument("--device", default=None, help="cpu or cuda; default: cuda under torchrun when available, else cpu")
+    ap.add_argument("--out", default=None,
+                    help="append each record to this .jsonl as it is measured (flushed), and a .csv beside it "
+                         "at the end")
     ap.add_argument("--checkpoint", default=None,
                     help="a Hugging Face Llama / ladder-Llama checkpoint (directory or hub id) to time instead of "
                          "random weights of --preset; its shape replaces --preset, --wiring rewires it")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    return ap
+
+
+def main(argv=None):
+    ap = build_parser()
     a = ap.parse_args(argv)
 
     def _main(a):
@@ -459,14 +692,14 @@ def main(argv=None):
         cfgs = sweep(base, preset=presets, wiring=a.wiring, batch=a.batch, dtype=dtypes,
                      link=[None if x == "none" else x for x in a.link])
         if under_torchrun or tp == 1 or a.virtual:
-            records = run(cfgs, comm, dev)
+            records = run(cfgs, comm, dev, out=a.out)
         else:
-            records = run_local(cfgs)
+            records = run_local(cfgs, out=a.out)
         if comm.rank == 0:
             for r in records:
                 print(json.dumps(flat(r)))
             if a.out:
-                write_records(records, a.out)
+                write_csv(records, a.out)
         if under_torchrun:
             dist.destroy_process_group()
 

@@ -37,7 +37,13 @@ def compile_modules(model: Transformer, **compile_kwargs) -> Transformer:
     batch dimension static) adds one entry to that class's compiled cache, shared by every model in the
     process. Chapter 2's grid (four batches, two shapes) passes dynamo's default limit of 8 entries, past
     which it would silently run the module eagerly and time that: the limit is raised to 64, and reaching
-    it is an error rather than a quiet fallback."""
+    it is an error rather than a quiet fallback.
+
+    `dynamic=False` by default (dynamo's `automatic_dynamic_shapes=False` while these modules compile): each
+    batch size gets its own static graph, as in the measured prototype (reference/gpu.md), instead of a
+    second batch size turning the batch dimension symbolic and every later one sharing that dynamic graph.
+    """
+    compile_kwargs.setdefault("dynamic", False)
     dynamo = torch._dynamo.config
     dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
     dynamo.fail_on_recompile_limit_hit = True

@@ -240,6 +240,15 @@ def emulate(comm, link: "Link | str | dict | None", device="cpu", ranks: int | N
 
 
 _SPIN_CALIBRATION: dict = {}
+WARM_UP_S = 5e-3  # spin this long before timing a link: these GPUs idle at low clocks (reference/gpu.md)
+
+
+def warm_up(seconds: float = WARM_UP_S, cycles_per_s: float = 2e9) -> None:
+    """Keep the GPU busy for ~`seconds` (one spin kernel) so its clocks ramp up before a timing: after idle
+    time a short spin reads long (the first short calibration on the H200 read 1,737 instead of ~1,965
+    cycles/us). `cycles_per_s` only sizes the spin; 2 GHz is at or above any data-centre GPU's SM clock, so
+    the spin lasts at least ~`seconds`."""
+    torch.cuda._sleep(int(seconds * cycles_per_s))
 
 
 def _time_spin(cycles: int, reps: int) -> float:
@@ -270,7 +279,8 @@ def calibrate_spin(device=None) -> tuple[float, float]:
     key = torch.cuda.current_device() if device.index is None else device.index
     if key not in _SPIN_CALIBRATION:
         with torch.cuda.device(key):
-            _time_spin(2_000_000, 5)  # warm-up
+            warm_up()
+            _time_spin(2_000_000, 5)
             c1, c2 = 100_000, 10_000_000
             t1, t2 = _time_spin(c1, 7), _time_spin(c2, 7)
             rate = (c2 - c1) / (t2 - t1)
@@ -333,9 +343,22 @@ class CudaEmulatedLink:
         return self.comm.count()
 
     def achieved(self, seconds: float, reps: int = 9) -> float:
-        """Measured duration (s, median of `reps`) of the spin that stands for `seconds` of link time."""
+        """Measured duration (s, median of `reps`) of the spin that stands for `seconds` of link time,
+        after a ~5 ms warm-up spin (`warm_up`): a GPU that sat idle reads short spins long."""
         with torch.cuda.device(self.device):
+            warm_up(WARM_UP_S, self.cycles_per_s)
             return _time_spin(self.cycles(seconds), reps)
+
+    def calibration(self) -> dict:
+        """The spin calibration this link uses, for a stored record."""
+        return {"cycles_per_s": self.cycles_per_s, "overhead_s": self.overhead_s,
+                "device": torch.cuda.get_device_name(self.device)}
+
+    def durations(self, nbytes: float, reps: int = 9) -> dict:
+        """One all-reduce of `nbytes` on this link: modelled seconds and the spin's measured seconds."""
+        requested = self.link.allreduce_time(nbytes, self.p)
+        return {"link": self.link.name, "p": self.p, "nbytes": nbytes, "requested_s": requested,
+                "achieved_s": self.achieved(requested, reps)}
 
 
 class _Spinning:

@@ -129,3 +129,25 @@ def test_roofline_bandwidth_matches_the_most_specific_device_name(monkeypatch, n
     assert peak_hbm_bandwidth() == expected
     monkeypatch.setenv("LADDER_HBM_BANDWIDTH", "1e12")
     assert peak_hbm_bandwidth() == 1e12
+
+
+def test_each_batch_size_gets_a_static_graph():
+    """compile_modules compiles with dynamic=False (dynamo's automatic_dynamic_shapes off): a second batch
+    size must get its own static graph, not turn the batch dimension symbolic (issue 18, item 7)."""
+    from ladder.generate import generate
+    graphs = []
+
+    def record(gm, example_inputs):
+        graphs.append(example_inputs)
+        return gm.forward
+
+    def symbolic(x):
+        return isinstance(x, torch.SymInt) or (isinstance(x, torch.Tensor)
+                                                and any(isinstance(d, torch.SymInt) for d in x.shape))
+
+    shape = dict(n_layers=1, dim=40, n_heads=5, n_kv_heads=1, ffn_dim=72)  # a shape no other test compiles
+    for b in (1, 2, 3):
+        model = compile_modules(build_model(preset("tiny", **shape), seed=0), backend=record)
+        generate(model, torch.zeros(b, 4, dtype=torch.long), 2)
+    assert graphs, "nothing was compiled"
+    assert not any(symbolic(x) for inputs in graphs for x in inputs)

@@ -208,3 +208,41 @@ def test_a_wait_after_the_deadline_costs_nothing_more():
     emu.wait(h)
     assert emu.waited == 0 and emu.late_s == 0.0
     assert time.perf_counter() - t0 < 1e-3  # no sleep at all (a generous bound: nothing was waited for)
+
+
+class _FakeEvent:
+    """A stand-in for torch.cuda.Event that logs its records (CPU: no GPU to time)."""
+    log: list = []
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self, stream=None):
+        _FakeEvent.log.append("record")
+        self.t = len(_FakeEvent.log)
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, other):
+        return 0.01
+
+
+def test_the_gpu_link_warms_the_gpu_up_before_timing_a_duration(monkeypatch):
+    """Issue 18, item 6: these GPUs idle at low clocks, so `achieved` (the link's measured duration) spins
+    ~5 ms before its first timed event. CPU seam: the CUDA calls replaced by recorders."""
+    import contextlib
+
+    from ladder import link as L
+    log = _FakeEvent.log
+    log.clear()
+    monkeypatch.setattr(torch.cuda, "_sleep", lambda cycles: log.append(("spin", cycles)), raising=False)
+    monkeypatch.setattr(torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(torch.cuda, "device", lambda d: contextlib.nullcontext())
+    link = L.CudaEmulatedLink.__new__(L.CudaEmulatedLink)
+    link.link, link.p, link.device = PRESETS["nvlink4"], 8, torch.device("cuda", 0)
+    link.cycles_per_s, link.overhead_s = 1.9e9, 1e-6
+    link.achieved(10e-6, reps=3)
+    before_first_timing = log[:log.index("record")]
+    spun = sum(c for e, c in before_first_timing if e == "spin")
+    assert spun >= 0.9 * L.WARM_UP_S * link.cycles_per_s, before_first_timing

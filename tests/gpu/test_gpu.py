@@ -1,12 +1,12 @@
 """GPU checks of the compiled, graph-captured decode step and the GPU-side emulated link (`make test-gpu`).
 
 Skipped without CUDA. Imports nothing beyond torch, pytest and ladder (the GPU machines have no datasets,
-lm-eval or papermill). The roofline and recovery checks use one rank of the paper's Llama-3-70B TP = 8
-shape (~21 GB in bf16): they need a GPU with >= 40 GB of memory.
+lm-eval or papermill). The 70B-rank checks (recovery, dead link, roofline) are in test_rank70b.py, which
+scripts/gpu_check.sh runs before this file.
 """
-import os
 import socket
 import statistics
+import time
 
 import pytest
 import torch
@@ -15,9 +15,7 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 
 from ladder import build_model, preset  # noqa: E402
-from ladder.bench import _share  # noqa: E402
-from ladder.cudagraph import (DecodeGraph, GraphedDecode, StreamCollectives, compile_modules,  # noqa: E402
-                              decode_bytes, peak_hbm_bandwidth)
+from ladder.cudagraph import GraphedDecode, StreamCollectives, compile_modules  # noqa: E402
 from ladder.generate import generate  # noqa: E402
 from ladder.link import PRESETS, CudaEmulatedLink, VirtualRanks, custom, emulate  # noqa: E402
 
@@ -115,9 +113,24 @@ def test_torchrun_group_reduces_cuda_tensors_and_the_benchmarks_cpu_timings(monk
 
 
 @pytest.mark.parametrize("seconds", [10e-6, 30e-6, 100e-6, 300e-6, 1e-3, 5e-3])
-def test_gpu_link_achieves_the_requested_duration(seconds):
+def test_gpu_link_achieves_the_requested_duration(seconds, gpu_record):
     link = CudaEmulatedLink(VirtualRanks(8), PRESETS["nvlink4"], DEV)
     achieved = link.achieved(seconds)
+    gpu_record.setdefault("spin_calibration", link.calibration())
+    gpu_record.setdefault("link_requested_vs_achieved_s", []).append({"requested": seconds, "achieved": achieved})
+    assert abs(achieved - seconds) <= max(0.05 * seconds, 2e-6), (achieved, seconds)
+
+
+def test_a_short_link_reads_true_after_idle_time(gpu_record):
+    """Issue 18, item 6: these GPUs idle at low clocks, so a short spin timed after idle time reads long;
+    `achieved` spins ~5 ms first (ladder.link.warm_up). After 2 s idle, a 15 us (nvlink4-sized) link
+    must still read within 5% (or 2 us)."""
+    link = CudaEmulatedLink(VirtualRanks(8), PRESETS["nvlink4"], DEV)
+    torch.cuda.synchronize()
+    time.sleep(2.0)
+    seconds = PRESETS["nvlink4"].allreduce_time(8192 * 2, 8)
+    achieved = link.achieved(seconds)
+    gpu_record["after_idle_requested_vs_achieved_s"] = {"requested": seconds, "achieved": achieved}
     assert abs(achieved - seconds) <= max(0.05 * seconds, 2e-6), (achieved, seconds)
 
 
@@ -147,73 +160,3 @@ def test_collectives_in_flight_serialise_inside_a_graph():
         times.append(a.elapsed_time(b) / 1e3)
     assert statistics.median(times) == pytest.approx(10 * link.achieved(200e-6), rel=0.05)
     assert all(torch.equal(o, x) for o in outs)
-
-
-# --------------------------------------------------------------------------------------------- 70B rank
-POS, CACHE = 1024, 1536
-
-
-def _replay_s(g: DecodeGraph, n: int) -> float:
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(n):
-        g.graph.replay()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / 1e3 / n
-
-
-@pytest.fixture(scope="module")
-def rank70b():
-    """Seconds per decode step of one Llama-3-70B TP = 8 rank (random bf16 weights, batch 1, position
-    1,024 of a 1,536-slot cache), compiled modules in one CUDA graph, over the P2P-off-class link; median
-    of 4 round-robin rounds x 20 replays. Also returns the upper bound's model (for the roofline)."""
-    free, _ = torch.cuda.mem_get_info()
-    if free < 40e9:
-        pytest.skip(f"one 70B TP=8 rank needs ~25 GB; only {free / 1e9:.0f} GB free")
-    cfg = preset("llama3-70B", max_seq_len=CACHE)
-    link = PRESETS["pcie5-nop2p"]
-    base = build_model(cfg, emulate(VirtualRanks(8), link, DEV), device=DEV, dtype=torch.bfloat16, seed=0)
-    models = {"standard": base}
-    for w in ("ladder", "upper_bound"):
-        models[w] = _share(base, cfg.replace(wiring=w), emulate(VirtualRanks(8), link, DEV), DEV)
-    graphs = {}
-    with torch.inference_mode():
-        for w, m in models.items():
-            compile_modules(m.eval())
-            m.setup_cache(1, CACHE)
-            graphs[w] = DecodeGraph(m, torch.zeros(1, dtype=torch.long, device=DEV),
-                                    torch.tensor([POS], device=DEV))
-        for g in graphs.values():
-            _replay_s(g, 5)
-        rounds = {w: [] for w in graphs}
-        for _ in range(4):
-            for w, g in graphs.items():
-                rounds[w].append(_replay_s(g, 20))
-    times = {w: statistics.median(r) for w, r in rounds.items()}
-    print("70B TP=8 rank, batch 1, pcie5-nop2p, s/step:", times)
-    return times, models["upper_bound"]
-
-
-def test_ladder_recovers_the_upper_bounds_gain_on_a_70b_rank(rank70b):
-    t, _ = rank70b
-    speedup, bound = t["standard"] / t["ladder"], t["standard"] / t["upper_bound"]
-    recovered = (speedup - 1) / (bound - 1)
-    print(f"ladder {speedup:.3f}x, upper bound {bound:.3f}x, recovered {recovered:.1%}")
-    assert recovered >= 0.9
-
-
-def test_compiled_step_reaches_40_percent_of_the_hbm_roofline(rank70b):
-    """Roofline = bytes this rank must read per decode step (ladder.cudagraph.decode_bytes: every weight
-    but the embedding table, plus the whole KV cache) / peak HBM bandwidth. The peak comes from the
-    datasheet table ladder.cudagraph.HBM_BANDWIDTH matched on torch.cuda.get_device_name (H200: 4.8 TB/s),
-    or from the LADDER_HBM_BANDWIDTH environment variable (bytes/s), which overrides it. The step timed
-    is the upper bound's (no communication): the compute the other wirings overlap with."""
-    t, model = rank70b
-    peak = peak_hbm_bandwidth()
-    if peak is None:
-        pytest.skip(f"no peak bandwidth for {torch.cuda.get_device_name()}: set LADDER_HBM_BANDWIDTH")
-    achieved = decode_bytes(model) / t["upper_bound"]
-    print(f"{decode_bytes(model) / 1e9:.1f} GB/step in {1e3 * t['upper_bound']:.2f} ms: "
-          f"{achieved / 1e12:.2f} TB/s = {achieved / peak:.0%} of {peak / 1e12:.2f} TB/s")
-    assert achieved / peak >= 0.4

@@ -1,7 +1,7 @@
 """The wheel, installed into a fresh virtual environment outside the repository, runs notebooks 01 and 02
 on the smoke profile from an empty directory (as Colab/Binder would after the install cell): the package
 data (paper tables, task YAMLs, data manifest) is found through importlib.resources, and results and
-figures land in that directory, not in site-packages. Offline: the dependencies come from this
+figures land in that directory (below _output/smoke/manual, as for any hand run), not in site-packages. Offline: the dependencies come from this
 environment's site-packages (a .pth line), the package itself only from the wheel."""
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ def test_wheel_runs_notebooks_01_and_02_from_an_empty_directory(wheel_venv, tmp_
         pfile.write_text(yaml.safe_dump({**params, "profile": "smoke"}))
         _run([str(wheel_venv), "-m", "papermill", str(nb), str(work / f"{stem}.out.ipynb"), "-f", str(pfile),
               "-k", "ladder-wheel", "--cwd", str(work), "--no-progress-bar"], cwd=work, env=env, timeout=900)
-    assert (work / "data" / "results" / "smoke" / "architecture.json").is_file()
-    assert list((work / "data" / "results" / "smoke").glob("speed*.json"))
-    assert list((work / "book" / "figures").glob("*.png"))
+    # a hand run (no ladder.pipeline): below _output/<profile>/manual of the working directory
+    out = work / "_output" / "smoke" / "manual"
+    assert (out / "data" / "results" / "smoke" / "architecture.json").is_file()
+    assert list((out / "data" / "results" / "smoke").glob("speed*.json"))
+    assert list((out / "book" / "figures").glob("*.png"))

@@ -140,3 +140,12 @@ def test_local_task_copies_are_scored_with_or_without_hf_offline(hf_offline, mon
         monkeypatch.setenv("LADDER_EVAL_TASKS", "hub")
         E.evaluate(stories_dir, ["arc_easy"])
         assert asked["tasks"] == ["arc_easy"]
+
+
+def test_chapter_1_reads_are_checked_too(data_dir, tmp_path, use_data, stories_dir):
+    from ladder import analysis
+    rel = "text/tinystories_sample/tinystories_sample.txt"
+    use_data(_mirror(data_dir, tmp_path / "data", {rel: (data_dir / rel).read_bytes()[:1000]}))
+    assert analysis.default_checkpoint() == str(tmp_path / "data" / "models" / "stories260K" / "hf")
+    with pytest.raises(CorruptDataError, match="tinystories_sample.txt is corrupt"):
+        analysis.sample_tokens(str(stories_dir), 16)

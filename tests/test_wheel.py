@@ -42,9 +42,13 @@ def wheel_venv(tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
     py = venv / "bin" / "python"
     sp = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (sp / "_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # the deps, not the editable ladder
+    # the wheel first: with the deps' site-packages already visible, pip would find the editable install of
+    # this checkout there ("already satisfied") and install nothing
+    # (and without PYTHONPATH: a checkout on it, with its .egg-info, also reads as installed)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(whl)],
-         timeout=300)
+         timeout=300, env=clean)
+    (sp / "_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # the deps, not the editable ladder
     _run([str(py), "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "ladder-wheel"], timeout=120)
     return py
 

@@ -24,10 +24,33 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: setup data test test-gpu gpu-wheels reproduce book clean
+.PHONY: setup torch data test test-gpu gpu-wheels reproduce book clean
+
+# torch first: on a machine without an NVIDIA GPU (no nvidia-smi) the CPU build of requirements.txt's torch
+# from TORCH_CPU_INDEX (PyPI's default Linux wheel is the multi-GB CUDA build); where that index cannot be
+# reached, plain pip, said so. With a GPU (or a torch already in the venv) pip's choice / the one present is kept.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+torch:  ## install torch first: the CPU build when there is no NVIDIA GPU
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@req=$$(grep -E '^torch==' requirements.txt); \
+	if $(PY) -c "import torch" 2>/dev/null; then \
+	  echo "[setup] torch $$($(PY) -c 'import torch; print(torch.__version__)' 2>/dev/null) already installed: kept"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  echo "[setup] NVIDIA GPU found: $$req from pip's index (a CUDA build)"; \
+	  $(PY) -m pip install -q "$$req"; \
+	else \
+	  echo "[setup] no NVIDIA GPU (no nvidia-smi): the CPU build of $$req from $(TORCH_CPU_INDEX)"; \
+	  $(PY) -m pip install -q "$$req" --index-url $(TORCH_CPU_INDEX) --timeout 20 --retries 1 2>&1 \
+	    | { grep -v -E "is ignored|Retrying \(Retry" || true; }; \
+	  if ! $(PY) -c "import torch" 2>/dev/null; then \
+	    echo "[setup] $(TORCH_CPU_INDEX) could not be reached: installing $$req with plain pip instead (on Linux"; \
+	    echo "[setup] that is the CUDA build, several GB; set TORCH_CPU_INDEX to a reachable mirror to avoid it)"; \
+	    $(PY) -m pip install -q "$$req"; \
+	  fi; \
+	fi
 
 $(VENV)/.installed: requirements.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(MAKE) --no-print-directory torch
 	set -o pipefail; $(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null

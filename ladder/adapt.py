@@ -203,12 +203,11 @@ def resolve_model(name: str):
     """A model name of the notebook's parameters -> a checkpoint path or hub id, or None if a local
     checkpoint is missing. "stories260K" is the pretrained checkpoint in the data directory; a relative
     path is taken from the repository root (e.g. notebook 03's data/results/cpu/checkpoints/standard)."""
-    from .paths import data_path
-    from .provenance import REPO_ROOT
+    from .paths import data_path, local_candidates
     if name == "stories260K":
         return data_path("models", "stories260K", "hf")
     p = Path(name).expanduser()
-    for cand in (p, REPO_ROOT / p):
+    for cand in local_candidates(p):
         if (cand / "config.json").is_file():
             return cand
     local = name.startswith((".", "/", "~", "data/", "runs/")) or name.count("/") != 1

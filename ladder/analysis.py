@@ -186,9 +186,9 @@ _FALLBACK_TEXT = ("Once upon a time, there was a little girl named Lily. She lov
 def default_checkpoint() -> str:
     """The pretrained checkpoint the architecture notebook analyses: stories260K from the offline data
     folder ($LADDER_DATA/models/stories260K/hf) when present, else a small Llama from the hub."""
-    from .paths import data_root
-    try:
-        p = data_root() / "models" / "stories260K" / "hf"
+    from .paths import data_path
+    try:  # checked against the manifest (a corrupt copy is named; a mistyped LADDER_DATA is an error)
+        p = data_path("models", "stories260K", "hf")
     except FileNotFoundError:
         return HUB_FALLBACK
     return str(p) if (p / "config.json").is_file() else HUB_FALLBACK
@@ -200,9 +200,9 @@ def sample_tokens(checkpoint: str, n_tokens: int, batch: int = 1) -> torch.Tenso
     from transformers import AutoTokenizer
 
     from .hf import resolve_checkpoint
-    from .paths import data_root
+    from .paths import data_path
     try:
-        text = (data_root() / "text" / "tinystories_sample" / "tinystories_sample.txt").read_text()
+        text = data_path("text", "tinystories_sample", "tinystories_sample.txt").read_text()
     except (FileNotFoundError, OSError):
         text = _FALLBACK_TEXT
     tok = AutoTokenizer.from_pretrained(resolve_checkpoint(checkpoint))

@@ -4,10 +4,13 @@
 checkpoint saved by `ladder.train.save_hf` (a plain LlamaForCausalLM or a LadderLlamaForCausalLM; the
 latter loads because `ladder.hf` is imported here, which registers it with the Auto classes).
 
-Task names are the paper's (lm-eval's built-in names). On a connected machine they run as lm-eval
-defines them. Offline (`local=True`, the default when HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set) they map
-to the YAMLs in ladder/tasks/ over $LADDER_DATA/eval. SciQ has no offline copy: it maps to OpenBookQA,
-and results say so (`SUBSTITUTES`).
+Task names are the paper's (lm-eval's built-in names). They map to the YAMLs in ladder/tasks/ over the data
+folder's eval/ copies (`local=True`) whenever the data folder has them, online or offline, so every run of
+the cpu/smoke profiles (make, plain papermill, Colab) scores the same examples as the book; and always when
+HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set. lm-eval's own (hub) tasks are used when the data folder has no
+copies and the hub may be reached, in a gpu-profile notebook (the paper's tasks, e.g. MMLU, have no local
+copy), or with LADDER_EVAL_TASKS=hub. SciQ has no local copy: it maps to OpenBookQA, and results say so
+(`SUBSTITUTES`).
 """
 from __future__ import annotations
 
@@ -51,8 +54,27 @@ TASK_METRIC = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "openbookqa
 HEADLINE_METRIC = TASK_METRIC  # the former name
 
 
-def offline_default() -> bool:
+def hub_offline() -> bool:
+    """HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set: the hub is not to be reached."""
     return any(os.environ.get(v, "0") not in ("", "0") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def local_default() -> bool:
+    """Whether evaluate() runs the local task copies by default (see the module's docstring); also the
+    rule for the other local-or-hub choices (retraining text, the pretraining table's SciQ label), so a run
+    online with the data folder reads exactly what the book's runs read."""
+    if hub_offline():
+        return True
+    choice = os.environ.get("LADDER_EVAL_TASKS", "").lower()
+    if choice in ("local", "hub"):
+        return choice == "local"
+    from .paths import _current, data_root
+    if str(_current["profile"] or "").startswith("gpu"):
+        return False
+    return (data_root() / "eval" / "llm_foundry_icl").is_dir()  # a mistyped LADDER_DATA is an error here
+
+
+offline_default = local_default  # the former name (ladder.pretrain and ladder.retraining_data call it)
 
 
 def local_task_names() -> list[str]:
@@ -129,7 +151,7 @@ def evaluate(checkpoint_dir: str | os.PathLike, tasks: list[str] | None = None, 
             raise FileNotFoundError(f"{path} is not a saved checkpoint (no config.json); save one with "
                                     "ladder.train.save_hf")
         path = hf.resolve_checkpoint(checkpoint_dir)  # a hub id: lm-eval gets the downloaded folder
-    local = offline_default() if local is None else local
+    local = local_default() if local is None else local
     tasks = list(tasks or PAPER_TASKS)
     run = {t: resolve_task(t, local) for t in tasks}
     tm = TaskManager(include_path=str(TASK_DIR), include_defaults=not local)

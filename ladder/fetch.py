@@ -11,7 +11,9 @@ Files marked `derive` (stories260K in Hugging Face format) are rebuilt from thei
 `derive_stories260k` and checked against the same recorded hashes. Files marked `skip` (the derived
 Llama-3 tokenizer.json, which no cpu/smoke notebook or test reads) are not fetched.
 
-The destination is `ladder.paths.fetch_root()`: $LADDER_DATA, else the user cache ~/.cache/ladder.
+The destination is the data folder, by the rule the notebooks read it with (`ladder.paths.data_root()`):
+$LADDER_DATA (which must exist: a mistyped variable is an error, not a new folder), else ../shared/data
+beside the checkout, else the user cache ~/.cache/ladder.
 `--base-url` (or $LADDER_FETCH_BASE) replaces `https://raw.githubusercontent.com` (a mirror, or the
 tests' local server).
 """
@@ -89,8 +91,9 @@ def download(e: Entry, root: Path, base_url: str | None = None, timeout: float =
                 f.write(chunk)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:  # includes a connection closed mid-body
         tmp.unlink(missing_ok=True)
-        raise FetchError(f"{e.path}: download from {url} failed ({err}); check the network "
-                         "(or --base-url) and run the fetch again") from None
+        raise FetchError(f"{e.path}: download from {url} failed ({err}); check the network (or --base-url) "
+                         "and run the fetch again, or, offline, set LADDER_DATA to a copy of the data "
+                         "folder") from None
     _commit(tmp, dest, e)
     return dest
 
@@ -248,16 +251,17 @@ def fetch(root: Path | None = None, only=None, base_url: str | None = None, log=
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ladder.fetch", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--dest", type=Path, help="data folder (default: $LADDER_DATA, else ~/.cache/ladder)")
+    ap.add_argument("--dest", type=Path, help="data folder, created if missing (default: $LADDER_DATA, which "
+                    "must exist; else ../shared/data beside the checkout; else ~/.cache/ladder)")
     ap.add_argument("--only", nargs="+", metavar="PREFIX", help="only files whose path starts with these")
     ap.add_argument("--base-url", help=f"replaces {ORIGIN} in the manifest's URLs (a mirror)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
-    from .paths import fetch_root
-    root = args.dest or fetch_root()
+    from .paths import DataFolderError, fetch_root
     try:
+        root = args.dest or fetch_root()
         done = fetch(root, args.only, args.base_url)
-    except (FetchError, OSError) as e:
+    except (FetchError, OSError, DataFolderError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -57,6 +57,8 @@ def launch_local(fn, world_size: int, *args) -> list:
     import torch.multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_local_worker, args=(fn, world_size, os.path.join(tmp, "init"), tmp, args), nprocs=world_size)
+        # full unpickling (a rank returns any picklable object): these files are this call's own, written by
+        # the ranks it just spawned into a private temporary folder, and deleted with it
         return [torch.load(os.path.join(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]
 
 
@@ -114,6 +116,8 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
         raise RuntimeError(f"{name} on {nproc} processes failed (exit code {proc.returncode}): "
                            f"{errors[-1] if errors else 'see the output below'}\n"
                            f"command: {' '.join(argv)}\nlast output:\n" + "".join(tail))
+    # full unpickling: result.pt is what this call's own ranks returned (any picklable object), written during
+    # this call; nothing from another run or another machine is read (torchrun_call deletes it first)
     return torch.load(result, weights_only=False)
 
 
@@ -125,6 +129,9 @@ def main(argv=None):
         raise SystemExit("usage: torchrun --nproc-per-node N -m ladder.launch JOB.pt "
                          "(written by ladder.launch.torchrun_call)")
     path = Path(argv[0])
+    # full unpickling: JOB.pt holds the function's keyword arguments (tokenizers, configs, data), written a
+    # moment ago by torchrun_call in the same run and deleted when the ranks finish; resumable state
+    # (trainer_state.pt in a run folder, which may come from elsewhere) is loaded with weights_only=True
     job = torch.load(path, mmap=True, weights_only=False)
     init_distributed(device=job["device"])
     try:

@@ -44,29 +44,102 @@ def user_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ladder"
 
 
-def fetch_root() -> Path:
-    """The folder the fetch writes to: $LADDER_DATA when set, else the user cache."""
+class DataFolderError(RuntimeError):
+    """$LADDER_DATA names a folder that does not exist (a typo, or a copy not mounted): never silently
+    replaced by another folder or created, since the notebooks would then fall back to hub models."""
+
+
+def _data_root_choice() -> tuple[Path, str]:
+    """(the data folder, how it was chosen): the one rule of the notebooks, the tests and ladder.fetch."""
+    from .provenance import CHECKOUT
     env = os.environ.get("LADDER_DATA")
-    return Path(env).expanduser() if env else user_cache()
+    if env:
+        return Path(env).expanduser(), "LADDER_DATA"
+    shared = CHECKOUT.parent / "shared" / "data" if CHECKOUT else None
+    if shared is not None and shared.is_dir():
+        return shared, "../shared/data beside the checkout"
+    return user_cache(), "the user cache"
+
+
+def fetch_root() -> Path:
+    """The folder `python -m ladder.fetch` fills: the data folder, by the same rule as data_root()."""
+    return data_root()
 
 
 def data_root() -> Path:
-    """The data directory: $LADDER_DATA, else ../shared/data beside the checkout, else the user cache."""
-    from .provenance import CHECKOUT
-    env = os.environ.get("LADDER_DATA")
-    shared = CHECKOUT.parent / "shared" / "data" if CHECKOUT else None
-    root = Path(env).expanduser() if env else shared if shared and shared.is_dir() else user_cache()
-    if root == user_cache():  # the cache fills itself (data_path fetches what is missing)
+    """The data directory: $LADDER_DATA (which must exist), else ../shared/data beside the checkout, else the
+    user cache ~/.cache/ladder (created; data_path fetches into it what is missing)."""
+    root, how = _data_root_choice()
+    if how == "LADDER_DATA" and not root.is_dir():
+        raise DataFolderError(f"LADDER_DATA={os.environ['LADDER_DATA']}: no such folder; fix the variable (a copy "
+                              "of the data folder holds text/, eval/, tokenizers/ and models/), or create the "
+                              "folder and run `make data` (python -m ladder.fetch) to fetch the data into it")
+    if how == "the user cache":  # the cache fills itself (data_path fetches what is missing)
         root.mkdir(parents=True, exist_ok=True)
-    if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist: run `make data` (or `python -m "
-                                "ladder.fetch`), or set LADDER_DATA to a folder that holds text/, eval/, "
-                                "tokenizers/ and models/")
     return root
 
 
+# ----------------------------------------------------------------------------------- data verification
+class CorruptDataError(RuntimeError):
+    """A data file differs from the size/sha256 the manifest records (truncated, edited, half-copied)."""
+
+
+_VERIFIED: dict[str, tuple[int, int]] = {}  # path -> (size, mtime_ns) at which it matched the manifest
+_MANIFEST: dict | None = None
+
+
+def _manifest_by_path() -> dict:
+    global _MANIFEST
+    if _MANIFEST is None:
+        from .fetch import manifest
+        _MANIFEST = {e.path: e for e in manifest()}
+    return _MANIFEST
+
+
+def manifest_entries(rel: str) -> list:
+    """The manifest's entries at `rel` (a file) or under it (a folder), e.g. "tokenizers/gpt2"."""
+    rel = rel.strip("/")
+    m = _manifest_by_path()
+    return [e for path, e in m.items() if path == rel or path.startswith(rel + "/")] if rel else list(m.values())
+
+
+def verify_data(rel: str, root: Path | None = None) -> list:
+    """Check the data files at or under `rel` against the manifest's size and sha256, once per process and
+    file version (size, mtime); a file that differs is named with the fix. Files the manifest marks `skip`
+    are checked when present. Returns the manifest entries read (recorded for ladder.pipeline's
+    up-to-date check when $LADDER_DATA_LOG names a file)."""
+    from .fetch import sha256
+    root = Path(root) if root is not None else data_root()
+    entries = manifest_entries(rel)
+    for e in entries:
+        f = root / e.path
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            if e.fetch == "skip":
+                continue
+            raise FileNotFoundError(f"{f} is missing from the data folder {root} (data/manifest.csv lists it): "
+                                    f"run `make data` (or `python -m ladder.fetch --dest {root}`)") from None
+        key = (st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(str(f)) == key:
+            continue
+        got = "" if st.st_size != e.bytes else sha256(f)
+        if st.st_size != e.bytes or got != e.sha256:
+            what = (f"{st.st_size} bytes, the manifest records {e.bytes}" if st.st_size != e.bytes else
+                    f"sha256 {got[:12]}..., the manifest records {e.sha256[:12]}...")
+            raise CorruptDataError(f"{f} is corrupt or incomplete ({what}): run `make data` (or `python -m "
+                                   f"ladder.fetch --dest {root}`), which names and fetches it again")
+        _VERIFIED[str(f)] = key
+    log = os.environ.get("LADDER_DATA_LOG")
+    if log and entries:
+        with open(log, "a") as fh:
+            fh.write("".join(f"{e.path} {e.sha256}\n" for e in entries if e.fetch != "skip" or (root / e.path).exists()))
+    return entries
+
+
 def data_path(*parts: str) -> Path:
-    """A path inside the data directory, with an error naming it and the fix if it is missing."""
+    """A path inside the data directory, with an error naming it and the fix if it is missing; the files at
+    or under it are checked against the manifest (verify_data) before anything reads them."""
     root = data_root()
     p = root.joinpath(*parts)
     if not p.exists() and root == user_cache() and os.environ.get("LADDER_NO_FETCH") != "1":
@@ -80,21 +153,80 @@ def data_path(*parts: str) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"{p} not found in the data directory {root}: run `make data` "
                                 f"(or `python -m ladder.fetch --dest {root}`)")
+    verify_data("/".join(parts), root)
     return p
 
 
+# ----------------------------------------------------------------------------------- where runs write
+# ladder.pipeline sets $LADDER_OUTPUT to the folder its run writes results, training runs and (with
+# $LADDER_BOOK_DIR) figures under: the repository itself, so its cpu run writes the committed
+# data/results/cpu/, runs/cpu/ and book/figures/. Any other run (plain papermill, Jupyter, Colab) has no such
+# variable and writes below _output/<profile>/manual/ in the working directory, never the committed files.
+OUTPUT_ENV = "LADDER_OUTPUT"
+_current = {"profile": None}  # the profile this process (a notebook's kernel) last named
+_told: set[str] = set()  # output roots already announced
+
+
+def pipeline_run() -> bool:
+    """True in a notebook that ladder.pipeline runs (it names the output folder)."""
+    return bool(os.environ.get(OUTPUT_ENV))
+
+
+def output_root(profile: str | None = None) -> Path:
+    """The folder this run writes data/results/<profile>/, runs/ and book/figures/ below: $LADDER_OUTPUT
+    when ladder.pipeline runs the notebook, else <working directory>/_output/<profile>/manual. A notebook
+    names its profile here (or to results_dir) first; figures_dir() then uses it."""
+    if profile:
+        _current["profile"] = profile
+    else:
+        profile = _current["profile"]
+    env = os.environ.get(OUTPUT_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    root = REPO_ROOT / "_output" / (profile or "unknown") / "manual"
+    if str(root) not in _told:
+        _told.add(str(root))
+        print(f"[ladder] not run by ladder.pipeline: results, training runs and figures go to {root} (only "
+              "`python -m ladder.pipeline --profile cpu` writes the committed data/results/cpu, runs/cpu and book/)",
+              file=sys.stderr)
+    return root
+
+
+def runs_dir(profile: str) -> Path:
+    """runs/ of this run's output root (training runs, keyed by their parameters)."""
+    return output_root(profile) / "runs"
+
+
+OUTPUT_PREFIXES = ("data/results/", "runs/")  # relative paths that name what a run wrote
+
+
+def local_candidates(p: str | os.PathLike) -> tuple[Path, ...]:
+    """Where a local path given as a parameter may be, in order. A relative path to something a run writes
+    (e.g. chapter 3's exported data/results/cpu/checkpoints/standard, which chapter 4 reads) is in this run's
+    output root only: a hand run reads what its own chapter 3 wrote, the pipeline what its own did (the
+    repository's copy). Any other relative path: the working directory, then the repository."""
+    p = Path(p).expanduser()
+    if p.is_absolute():
+        return (p,)
+    if p.as_posix().startswith(OUTPUT_PREFIXES):
+        return (output_root() / p,)
+    return (p, REPO_ROOT / p)
+
+
 def results_dir(profile: str) -> Path:
-    """data/results/<profile>/ in the working directory (ladder.provenance.REPO_ROOT: $LADDER_WORKDIR, the
-    checkout, or the current directory), where experiments store their result files."""
-    d = REPO_ROOT / "data" / "results" / profile
+    """<output root>/data/results/<profile>/, where experiments store their result files: the repository's
+    data/results/<profile> in a ladder.pipeline run, else _output/<profile>/manual/data/results/<profile>."""
+    d = output_root(profile) / "data" / "results" / profile
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
 def figures_dir() -> Path:
     """Where notebooks save figures that other book pages show: <book>/figures, the book folder being
-    $LADDER_BOOK_DIR when ladder.pipeline runs them (a temporary copy in tests), else the repo's book/."""
-    d = Path(os.environ.get("LADDER_BOOK_DIR", REPO_ROOT / "book")) / "figures"
+    $LADDER_BOOK_DIR when ladder.pipeline runs them (book/ for the cpu profile, _output/<profile>/book for
+    the others, a temporary copy in tests), else the output root's book/ (never the committed one)."""
+    book = os.environ.get("LADDER_BOOK_DIR")
+    d = (Path(book) if book else output_root() / "book") / "figures"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -118,7 +250,7 @@ def display_path(p) -> str:
     roots = []
     try:
         roots.append(("<data>/", data_root().resolve()))
-    except FileNotFoundError:
+    except (FileNotFoundError, DataFolderError):
         pass
     roots.append(("", REPO_ROOT))
     for prefix, root in roots:

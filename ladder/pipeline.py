@@ -22,6 +22,7 @@ the committed cpu-profile notebooks are left alone); notebooks find it in $LADDE
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -34,6 +35,7 @@ from pathlib import Path
 
 import yaml
 
+from .paths import CorruptDataError, DataFolderError
 from .provenance import REPO_ROOT, code_changed_since, name_files, provenance
 
 PROFILES = ("smoke", "cpu", "gpu", "gpu1")
@@ -64,12 +66,15 @@ class NotebookFailed(PipelineError):
         self.notebook, self.cell_index, self.exec_count = notebook, cell_index, exec_count
         self.source, self.ename, self.evalue, self.partial = source, ename, evalue, partial
         self.cell_number, n_cells = _source_cell_number(partial, cell_index)
-        snippet = "\n".join("    " + line for line in source.strip().splitlines()[:12])
+        # one line: the cell's first line (the progress log numbers cells the same way), the error's first line
+        first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        lines = str(evalue).strip().splitlines() or [""]
+        error = lines[0] + (f" (+{len(lines) - 1} more lines)" if len(lines) > 1 else "")
         where = f"cell {self.cell_number} of {n_cells}" if n_cells else f"cell {cell_index}"
-        msg = (f"notebook {_rel(notebook)} failed in {where} (execution count {exec_count}): "
-               f"{ename}: {evalue}\n  cell source:\n{snippet}")
+        msg = f"notebook {_rel(notebook)} failed in {where} (`{first}`): {ename}: {error}"
         if partial is not None:
-            msg += f"\n  partly executed copy: {_rel(partial)}"
+            msg += f"; partly executed copy: {_rel(partial)}"
         super().__init__(msg)
 
 
@@ -174,10 +179,19 @@ def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR, 
     if not path.is_file():
         raise PipelineError(f"missing parameter file {_rel(path)} for notebook {stem} in profile {profile!r} "
                             f"(each notebook needs one per profile: a flat YAML mapping of its parameters)")
-    params = yaml.safe_load(path.read_text()) or {}
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{_rel(path)}:{mark.line + 1}" if mark is not None else _rel(path)
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise PipelineError(f"{where}: not valid YAML ({what}); fix that line") from None
     if not isinstance(params, dict):
         raise PipelineError(f"{_rel(path)} must be a flat mapping of parameter names to values, "
                             f"not {type(params).__name__}")
+    if params.get("profile", profile) != profile:
+        raise PipelineError(f"{_rel(path)}: profile: {params['profile']!r}, but the file is in profiles/{profile}/; "
+                            f"set it to {profile!r}")
     if notebook is not None:
         import difflib
         import papermill as pm
@@ -207,15 +221,33 @@ def stamp_path(executed: Path) -> Path:
     return executed.with_name(executed.stem + ".stamp.json")
 
 
+def data_read(log: Path) -> dict:
+    """{manifest path: sha256} of the data files a run read (ladder.paths.verify_data's log lines)."""
+    try:
+        lines = Path(log).read_text().splitlines()
+    except OSError:
+        return {}
+    return dict(sorted(tuple(line.split(" ", 1)) for line in lines if " " in line))
+
+
+def data_changed(recorded: dict) -> list[str]:
+    """The data files among `recorded` ({path: sha256}) whose manifest entry has changed or gone."""
+    from .paths import _manifest_by_path
+    now = _manifest_by_path()
+    return sorted(p for p, h in recorded.items() if p not in now or now[p].sha256 != h)
+
+
 def is_up_to_date(executed: Path, digest: str) -> bool:
-    """True when the executed copy exists and its stamp records the same work hash."""
+    """True when the executed copy exists, its stamp records the same work hash, and the data it read
+    (the manifest's sha256 of each file, recorded in the stamp) is still what the manifest lists."""
     stamp = stamp_path(executed)
     if not (executed.is_file() and stamp.is_file()):
         return False
     try:
-        return json.loads(stamp.read_text()).get("hash") == digest
+        st = json.loads(stamp.read_text())
     except (json.JSONDecodeError, OSError):
         return False
+    return st.get("hash") == digest and not data_changed(st.get("data") or {})
 
 
 def code_changed_note(executed: Path) -> str | None:
@@ -299,9 +331,18 @@ else:
     except (AttributeError, OSError, ValueError):
         _term = _sys.__stderr__
     _init = _std.tqdm.__init__
+    try:
+        _log = not _term.isatty()
+    except (AttributeError, ValueError):
+        _log = True
+    # redirected to a log (not a terminal): one line per bar update every LADDER_TQDM_INTERVAL seconds at most
+    _every = float(_os.environ.get("LADDER_TQDM_INTERVAL", "30"))
     def _to_terminal(self, *args, **kwargs):
         if kwargs.get("file") in (None, _sys.stdout, _sys.stderr, _sys.__stdout__, _sys.__stderr__):
             kwargs["file"] = _term
+            if _log:
+                kwargs["mininterval"] = max(kwargs.get("mininterval") or 0.1, _every)
+                kwargs["maxinterval"] = max(kwargs.get("maxinterval") or 10, _every)
         _init(self, *args, **kwargs)
     _std.tqdm.__init__ = _to_terminal
     _auto.tqdm = _autonb.tqdm = _tqdm.tqdm = _std.tqdm
@@ -328,11 +369,27 @@ if os.environ.get("LADDER_NO_BARS") == "1":
 """
 
 
+# ipykernel's own configuration (read from the same IPYTHONDIR): the kernel papermill starts listens on
+# 127.0.0.1 over TCP, and ipykernel 7 warns about that once per notebook; nothing else it logs is hidden.
+KERNEL_CONFIG = """\
+import logging
+
+
+class _NoTcpWarning(logging.Filter):
+    def filter(self, record):
+        return "without encryption" not in record.getMessage()
+
+
+logging.getLogger("IPKernelApp").addFilter(_NoTcpWarning())
+"""
+
+
 def kernel_ipython_dir(book_dir: Path) -> Path:
     d = Path(book_dir) / "_failed" / "ipython"
     startup = d / "profile_default" / "startup" / "00-ladder-progress-to-terminal.py"
     startup.parent.mkdir(parents=True, exist_ok=True)
     startup.write_text(KERNEL_STARTUP)
+    (d / "profile_default" / "ipython_kernel_config.py").write_text(KERNEL_CONFIG)
     (d / "site").mkdir(exist_ok=True)
     (d / "site" / "sitecustomize.py").write_text(CHILD_SITECUSTOMIZE)
     return d
@@ -346,13 +403,20 @@ def _expected_seconds(executed: Path):
 
 
 def cell_progress(stem: str, n_cells: int, expected, log=print, clock=time.perf_counter):
-    """An nbclient on_cell_start hook: '[02_speedup] cell 5/26, 73 s elapsed (last run: 410 s)'."""
+    """An nbclient on_cell_start hook: '[02_speedup] cell 5/26, 73 s elapsed (last run: 410 s)'. Cells are
+    numbered as in the source notebook (n_cells of them), as a failure names them: papermill's injected
+    parameters cell is not counted."""
     t0 = clock()
     last = f" (last run: {expected:.0f} s)" if expected else ""
+    injected = []
 
     def on_cell_start(cell, cell_index):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            injected.append(cell_index)
+            return
         if cell.cell_type == "code":
-            log(f"[pipeline] {stem}: cell {cell_index + 1}/{n_cells}, {clock() - t0:.0f} s elapsed{last}")
+            number = cell_index + 1 - sum(1 for i in injected if i < cell_index)
+            log(f"[pipeline] {stem}: cell {number}/{n_cells}, {clock() - t0:.0f} s elapsed{last}")
     return on_cell_start
 
 
@@ -383,14 +447,22 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     # the kernel inherits this environment: make the repository's `ladder` importable from notebooks/
     # even when the package is not pip-installed
     # (and tell notebooks which book folder they are writing for: LADDER_BOOK_DIR, for book/figures/)
-    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR", "IPYTHONDIR")}
+    # (LADDER_OUTPUT: the folder results, runs and figures go below, the repository itself; a notebook run
+    # any other way writes to _output/<profile>/manual instead, see ladder.paths.output_root)
+    # (LADDER_DATA_LOG: the data files it reads and their manifest hashes, for the stamp)
+    env_before = {k: os.environ.get(k) for k in ("PYTHONPATH", "LADDER_BOOK_DIR", "IPYTHONDIR", "LADDER_OUTPUT",
+                                                   "LADDER_DATA_LOG")}
     ipython_dir = kernel_ipython_dir(book_dir).resolve()
+    data_log = (failed_dir / f"{stem}.data.log").resolve()
+    data_log.unlink(missing_ok=True)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), str(ipython_dir / "site"), env_before["PYTHONPATH"]) if p)
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
     os.environ["IPYTHONDIR"] = str(ipython_dir)
+    os.environ["LADDER_OUTPUT"] = str(REPO_ROOT)
+    os.environ["LADDER_DATA_LOG"] = str(data_log)
     import nbformat
-    n_cells = len(nbformat.read(notebook, as_version=4).cells) + 1  # + papermill's injected parameters
+    n_cells = len(nbformat.read(notebook, as_version=4).cells)  # source cells, as a failure counts them
     try:
         pm.execute_notebook(str(notebook), str(tmp), parameters=params, kernel_name=kernel,
                             cwd=str(notebook.parent), progress_bar=False, log_output=log_output,
@@ -407,9 +479,11 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     prov = provenance(params)
     _insert_provenance(tmp, provenance_cell(stem, profile, params, prov, seconds))
     shutil.move(str(tmp), executed)  # only a successful run replaces the executed copy
+    data = data_read(data_log)
+    data_log.unlink(missing_ok=True)
     stamp_path(executed).write_text(json.dumps(
         {"notebook": f"notebooks/{stem}.ipynb", "profile": profile, "hash": digest, "parameters": params,
-         "seconds": round(seconds, 1), "provenance": prov}, indent=2, default=str) + "\n")
+         "data": data, "seconds": round(seconds, 1), "provenance": prov}, indent=2, default=str) + "\n")
     log(f"[pipeline] {stem}: done in {seconds:.0f} s -> {_rel(executed)}")
     return executed
 
@@ -543,12 +617,10 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         raise PipelineError("--book-only and --no-book exclude each other")
     if book_dir is None:
         book_dir = output_book_dir(profile)
-    if Path(book_dir).resolve() != BOOK_DIR.resolve():
-        _copy_book_sources(Path(book_dir))
-        log(f"[pipeline] profile {profile}: writing to {_rel(book_dir)} (only the {PUBLISHED} profile writes book/)")
     if profile in OFFLINE_PROFILES:  # as the Makefile does: these profiles read LADDER_DATA, never the hub
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ.setdefault(var, "1")
+    notebooks = []
     if not book_only:
         notebooks = discover(notebooks_dir, only)
         if not notebooks:
@@ -561,11 +633,19 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
             notebooks = [nb for nb in notebooks if nb.stem not in missing]
             if not notebooks:
                 raise PipelineError(f"profile {profile} has no parameter files in {_rel(Path(profiles_dir) / profile)}")
-        # every parameter file is checked (names and types) before anything runs
+        # every parameter file is checked (names and types), and the GPUs counted, before anything is written
         params = {nb.stem: load_parameters(profile, nb.stem, profiles_dir, nb) for nb in notebooks}
         check_gpus(profile, params)
-        for nb in notebooks:
-            execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
+    if Path(book_dir).resolve() != BOOK_DIR.resolve():
+        _copy_book_sources(Path(book_dir))
+        log(f"[pipeline] profile {profile}: writing to {_rel(book_dir)} (only the {PUBLISHED} profile writes book/)")
+    for nb in notebooks:
+        execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
+    # every notebook ran: the kernel's configuration folder is not a failure to inspect (partly executed
+    # copies of earlier failures are replaced by their chapter's next run)
+    shutil.rmtree(Path(book_dir) / "_failed" / "ipython", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (Path(book_dir) / "_failed").rmdir()  # only when empty
     if not no_book:
         build_book(profile, book_dir, log=log)
 
@@ -587,7 +667,7 @@ def main(argv=None) -> int:
     try:
         run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir,
             log_output=args.log_output)
-    except (PipelineError, FileNotFoundError) as e:
+    except (PipelineError, FileNotFoundError, DataFolderError, CorruptDataError) as e:
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

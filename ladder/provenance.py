@@ -99,9 +99,23 @@ def provenance(params: dict | None = None, **extra) -> dict:
 
 
 def write_result(path: str | os.PathLike, payload: dict, params: dict | None = None) -> Path:
-    """Write `payload` as JSON with a `provenance` block (creating folders)."""
+    """Write `payload` as JSON with a `provenance` block (creating folders). The record is written to a
+    temporary file beside `path` and renamed over it, so a run killed (or a value that cannot be stored)
+    mid-write leaves the previous result intact, never a truncated one."""
+    import tempfile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {**payload, "provenance": provenance(params)}
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(record, f, indent=2, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

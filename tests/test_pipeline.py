@@ -243,7 +243,7 @@ def test_progress_bars_go_to_the_terminal_not_into_cells(tmp_path, capfd, monkey
     text = json.dumps(nbformat.read(out, as_version=4)["cells"])
     assert "it/s" not in text and "3/3" not in text and "done" in text
     assert "3/3" in capfd.readouterr().err  # the bars went to the kernel's stderr: this terminal
-    assert [m for m in logs if re.search(r"01_tiny: cell 6/6, \d+ s elapsed", m)], logs
+    assert [m for m in logs if re.search(r"01_tiny: cell 5/5, \d+ s elapsed", m)], logs
     assert "5/5" not in text  # a child process's bar, relayed into the cell, is not drawn at all
 
 
@@ -339,3 +339,85 @@ def test_every_module_a_notebook_imports_comes_with_the_package():
                     if top not in sys.stdlib_module_names and top != "ladder" and not dists & closure:
                         missing.append(f"{nb.name}: {top} (from {sorted(dists) or 'no installed distribution'})")
     assert not missing, "imported by a notebook but not a dependency of the package:\n" + "\n".join(missing)
+
+
+# --------------------------------------------------------------------------------------------- issue 22
+def test_malformed_profile_yaml_is_one_line_naming_file_and_line(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "# a comment\nx: 1\nsamples: [1\n")
+    with pytest.raises(PipelineError) as info:
+        pipeline.load_parameters("smoke", "01_tiny", tmp_path / "profiles", nb)
+    msg = str(info.value)
+    assert re.search(r"01_tiny\.yaml:[34]: not valid YAML", msg) and "\n" not in msg, msg
+    assert "<unicode string>" not in msg
+
+
+def test_a_profile_file_naming_another_profile_is_refused(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)", params="x = 0\nprofile = 'cpu'")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "profile: cpu\nx: 1\n")
+    with pytest.raises(PipelineError, match="profile: 'cpu', but the file is in profiles/smoke/"):
+        pipeline.load_parameters("smoke", "01_tiny", tmp_path / "profiles", nb)
+
+
+def test_progress_and_failure_number_cells_alike_and_the_error_is_one_line(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_bad.ipynb", "y = x + 1",
+                   "# a long cell\nz = 1\nw = 2\nraise ValueError(f'boom {y}\\nsecond line')\nprint('never')")
+    _profile(tmp_path / "profiles", "smoke", "01_bad", "x: 41\n")
+    logs = []
+    with pytest.raises(NotebookFailed) as info:
+        pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
+    msg = str(info.value)
+    last = [m for m in logs if "01_bad: cell" in m][-1]
+    assert "cell 4/4," in last and "failed in cell 4 of 4" in msg  # the same numbering
+    assert "\n" not in msg and "z = 1" not in msg and "(`# a long cell`)" in msg
+    assert "ValueError: boom 42 (+1 more lines)" in msg and "partly executed copy" in msg
+
+
+def test_the_kernel_tcp_warning_and_bar_floods_stay_out_of_the_log(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("PYTEST_CURRENT_TEST", raising=False)
+    monkeypatch.setenv("LADDER_TQDM_INTERVAL", "30")
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
+                   "import time, tqdm\nfor _ in tqdm.tqdm(range(40), desc='many'): time.sleep(0.02)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
+    pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=lambda *a: None)
+    err = capfd.readouterr().err
+    assert "without encryption" not in err
+    draws = [d for d in err.replace("\r", "\n").splitlines() if d.startswith("many:")]
+    assert 1 <= len(draws) <= 3 and "40/40" in draws[-1], draws  # start and end, not one per 0.1 s
+
+
+def test_a_refused_gpu_run_leaves_no_book_stub(tmp_path, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    book = tmp_path / "_output" / "gpu" / "book"
+    with pytest.raises(PipelineError, match="needs"):
+        pipeline.run("gpu", no_book=True, book_dir=book, log=lambda *a: None)
+    assert not book.exists()
+
+
+def test_a_successful_run_tidies_the_kernel_folder_of_failed(tmp_path):
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(x)")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
+    book = tmp_path / "book"
+    (book / "_failed" / "ipython").mkdir(parents=True)  # left by an earlier failed run
+    pipeline.run("smoke", no_book=True, notebooks_dir=nb.parent, profiles_dir=tmp_path / "profiles",
+                 book_dir=book, log=lambda *a: None)
+    assert not (book / "_failed").exists()
+
+
+def test_the_up_to_date_check_covers_the_manifest_hashes_of_the_data_read(tmp_path, monkeypatch):
+    from ladder import paths
+    rel = "text/tinystories_sample/tinystories_sample.txt"
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb",
+                   f"from ladder.paths import data_path\nprint(len(data_path(*{rel!r}.split('/')).read_text()))")
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "x: 1\n")
+    kw = dict(book_dir=tmp_path / "book", profiles_dir=tmp_path / "profiles", log=lambda *a: None)
+    executed = pipeline.execute(nb, "smoke", **kw)
+    stamp = json.loads(pipeline.stamp_path(executed).read_text())
+    entry = paths._manifest_by_path()[rel]
+    assert stamp["data"] == {rel: entry.sha256}
+    assert pipeline.execute(nb, "smoke", **kw) is None  # same data: skipped
+    import dataclasses
+    changed = {**paths._manifest_by_path(), rel: dataclasses.replace(entry, sha256="0" * 64)}
+    monkeypatch.setattr(paths, "_MANIFEST", changed)  # a new version of the file in the manifest
+    assert pipeline.execute(nb, "smoke", **kw) == executed

@@ -1,7 +1,7 @@
 """The wheel, installed into a fresh virtual environment outside the repository, runs notebooks 01 and 02
 on the smoke profile from an empty directory (as Colab/Binder would after the install cell): the package
 data (paper tables, task YAMLs, data manifest) is found through importlib.resources, and results and
-figures land in that directory, not in site-packages. Offline: the dependencies come from this
+figures land in that directory (below _output/smoke/manual, as for any hand run), not in site-packages. Offline: the dependencies come from this
 environment's site-packages (a .pth line), the package itself only from the wheel."""
 from __future__ import annotations
 
@@ -42,9 +42,13 @@ def wheel_venv(tmp_path_factory):
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], timeout=120)
     py = venv / "bin" / "python"
     sp = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    (sp / "_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # the deps, not the editable ladder
+    # the wheel first: with the deps' site-packages already visible, pip would find the editable install of
+    # this checkout there ("already satisfied") and install nothing
+    # (and without PYTHONPATH: a checkout on it, with its .egg-info, also reads as installed)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     _run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(whl)],
-         timeout=300)
+         timeout=300, env=clean)
+    (sp / "_deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # the deps, not the editable ladder
     _run([str(py), "-m", "ipykernel", "install", "--prefix", str(venv), "--name", "ladder-wheel"], timeout=120)
     return py
 
@@ -65,6 +69,8 @@ def test_wheel_runs_notebooks_01_and_02_from_an_empty_directory(wheel_venv, tmp_
         pfile.write_text(yaml.safe_dump({**params, "profile": "smoke"}))
         _run([str(wheel_venv), "-m", "papermill", str(nb), str(work / f"{stem}.out.ipynb"), "-f", str(pfile),
               "-k", "ladder-wheel", "--cwd", str(work), "--no-progress-bar"], cwd=work, env=env, timeout=900)
-    assert (work / "data" / "results" / "smoke" / "architecture.json").is_file()
-    assert list((work / "data" / "results" / "smoke").glob("speed*.json"))
-    assert list((work / "book" / "figures").glob("*.png"))
+    # a hand run (no ladder.pipeline): below _output/<profile>/manual of the working directory
+    out = work / "_output" / "smoke" / "manual"
+    assert (out / "data" / "results" / "smoke" / "architecture.json").is_file()
+    assert list((out / "data" / "results" / "smoke").glob("speed*.json"))
+    assert list((out / "book" / "figures").glob("*.png"))

@@ -716,3 +716,41 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def chapter_measure(*, mode: str, records_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None,
+                    p2p_off: bool = False, **params) -> tuple[list[dict], dict, str]:
+    """Chapter 2's grid measurement from its parameters (`chapter_runs`' keywords): in "local" mode (CPU or
+    one GPU with virtual ranks) every record is appended to `records_path` as it is measured and read back
+    from it; in "torchrun" mode (GPU nodes, real NCCL) one torchrun per TP degree, with NVLink peer-to-peer
+    on and, with `p2p_off`, off. Returns (records, links, main_link): each record tagged with its "set" and
+    "link_name" (the parameter's name of its link)."""
+    if mode == "local":
+        links_param, main_link = params["links"], params["main_link"]
+        path = start_records(records_path)
+        for sset, cfgs in chapter_runs(**params):  # round-robin within each grid point (the pairing statistics use)
+            run_local(cfgs, interleave=True, interleave_by=INTERLEAVE_BY, out=path, tags={"set": sset})
+        records = read_records(path)
+    elif mode == "torchrun":
+        runs = Path(runs_dir)
+        runs.mkdir(parents=True, exist_ok=True)
+        records = []
+        grid = params["grid"]
+        for p2p in [True] + ([False] if p2p_off else []):
+            for tp in sorted({tp for tp, _ in grid}):
+                recs = run_torchrun(tp, runs / f"tp{tp}-{'p2p' if p2p else 'nop2p'}.jsonl", p2p=p2p,
+                                    preset=[params["preset_name"]], wiring=params["wirings"],
+                                    batch=[b for t, b in grid if t == tp], dtype=[params["dtype"]],
+                                    prompt_len=params["prompt_len"], new_tokens=params["new_tokens"],
+                                    warmup=params["warmup"], samples=params["samples"], compile=params["compile"])
+                for r in recs:
+                    r["set"], r["link"] = "nccl", {"name": "nvlink" if p2p else "nccl_p2p_disable"}
+                records += recs
+        links_param = {"nvlink": None} | ({"nccl_p2p_disable": None} if p2p_off else {})
+        main_link = "nvlink"
+    else:
+        raise ValueError(f"parameter `mode` is {mode!r}: 'local' (CPU, or one GPU with virtual ranks) or 'torchrun'")
+    for r in records:
+        name = (r.get("link") or {}).get("name")
+        r["link_name"] = "none" if name is None else next((k for k, v in links_param.items() if v == name), name)
+    return records, links_param, main_link

@@ -26,6 +26,10 @@ REPO_ROOT = Path(os.environ.get("LADDER_WORKDIR") or CHECKOUT or Path.cwd()).exp
 
 
 def git_commit() -> str:
+    # a copy of the checkout without .git (a lent GPU machine): the commit it was copied from, passed in
+    passed = os.environ.get("LADDER_COMMIT")
+    if passed and (CHECKOUT is None or not (CHECKOUT / ".git").exists()):
+        return passed
     if CHECKOUT is None:  # an installed package: its version is the best code identity there is
         import importlib.metadata as md
         try:

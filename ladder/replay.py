@@ -319,3 +319,40 @@ def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster
                      "step_ms": 1e3 * statistics.median(per_round[m]), "speedup": sp, "speedup_ci": ci,
                      "replay_step_ms": 1e3 * predicted[m], "replay_speedup": predicted["standard"] / predicted[m]})
     return {"costs": costs, "half_costs": half, "link": link, "records": records, "rows": rows}
+
+
+# --------------------------------------------------------------------------------------------- reporting
+def _ci_text(x: float, ci, pct: bool = False) -> str:
+    f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.2f}")
+    return f"{f(x)} ({f(ci[0])}–{f(ci[1])})"
+
+
+def validation_table(rows: list[dict]) -> "pd.DataFrame":
+    """`validate`'s rows for reading: measured speed-up and recovered share with their 95% intervals beside
+    the replay's, and the replay's error."""
+    import pandas as pd
+    return pd.DataFrame([{"regime": r["name"], "a/c": round(r["a/c"], 2), "all-reduce (ms)": round(r["allreduce_ms"], 3),
+                          "speed-up, measured (95% CI)": _ci_text(r["speedup"], r["speedup_ci"]),
+                          "speed-up, replay": round(r["replay_speedup"], 2),
+                          "recovered, measured (95% CI)": _ci_text(r["recovered"], r["recovered_ci"], pct=True),
+                          "recovered, replay": f"{r['replay_recovered']:.0%}",
+                          "replay error": f"{r['replay_error']:+.1%}"} for r in rows])
+
+
+def plot_rivals(rows: list[dict], ax=None, title: str | None = None):
+    """`rivals`' rows: each method's measured decode speed-up over standard (bars, 95% intervals) and the
+    replay's (diamonds)."""
+    import matplotlib.pyplot as plt
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    y = list(range(len(rows)))
+    sp = [r["speedup"] for r in rows]
+    ax.barh(y, sp, xerr=[[s - r["speedup_ci"][0] for s, r in zip(sp, rows)],
+                         [r["speedup_ci"][1] - s for s, r in zip(sp, rows)]],
+            color="#95a5a6", capsize=3, label="measured here (95% CI)")
+    ax.plot([r["replay_speedup"] for r in rows], y, "D", color="#c0392b", label="replay")
+    ax.set_yticks(y, [r["method"] for r in rows])
+    ax.axvline(1, color="black", lw=0.8)
+    ax.set_xlabel(title or "decode speed-up over standard")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax

@@ -89,3 +89,15 @@ def test_a_failed_result_write_leaves_the_previous_file_intact(tmp_path):
     assert path.read_bytes() == before  # the last good result, whole
     assert json.loads(path.read_text())["experiment"] == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["architecture.json"]  # no temporary file left behind
+
+
+def test_a_copy_without_git_takes_the_commit_it_was_given(monkeypatch, tmp_path):
+    """On a lent GPU machine the working tree arrives without .git: LADDER_COMMIT names the commit."""
+    from ladder import provenance
+    monkeypatch.setenv("LADDER_COMMIT", "abc123")
+    monkeypatch.setattr(provenance, "CHECKOUT", tmp_path)  # a checkout-like folder with no .git
+    assert provenance.git_commit() == "abc123"
+    monkeypatch.setattr(provenance, "CHECKOUT", None)
+    assert provenance.git_commit() == "abc123"
+    monkeypatch.delenv("LADDER_COMMIT")
+    assert provenance.git_commit() != "abc123"

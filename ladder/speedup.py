@@ -171,7 +171,7 @@ def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = 
     return ClaimEntry(evidence=evidence, quantity="speedup", value=float(row["speedup"]), ours=ours, how=how,
                       subject=row.get("model"), n=int(row["samples"]), ci={"speedup": (lo, hi)},
                       speedup=float(row["speedup"]), step_ms=float(row["step_ms"]),
-                      extra={"tp": tp, "batch": batch, "link": link, "ladder_layers": row["ladder_layers"]})
+                      extra={"tp": tp, "batch": int(batch), "link": link, "ladder_layers": int(row["ladder_layers"])})
 
 
 # --------------------------------------------------------------------------------------------- the paper

@@ -302,7 +302,7 @@ def _interval_vs(lo, hi, target, name, fmt, at_scale, suffix=""):
 def _multi_gpu_speed(e: ClaimEntry, t):
     """A real multi-GPU speed-up against the paper's: at least share_of_gain of its gain, with confidence."""
     target = 1 + _thr(t, "share_of_gain") * _thr(t, "paper_gain")
-    return _interval_vs(*e.interval("speedup"), target, "speed-up", ".3f", True)
+    return _interval_vs(*e.interval("speedup"), target, "speed-up", ".4f", True)
 
 
 def rule_speed(e: ClaimEntry, t: Mapping):
@@ -315,8 +315,10 @@ def rule_speed(e: ClaimEntry, t: Mapping):
     if e.interval("speedup") is None:
         return "inconclusive", "no confidence interval for the speed-up"
     if e.evidence == "multi-gpu":
-        if "min_nodes" in t and (e.nodes or 0) < t["min_nodes"]:
-            return "inconclusive", f"measured on {e.nodes or 'an unrecorded number of'} node(s); the claim needs ≥ {t['min_nodes']:g}"
+        if "min_nodes" in t and e.nodes is None:
+            return "inconclusive", f"the number of nodes is not recorded (the claim needs ≥ {t['min_nodes']:g})"
+        if "min_nodes" in t and e.nodes < t["min_nodes"]:
+            return "inconclusive", f"measured on {e.nodes} node(s); the claim needs ≥ {t['min_nodes']:g}"
         return _multi_gpu_speed(e, t)
     lo, hi = e.interval("speedup")
     if hi <= 1:
@@ -449,8 +451,10 @@ def rule_hybrid_speed(e: ClaimEntry, t: Mapping):
     if e.evidence == "multi-gpu":
         return _multi_gpu_speed(e, t)
     step, need = e.step_ms, _thr(t, "min_step_ms")
-    if step is None or step < need:
-        return "inconclusive", f"decode step {'not recorded' if step is None else f'{step:.2f} ms'} is below {need:g} ms: timer noise"
+    if step is None:
+        return "inconclusive", f"the decode step is not recorded (the rule needs ≥ {need:g} ms)"
+    if step < need:
+        return "inconclusive", f"decode step {step:.2f} ms < {need:g} ms: timer noise"
     lo, hi = e.interval("speedup")
     if lo > 1:
         return "consistent at small scale", f"speed-up CI low {lo:.3f} > 1"

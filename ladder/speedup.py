@@ -85,7 +85,7 @@ def measured_entry(rounds, evidence: str, what: str, how: str, quantity: str = "
         if ci:
             ours += f" (95% CI {ci['speedup'][0]:.2f}-{ci['speedup'][1]:.2f}, {len(rounds)} rounds)"
         else:
-            ours += f" ({len(rounds)} round{'s' if len(rounds) != 1 else ''}, no interval)"
+            ours += " (1 round, no interval)"  # ratios() refuses no rounds; from 2 on there is a CI
         if est.get("recovered") is not None and est["recovered"] == est["recovered"]:
             ours += f", {est['recovered']:.0%} of the upper bound's gain"
     return ClaimEntry(evidence=evidence, quantity=quantity, value=est[quantity], ours=f"{ours}: {what}", how=how,

@@ -462,3 +462,244 @@ def test_paper_claims_csv_has_a_rule_noise_and_reason_for_every_claim():
         for name in r["thresholds"]:  # every input is named in the rule or its reasons
             assert name in r["rule"] + r["why_thresholds"] + next(x["rule"] for x in rows if x["id"] == "H1"), \
                 (r["id"], name)
+
+
+# ------------------------------------------------------------------------------- every branch's reason
+# the reason is what the claims table shows beside a verdict: each branch of each rule, pinned word for word
+def _sp(ev="cpu-emulated-link", ci=(1.2, 1.4), rec_ci=(0.6, 0.8), n=5, **kw):
+    e = {"evidence": ev, "speedup": 1.3, "ci": {}, "recovered": 0.7, **kw}
+    if n is not None:
+        e["n"] = n
+    if ci:
+        e["ci"]["speedup"] = list(ci)
+    if rec_ci:
+        e["ci"]["recovered"] = list(rec_ci)
+    return e
+
+
+def _tr(gaps=(0.0, 0.0, 0.0), base=(5.0, 5.2, 5.4), **kw):
+    return {"evidence": "small-scale-training", "standard": list(base), "ladder": [a + b for a, b in zip(base, gaps)],
+            "seeds": list(range(len(base))), "unigram_entropy": 7.0, "params": 2.5e6, "tokens": 2.4e6, **kw}
+
+
+def _rc(lo, hi, drop=(0.4, 0.6), **kw):
+    e = {"evidence": "small-scale-training", "gap_to_control": (lo + hi) / 2, "drop": 0.5,
+         "ci": {"gap_to_control": [lo, hi], "drop": list(drop)}, "recovered": 0.4, "params": 260e3}
+    e.update(kw)
+    return e
+
+
+def _hy(ci=(1.1, 1.3), n=5, step=9.0, ev="cpu-emulated-link"):
+    e = {"evidence": ev, "speedup": 1.2}
+    if n is not None:
+        e["n"] = n
+    if step is not None:
+        e["step_ms"] = step
+    if ci:
+        e["ci"] = {"speedup": list(ci)}
+    return e
+
+
+REASONS = [
+    ("H1", _sp(n=None), 'inconclusive', 'the number of rounds is not recorded (the rule needs ≥ 3)'),
+    ("H1", _sp(n=2), 'inconclusive', 'only 2 rounds: an interval needs ≥ 3'),
+    ("H1", _sp(ci=None), 'inconclusive', 'no confidence interval for the speed-up'),
+    ("H3", _sp("multi-gpu"), 'inconclusive', 'the number of nodes is not recorded (the claim needs ≥ 2)'),
+    ("H3", _sp("multi-gpu", nodes=1), 'inconclusive', 'measured on 1 node(s); the claim needs ≥ 2'),
+    ("H1", _sp("multi-gpu", ci=(1.3, 1.4)), 'reproduced', 'speed-up CI low 1.3000 ≥ 1.2175'),
+    ("H1", _sp("multi-gpu", ci=(1.1, 1.2)), 'not reproduced', 'speed-up CI high 1.2000 < 1.2175'),
+    ("H1", _sp("multi-gpu", ci=(1.2, 1.3)), 'inconclusive', 'speed-up CI [1.2000, 1.3000] straddles 1.2175'),
+    ("H1", _sp(ci=(0.9, 1.0)), 'not reproduced at small scale', 'no speed-up: CI high 1.000 ≤ 1'),
+    ("H1", _sp(ci=(1.0, 1.2)), 'inconclusive', 'speed-up CI [1.000, 1.200] includes 1'),
+    ("H1", _sp(rec_ci=None), 'inconclusive', "no interval for the recovered share of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.6, 0.8)), 'consistent at small scale', "recovered CI low 60% ≥ 50% of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.2, 0.4)), 'not reproduced at small scale', "recovered CI high 40% < 50% of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.4, 0.6)), 'inconclusive', 'recovered CI [40%, 60%] straddles 50%'),
+    ("H4", {"evidence": "cpu-emulated-link", "comm_share": 0.4}, 'inconclusive', "the share is set by the emulated link's parameters, not measured"),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 2}, 'inconclusive', 'only 2 rounds: an interval needs ≥ 3'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 5}, 'inconclusive', 'no confidence interval for the communication share'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 5, "ci": {"comm_share": [0.35, 0.42]}}, 'reproduced', 'CI [0.35, 0.42] inside [0.30, 0.46]'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.2, "n": 5, "ci": {"comm_share": [0.1, 0.2]}}, 'not reproduced', 'CI [0.10, 0.20] outside [0.30, 0.46]'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.3, "n": 5, "ci": {"comm_share": [0.25, 0.35]}}, 'inconclusive', 'CI [0.25, 0.35] overlaps the edge of [0.30, 0.46]'),
+    ("H5", _tr(unigram_entropy=None), 'inconclusive', 'no unigram entropy recorded to tell whether the models learned'),
+    ("H5", _tr(base=(6.5, 6.5, 6.5)), 'inconclusive', 'the models did not learn: worst held-out loss 6.500 > unigram entropy 7.000 − 1 nat'),
+    ("H5", _tr(gaps=(0, 0), base=(5.0, 5.2)), 'inconclusive', '2 standard / 2 ladder seeds: the rule needs ≥ 3 per wiring'),
+    ("H5", {**_tr(), "seeds": None}, 'inconclusive', 'the seeds are not recorded: the gap cannot be paired by seed'),
+    ("H5", _tr(gaps=(0.017, 0.028, 0.020)), 'inconclusive', 'underpowered: paired gap +0.022 nats, 95% CI [+0.008, +0.036] over 3 seeds is 0.028 wide > margin 0.02'),
+    ("H5", _tr(gaps=(0.001, 0.001, 0.001)), 'consistent at small scale', 'paired gap +0.001 nats, 95% CI [+0.001, +0.001] over 3 seeds inside ±0.02'),
+    ("H5", _tr(gaps=(0.03, 0.03, 0.03)), 'not reproduced at small scale', 'ladder worse: paired gap +0.030 nats, 95% CI [+0.030, +0.030] over 3 seeds, low above 0.02'),
+    ("H5", _tr(gaps=(-0.03, -0.03, -0.03)), 'inconclusive', "ladder better beyond the margin (paired gap -0.030 nats, 95% CI [-0.030, -0.030] over 3 seeds): not the paper's 'comparable'"),
+    ("H5", _tr(gaps=(0.0201, 0.0201, 0.0201)), 'not reproduced at small scale', 'ladder worse: paired gap +0.020 nats, 95% CI [+0.020, +0.020] over 3 seeds, low above 0.02'),
+    ("H6", _tr(gaps=(0.01, 0.01, 0.01)), 'consistent at small scale', 'ladder worse: paired gap +0.010 nats, 95% CI [+0.010, +0.010] over 3 seeds, low above 0'),
+    ("H6", _tr(gaps=(-0.01, -0.01, -0.01)), 'not reproduced at small scale', 'ladder better: paired gap -0.010 nats, 95% CI [-0.010, -0.010] over 3 seeds, high below 0'),
+    ("H6", _tr(gaps=(0.0, 0.0, 0.0)), 'inconclusive', 'paired gap +0.000 nats, 95% CI [+0.000, +0.000] over 3 seeds includes 0'),
+    ("H7", {"evidence": "small-scale-training", "gap_to_control": None}, 'inconclusive', 'no control retrained on the same data to compare with'),
+    ("H7", _rc(0.1, 0.2, ci={"drop": [0.4, 0.6]}), 'inconclusive', 'no confidence interval for the gap to the control'),
+    ("H7", _rc(0.1, 0.2, ci={"gap_to_control": [0.1, 0.2]}), 'inconclusive', "no interval for the conversion's cost against the control"),
+    ("H7", _rc(0.0, 0.01, drop=(0.01, 0.03)), 'inconclusive', "the conversion's cost (CI low 0.010 nats) is not above 0.04: nothing to recover"),
+    ("H7", _rc(0.0, 0.01), 'consistent at small scale', 'gap to control CI high +0.010 ≤ 0.02 nats'),
+    ("H7", _rc(0.1, 0.2), 'not reproduced at small scale', 'gap to control CI low +0.100 > 0.02 nats (40% of the drop recovered)'),
+    ("H7", _rc(0.1, 0.2, recovered=None), 'not reproduced at small scale', 'gap to control CI low +0.100 > 0.02 nats'),
+    ("H7", _rc(0.01, 0.03), 'inconclusive', 'gap to control CI [+0.010, +0.030] straddles 0.02 nats'),
+    ("H8", _hy(step=None), 'inconclusive', 'the decode step is not recorded (the rule needs ≥ 5 ms)'),
+    ("H8", _hy(step=4.5), 'inconclusive', 'decode step 4.50 ms < 5 ms: timer noise'),
+    ("H8", _hy(n=2), 'inconclusive', 'only 2 runs: an interval needs ≥ 3'),
+    ("H8", _hy(n=None), 'inconclusive', 'the number of runs is not recorded (the rule needs ≥ 3)'),
+    ("H8", _hy(ci=None), 'inconclusive', 'no confidence interval for the speed-up'),
+    ("H8", _hy(), 'consistent at small scale', 'speed-up CI low 1.100 > 1'),
+    ("H8", _hy(ci=(0.8, 1.0)), 'not reproduced at small scale', 'speed-up CI high 1.000 ≤ 1'),
+    ("H8", _hy(ci=(0.9, 1.1)), 'inconclusive', 'speed-up CI [0.900, 1.100] includes 1'),
+    ("H8", _hy(ci=(1.16, 1.3), ev="multi-gpu"), 'reproduced', 'speed-up CI low 1.1600 ≥ 1.1575'),
+    ("H1", {"evidence": "model-in-sample", "speedup": 1.2}, 'not run', 'a performance-model value fitted on the compared data does not count'),
+    ("H1", {"evidence": "model-out-of-sample", "speedup": 1.2}, 'inconclusive', 'a performance-model prediction, not a measurement'),
+]
+
+
+@pytest.mark.parametrize("cid, entry, verdict, reason", REASONS)
+def test_every_branch_gives_its_verdict_and_reason(cid, entry, verdict, reason):
+    assert claims.judge(cid, entry, THR[cid]) == (verdict, reason)
+
+
+# ------------------------------------------------------------------------------- the evidence's format
+def test_labels_badges_and_verdicts_are_pinned():
+    assert claims.VERDICTS == ("reproduced", "consistent at small scale", "inconclusive",
+                               "not reproduced at small scale", "not reproduced", "not run")
+    assert claims.BADGES == {"reproduced": "bdg-success", "consistent at small scale": "bdg-success-line",
+                             "inconclusive": "bdg-warning", "not reproduced at small scale": "bdg-danger-line",
+                             "not reproduced": "bdg-danger", "not run": "bdg-secondary"}
+    assert claims.EVIDENCE == {
+        "multi-gpu": ("multi-GPU measurement", "bdg-success-line"),
+        "gpu1-emulated-link": ("one GPU, emulated interconnect", "bdg-primary-line"),
+        "cpu-real-processes": ("CPU, real processes", "bdg-info-line"),
+        "cpu-emulated-link": ("CPU, emulated interconnect", "bdg-info-line"),
+        "small-scale-training": ("small-scale training", "bdg-info-line"),
+        "model-out-of-sample": ("performance model, out of sample", "bdg-warning-line"),
+        "model-in-sample": ("performance model, in sample", "bdg-secondary-line")}
+    assert claims.MODEL_EVIDENCE == ("model-in-sample", "model-out-of-sample")
+
+
+NUMBER_FIELDS = ["value", "speedup", "upper_bound_speedup", "recovered", "comm_share", "step_ms", "unigram_entropy",
+                 "params", "tokens", "drop", "gap_to_control", "gap_to_source", "n", "nodes"]
+
+
+@pytest.mark.parametrize("name", NUMBER_FIELDS)
+def test_every_number_field_is_typed(name):
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} = '1' is not a number \(evidence 'multi-gpu'\)$"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", name: "1"})
+    e = ClaimEntry.from_dict({"evidence": "multi-gpu", name: 2})
+    assert e[name] == 2 and type(e[name]) is (int if name in ("n", "nodes") else float)
+    assert ClaimEntry.from_dict({"evidence": "multi-gpu", name: float("nan")})[name] is None
+    assert name not in e.extra
+
+
+@pytest.mark.parametrize("name", ["seeds", "standard", "ladder"])
+def test_series_are_lists_of_numbers(name):
+    e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
+    assert e[name] == (1.0, 2.5) and e.to_dict()[name] == [1.0, 2.5]
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list \(evidence"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: "1, 2"})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: 3})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} holds a missing value"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, float("nan")]})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} = 'a' is not a number"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, "a"]})
+
+
+def test_claim_entry_format_errors_word_for_word():
+    E = claims.ResultFormatError
+    with pytest.raises(E, match=r"^has evidence 'gpu'; expected one of \['multi-gpu', "):
+        ClaimEntry(evidence="gpu")
+    with pytest.raises(E, match=r"^stores a verdict \('x'\); result files hold measurements only$"):
+        ClaimEntry(evidence="multi-gpu", extra={"verdict": "x"})
+    with pytest.raises(E, match=r"^stores a verdict \('x'\); result files hold measurements only$"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", "verdict": "x"})
+    with pytest.raises(E, match=r"^extra fields \['speedup'\] shadow the entry's own \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", extra={"speedup": 1.0})
+    with pytest.raises(E, match=r"^ci of speedup must be \[low, high\] \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": [1.0, 1.1, 1.2]})
+    with pytest.raises(E, match=r"^ci of speedup must be \[low, high\]"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": "ab"})
+    with pytest.raises(E, match=r"^ci of speedup is \[1.3, 1.1\]: low above high$"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": [1.3, 1.1]})
+    with pytest.raises(E, match=r"^ladder has 1 values for 2 seeds \(evidence 'small-scale-training'\)$"):
+        ClaimEntry(evidence="small-scale-training", seeds=[0, 1], ladder=[1.0])
+    with pytest.raises(E, match=r"^standard has 1 values for 2 seeds"):
+        ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1.0])
+    with pytest.raises(E, match=r"^n = 2.5 is not a whole number \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", n=2.5)
+    with pytest.raises(E, match=r"^an entry must be a mapping, got list$"):
+        ClaimEntry.from_dict([1])
+    with pytest.raises(E, match=r"^has evidence None$"):
+        ClaimEntry.from_dict({})
+    # a ci entry of None, or with a NaN bound, is no interval; equal bounds are one
+    e = ClaimEntry(evidence="multi-gpu", ci={"speedup": None, "recovered": [float("nan"), 1.0], "comm_share": [0.3, 0.3]})
+    assert e.ci == {"comm_share": (0.3, 0.3)}
+    assert ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1, 2], ladder=[3, 4]).seeds == (0.0, 1.0)
+
+
+def test_claim_entry_access_and_dict_form():
+    e = ClaimEntry(evidence="multi-gpu", speedup=1.2, extra={"tp": 8, "note": None})
+    assert ClaimEntry.from_dict(e) is e
+    assert e["speedup"] == 1.2 and e["tp"] == 8 and e["evidence"] == "multi-gpu" and e["ci"] == {}
+    assert e.get("tp") == 8 and e.get("drop", 0.5) == 0.5 and e.get("note", "x") == "x" and e.get("nope", 3) == 3
+    assert e.get("drop") is None
+    with pytest.raises(KeyError):
+        e["extra"]
+    assert e.interval("speedup") is None
+    assert e.to_dict() == {"evidence": "multi-gpu", "quantity": "", "ours": "", "how": "", "speedup": 1.2, "tp": 8,
+                           "note": None}
+    assert claims.block({"H1": [e, {"evidence": "multi-gpu"}]})["H1"][1] == {"evidence": "multi-gpu", "quantity": "",
+                                                                               "ours": "", "how": ""}
+    assert claims.block({"H1": (e,)}) == {"H1": [e.to_dict()]}
+
+
+# ------------------------------------------------------------------------------- files, page, command line
+def test_paper_claims_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="paper claims file .*nope.csv not found"):
+        claims.paper_claims(tmp_path / "nope.csv")
+    (tmp_path / "c.csv").write_text("id,claim\nH1,x\n")
+    with pytest.raises(ValueError, match=r"c.csv must have columns \['claim', 'id', 'noise', 'paper_value', "
+                                         r"'quantity', 'rule', 'source', 'thresholds'\], has \['claim', 'id'\]"):
+        claims.paper_claims(tmp_path / "c.csv")
+    assert claims.parse_thresholds("") == {} and claims.parse_thresholds(" a = 1 ;; ") == {"a": 1.0}
+    with pytest.raises(ValueError, match=r"^here: threshold 'a=b' is not name=number$"):
+        claims.parse_thresholds("a=b", "here")
+
+
+def test_result_file_format_errors(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": ["H1"]}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: 'claims' must map claim ids to entries, got list"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": {"H1": [1]}}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: claim H1 must be an entry or a list of entries"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": {"H1": {"evidence": "multi-gpu", "n": "x"}}}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: claim H1 n = 'x' is not a number"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps([1, 2]))
+    assert [r["verdict"] for r in claims.claims_table("cpu", results_root=tmp_path)] == ["not run"] * 8
+
+
+def test_table_rows_carry_files_dates_and_how(tmp_path):
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H8": [{**hyb(1.1, 1.3), "how": "h1", "ours": "o1"},
+                                                                 {**hyb(1.1, 1.2), "how": "h1", "value": 1.15}]}})
+    row = claims.claims_table("cpu", results_root=tmp_path)[7]
+    assert row["ours"] == "o1; 1.15" and row["how"] == "h1" and row["files"] == [str(tmp_path / "cpu" / "a.json")]
+    assert len(row["date"]) == 10 and row["date"].startswith("20") and row["evidence"] == ["cpu-emulated-link"]
+    assert row["headline"]["subject"] is None and row["profile"] == "cpu" and row["rule"].startswith("multi-gpu: as H1")
+    none = claims.claims_table("cpu", results_root=tmp_path)[0]
+    assert none["ours"] == "—" and none["how"] == f"no result in data/results/cpu/" and none["headline"] is None
+
+
+def test_write_claims_page_and_command_line(tmp_path, capsys):
+    page = claims.write_claims_page("cpu", tmp_path / "sub" / "claims.md")
+    assert page.read_text() == (REPO_ROOT / "book" / "_generated" / "claims.md").read_text()
+    assert claims.main(["--profile", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("H1  not reproduced at small scale  paper: 1.29x-1.30x")
+    assert "      [cpu-real-processes] not reproduced at small scale: recovered CI high 11% < 50% of the upper " \
+           "bound's gain" in out
+    assert any(x.startswith("      [small-scale-training, stories260K] not reproduced at small scale: ") for x in out)
+    assert sum(not x.startswith(" ") for x in out) == 8

@@ -41,9 +41,10 @@ def test_measured_entry_leaves_the_number_of_rounds_to_the_rule():
 def test_measured_entry_of_the_communication_share():
     e = sp.measured_entry(ROUNDS, "multi-gpu", "x", "y", quantity="comm_share")
     assert e.quantity == "comm_share" and e.value == e.comm_share == pytest.approx(1 - 100 / 145)
-    assert e.ours.startswith("31% of standard's time is all-reduce (95% CI") and e.ours.endswith(", 3 rounds): x")
+    lo, hi = e.ci["comm_share"]
+    assert lo < hi and e.ours == f"31% of standard's time is all-reduce (95% CI {lo:.0%}-{hi:.0%}, 3 rounds): x"
     assert claims.judge("H4", e, THR["H4"])[0] in ("reproduced", "inconclusive")
-    with pytest.raises(ValueError, match="quantity must be"):
+    with pytest.raises(ValueError, match=r"^measured_entry: quantity must be 'speedup' or 'comm_share', got 'recovered'$"):
         sp.measured_entry(ROUNDS, "multi-gpu", "x", "y", quantity="recovered")
 
 

@@ -140,6 +140,10 @@ class ClaimEntry:
                 v = tuple(_number(x, name, where) for x in v)
                 if any(x is None for x in v):
                     raise ResultFormatError(f"{name} holds a missing value ({where})")
+                if name == "seeds":
+                    if any(x != int(x) for x in v):
+                        raise ResultFormatError(f"seeds must be whole numbers ({where})")
+                    v = tuple(int(x) for x in v)
             object.__setattr__(self, name, v)
         if self.seeds is not None:
             for name in _SERIES:

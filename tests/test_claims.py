@@ -594,8 +594,14 @@ def test_every_number_field_is_typed(name):
 
 @pytest.mark.parametrize("name", ["seeds", "standard", "ladder"])
 def test_series_are_lists_of_numbers(name):
-    e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
-    assert e[name] == (1.0, 2.5) and e.to_dict()[name] == [1.0, 2.5]
+    if name == "seeds":
+        e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.0]})
+        assert e.seeds == (1, 2) and all(type(x) is int for x in e.seeds) and e.to_dict()["seeds"] == [1, 2]
+        with pytest.raises(claims.ResultFormatError, match=r"^seeds must be whole numbers \(evidence"):
+            ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
+    else:
+        e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
+        assert e[name] == (1.0, 2.5) and e.to_dict()[name] == [1.0, 2.5]
     with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list \(evidence"):
         ClaimEntry.from_dict({"evidence": "small-scale-training", name: "1, 2"})
     with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list"):
@@ -635,7 +641,7 @@ def test_claim_entry_format_errors_word_for_word():
     # a ci entry of None, or with a NaN bound, is no interval; equal bounds are one
     e = ClaimEntry(evidence="multi-gpu", ci={"speedup": None, "recovered": [float("nan"), 1.0], "comm_share": [0.3, 0.3]})
     assert e.ci == {"comm_share": (0.3, 0.3)}
-    assert ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1, 2], ladder=[3, 4]).seeds == (0.0, 1.0)
+    assert ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1, 2], ladder=[3, 4]).seeds == (0, 1)
 
 
 def test_claim_entry_access_and_dict_form():

@@ -196,3 +196,135 @@ def test_recovery_entry_without_control_measures_the_cost_against_the_source():
     assert claims.judge("H7", e, THR["H7"])[0] == "inconclusive"
     d = e.to_dict()
     assert "gap_to_control" not in d and d["ci"]["drop"] == list(e.ci["drop"])
+
+
+# ------------------------------------------------------------------------ every field of every builder, pinned
+def test_training_claim_stores_exactly_this():
+    e = pretrain.training_claim(runs({0: 5.4, 1: 5.5, 2: 5.6}, {0: 5.42, 1: 5.52, 2: 5.65}, {0: 5.41, 1: 5.45}), "4L", 6.9)
+    d = e.to_dict()
+    spread = d.pop("seed_spread")
+    assert spread == pytest.approx({"standard": 0.2, "ladder": 0.23, "parallel": 0.04})
+    assert d.pop("value") == pytest.approx(0.03)
+    assert d == {
+        "evidence": "small-scale-training", "quantity": "val_loss gap ladder - standard (nats)",
+        "ours": "4L model, 2,457,600 tokens, 3 seeds per wiring (paired): held-out loss ladder 5.420, 5.520, 5.650 vs "
+                "standard 5.400, 5.500, 5.600 (mean gap +0.030 nats); parallel 5.410, 5.450; unigram entropy 6.90",
+        "how": "trained from scratch on a FineWeb/C4 substitute, 2.5M parameters: the paper's 1B / ~100B tokens is "
+               "~10^7x more compute (parameters x tokens)",
+        "seeds": [0, 1, 2], "standard": [5.4, 5.5, 5.6], "ladder": [5.42, 5.52, 5.65], "unigram_entropy": 6.9,
+        "params": 2500000.0, "tokens": 2457600.0, "metric": "val_loss", "parallel": [5.41, 5.45],
+        "params_non_embedding": 1700000.0}
+    one = pretrain.training_claim(runs({0: 5.4, 1: 5.3}, {0: 5.42}), "4L", 6.9, data="FineWeb-edu", paper_size="3B")
+    assert one.ours == ("4L model, 2,457,600 tokens, 1 seed per wiring (paired): held-out loss ladder 5.420 vs standard "
+                        "5.400 (mean gap +0.020 nats); unigram entropy 6.90")
+    assert one.how.startswith("trained from scratch on FineWeb-edu, 2.5M parameters: the paper's 3B / ~100B tokens")
+    assert one.extra["seed_spread"] == {"standard": pytest.approx(0.1), "ladder": None}
+    assert one.extra["parallel"] == [] and "parallel" not in one.extra["seed_spread"]
+    two = pretrain.training_claim(runs({0: 5.4, 1: 5.3}, {0: 5.42, 1: 5.33}), "4L", 6.9)
+    assert "2 seeds per wiring" in two.ours and two.extra["seed_spread"] == pytest.approx({"standard": 0.1, "ladder": 0.09})
+    with pytest.raises(ValueError, match=r"^need standard and ladder runs at size '4L'$"):
+        pretrain.training_claim(runs({0: 5.4}, {}), "4L", 7.0)
+    with pytest.raises(ValueError, match=r"^no seed trained in both standard \(\[0\]\) and ladder \(\[1\]\) at size '4L'$"):
+        pretrain.training_claim(runs({0: 5.4}, {1: 5.4}), "4L", 7.0)
+
+
+def varied(control=True, deeper=True):
+    """An adaptation result whose per-sequence gaps vary (intervals of non-zero width), with two depths."""
+    def r(variant, n, tokens, losses):
+        return {"variant": variant, "ladder_layers": n, "retrain_tokens": tokens, "test_losses": losses,
+                "test_tokens": [10] * 4, "test_ppl": math.exp(sum(losses) / 40)}
+    rows = [r("source", 0, 0, [20.0, 21.0, 19.0, 20.0]),
+            r("Hybrid-3L, no retraining", 3, 0, [30.0, 33.0, 29.0, 31.0]),
+            r("Hybrid-3L, retrained", 3, 1000, [19.0, 21.5, 18.0, 19.4])]
+    if deeper:
+        rows += [r("Hybrid-4L, no retraining", 4, 0, [40.0, 41.0, 39.0, 40.0]),
+                 r("Hybrid-4L, retrained", 4, 1000, [20.0, 22.0, 19.0, 21.0])]
+    if control:
+        rows.insert(1, r("source, retrained (control)", 0, 1000, [18.0, 19.0, 17.5, 18.0]))
+    return {"model": "stories260K", "n_layers": 5, "ladder_layers": [3, 4] if deeper else [3],
+            "recipe": {"lr": 1e-3, "train": "all"}, "data": "sampled text; more", "rows": rows, "params": 260_032}
+
+
+def test_recovery_entry_stores_exactly_this():
+    from ladder.stats import paired_gap
+    res = varied()
+    rows = {x["variant"]: x for x in res["rows"]}
+    tok = rows["source"]["test_tokens"]
+    gap = paired_gap(rows["Hybrid-3L, retrained"]["test_losses"], rows["source, retrained (control)"]["test_losses"], tok)
+    drop = paired_gap(rows["Hybrid-3L, no retraining"]["test_losses"], rows["source, retrained (control)"]["test_losses"], tok)
+    src = paired_gap(rows["Hybrid-3L, retrained"]["test_losses"], rows["source"]["test_losses"], tok)
+    assert gap["ci"][0] < gap["ci"][1] and src["ci"][0] < src["ci"][1]  # intervals of non-zero width
+    d = adapt.recovery_entry(res).to_dict()
+    ret = 77.9 / 40
+    assert d.pop("recovered") == pytest.approx((3.075 - ret) / (3.075 - 1.8125))
+    assert d.pop("test_loss") == pytest.approx({"source": 2.0, "converted": 3.075, "retrained": ret, "control": 1.8125})
+    assert d == {
+        "evidence": "small-scale-training", "quantity": "gap_to_control (nats, test set)", "value": gap["gap"],
+        "ours": ("stories260K, last 3 of 5 layers converted, lr 0.001, train all, sampled text: test loss 2.000 (source) "
+                 f"-> 3.075 converted -> {ret:.3f} after 1,000 retraining tokens; 89% of the conversion's cost recovered "
+                 f"(against the control); gap to the control {gap['gap']:+.3f} nats (95% CI {gap['ci'][0]:+.3f} to "
+                 f"{gap['ci'][1]:+.3f}, 4 test sequences); gap to the original model {src['gap']:+.3f} nats (95% CI "
+                 f"{src['ci'][0]:+.3f} to {src['ci'][1]:+.3f}); last 4: 89%"),
+        "how": "loss on a held-out test set, paired bootstrap over its sequences; recipe chosen on a separate selection set",
+        "subject": "stories260K", "n": 4,
+        "ci": {"drop": drop["ci"], "gap_to_source": src["ci"], "gap_to_control": gap["ci"]},
+        "params": 260032.0, "drop": drop["gap"], "gap_to_control": gap["gap"], "gap_to_source": src["gap"],
+        "n_sequences": 4, "recovered_towards": "control", "ladder_layers": 3, "n_layers": 5,
+        "recipe": {"lr": 0.001, "train": "all"}, "retrain_tokens": 1000}
+    alone = varied(control=False, deeper=False)
+    del alone["params"]
+    e = adapt.recovery_entry(alone)
+    assert e.params == 0 and e.extra["recovered_towards"] == "source" and e.extra["test_loss"]["control"] is None
+    assert "(against the source); no control retrained on the same data; gap to the original model" in e.ours
+    assert "last 4" not in e.ours and e.ours.endswith(")")
+
+
+def test_hybrid_entry_stores_exactly_this():
+    assert sp.hybrid_entry(row("pcie5-nop2p", step_ms=19.6), ranks="processes", batch=1, what="w").to_dict() == {
+        "evidence": "cpu-real-processes", "quantity": "speedup", "value": 1.19,
+        "ours": "1.19x tokens/s (95% CI 1.08-1.42, 9 runs), w, TP=2, link pcie5-nop2p; decode step 19.6 ms",
+        "how": "2 real gloo processes on cpu, ladder.bench, plus the emulated link pcie5-nop2p on every all-reduce "
+               "(at least 15 µs each, on top of the real collective)",
+        "subject": "stories260K", "n": 9, "ci": {"speedup": [1.08, 1.42]}, "speedup": 1.19, "step_ms": 19.6,
+        "tp": 2, "batch": 1, "link": "pcie5-nop2p", "ladder_layers": 3}
+    v = sp.hybrid_entry(row("custom:0.0004:2e8"), ranks="virtual", batch=4, what="w")
+    assert v.how == ("one rank's shard on cpu, peers emulated (virtual ranks), random weights, ladder.bench, emulated "
+                     "link custom:0.0004:2e8") and v.extra["batch"] == 4
+    assert sp.hybrid_entry(row(sp.NO_LINK), ranks="processes", batch=1, what="w", device="cuda").how \
+        == "2 real NCCL processes on cuda, ladder.bench"
+    for link in (None, "none"):
+        assert "emulated" not in sp.hybrid_entry(row(link), ranks="processes", batch=1, what="w").how
+    with pytest.raises(ValueError, match=r"^hybrid_entry: ranks must be 'processes' or 'virtual', got 'x'$"):
+        sp.hybrid_entry(row(sp.NO_LINK), ranks="x", batch=1, what="w")
+
+
+def test_model_entries_values_and_texts(model_claims):
+    import pandas as pd
+
+    import ladder.perfmodel as pm
+    mv = sp.model_vs_paper(fit_tp=8)
+    h1, h2, h3, h4 = (model_claims[c][0] for c in ("H1", "H2", "H3", "H4"))
+    assert h1.value == h1.speedup == pytest.approx(float(mv["batch"][mv["batch"].batch == 1].model_speedup.iloc[0]))
+    assert h1.upper_bound_speedup == pytest.approx(pm.speedup("llama3-70B", mv["hw"], mv["fab"], 8, 1, wiring="upper_bound"))
+    assert h4.value == h4.comm_share == pytest.approx(
+        pm.predict("llama3-70B", mv["hw"], 8, 1, wiring="standard", link=mv["fab"]).comm_share)
+    how = "performance model (roofline + alpha-beta link), calibrated on the paper's 70B TP=8 NVLink column"
+    assert {e.how for e in (h1, h2, h3, h4)} == {how}
+    assert [e.quantity for e in (h1, h2, h3, h4)] == ["speedup", "speedup", "speedup", "comm_share"]
+    assert h1.ours == f"model {h1.value:.3f}x (fitted on this column)"
+    assert h2.ours == f"model, P2P off: up to {h2.value:.2f}x over batch 1-64"
+    assert h3.ours == f"model, 405B TP=16 two nodes: >= {h3.value:.2f}x over batch 1-64"
+    assert h4.ours == (f"model: {h4.value:.0%} of standard's time is all-reduce, at the point it was fitted on "
+                       f"(paper grid implies {sp.paper_comm_share():.0%})")
+    at_fit = {"shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4"}
+    assert h1.extra == at_fit and h4.extra == at_fit
+    assert h3.extra == {"shape": "llama3.1-405B", "tp": 16, "link": "net400g"}
+    # H2 is the largest fitted-link-factor speed-up with P2P off, H3 the smallest fitted one over two nodes: a
+    # table where every other row (the spec rate, the other settings) would give another answer
+    rows = [("70B P2P off", "fitted", 1, 1.4), ("70B P2P off", "fitted", 4, 1.5), ("70B P2P off", "spec", 4, 1.9),
+            ("405B 2 nodes", "fitted", 1, 1.35), ("405B 2 nodes", "fitted", 4, 1.32), ("405B 2 nodes", "spec", 1, 1.1),
+            ("70B NVLink", "fitted", 1, 1.6), ("70B NVLink", "fitted", 4, 1.05)]
+    slow = pd.DataFrame([{"setting": a, "link factor": b, "batch": c, "ladder_speedup": d} for a, b, c, d in rows])
+    got = sp.model_entries(mv, slow)
+    assert got["H2"][0].value == 1.5 and got["H3"][0].value == 1.32
+    assert got["H2"][0].extra == {"shape": "llama3-70B", "tp": 8, "link": "pcie5-nop2p", "batch": 4}

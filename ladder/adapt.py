@@ -24,6 +24,7 @@ from typing import Sequence
 
 import torch
 
+from .claims import ClaimEntry
 from .data import TokenBlocks
 from .eval import TASK_METRIC, block_losses, lm_eval_scores, perplexity, primary_metric  # noqa: F401
 from .hf import config_from_hf, load_pretrained, resolve_checkpoint
@@ -338,20 +339,23 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
             "limit": limit}
 
 
-def recovery_entry(result: dict) -> dict:
-    """The claim-H7 entry of one adaptation result (measurements only; ladder.claims judges it): on the
-    *test* set, the smallest converted depth retrained vs the source retrained on the same data (the
-    control), as a paired bootstrap over held-out sequences; `drop` is what the conversion cost against
-    the control. Without a control, gap_to_control is None (the rule then says so). "ours" and "how"
-    describe it for the claims table."""
+def recovery_entry(result: dict) -> ClaimEntry:
+    """The claim-H7 entry of one adaptation result (measurements only; ladder.claims judges it), on the
+    *test* set, each a paired bootstrap over its held-out sequences: the smallest converted depth retrained
+    against the source retrained on the same data (the control: the rule's comparator), `drop` (what the
+    conversion cost against the control) and, beside them, the gap to the original (untouched source) model,
+    which the paper compares with. Without a control, gap_to_control is None (the rule then says so) and
+    the cost is measured against the source. "ours" and "how" describe it for the claims table."""
     from .stats import paired_gap
     rows = {r["variant"]: r for r in result["rows"]}
     n = result["ladder_layers"][0]
-    conv, ret = rows[f"Hybrid-{n}L, no retraining"], rows[f"Hybrid-{n}L, retrained"]
+    conv, ret, src = rows[f"Hybrid-{n}L, no retraining"], rows[f"Hybrid-{n}L, retrained"], rows["source"]
     ctrl = rows.get("source, retrained (control)")
-    ref = ctrl or rows["source"]
-    gap = paired_gap(ret["test_losses"], ref["test_losses"], ref["test_tokens"]) if ctrl else None
-    drop = paired_gap(conv["test_losses"], ref["test_losses"], ref["test_tokens"])
+    ref = ctrl or src
+    tokens = src["test_tokens"]
+    gap = paired_gap(ret["test_losses"], ctrl["test_losses"], tokens) if ctrl else None
+    drop = paired_gap(conv["test_losses"], ref["test_losses"], tokens)
+    to_source = paired_gap(ret["test_losses"], src["test_losses"], tokens)
     loss = lambda r: math.log(r["test_ppl"])
     shares = recovery(result["rows"])
     towards = "recovered_vs_control" if ctrl else "recovered"
@@ -360,23 +364,24 @@ def recovery_entry(result: dict) -> dict:
         f"gap to the control {gap['gap']:+.3f} nats (95% CI {gap['ci'][0]:+.3f} to {gap['ci'][1]:+.3f}, "
         f"{gap['n']} test sequences)")
     ours = (f"{display_name(result['model'])}, last {n} of {result['n_layers']} layers converted, "
-            f"{recipe_name(result['recipe'])}, {result['data'].split(';')[0]}: test loss {loss(rows['source']):.3f} "
+            f"{recipe_name(result['recipe'])}, {result['data'].split(';')[0]}: test loss {loss(src):.3f} "
             f"(source) -> {loss(conv):.3f} converted -> {loss(ret):.3f} after {ret['retrain_tokens']:,} retraining "
             f"tokens; {100 * recovered:.0f}% of the conversion's cost recovered (against the "
-            f"{'control' if ctrl else 'source'}); {versus}"
+            f"{'control' if ctrl else 'source'}); {versus}; gap to the original model {to_source['gap']:+.3f} nats "
+            f"(95% CI {to_source['ci'][0]:+.3f} to {to_source['ci'][1]:+.3f})"
             + (f"; last {deepest}: {100 * shares[deepest][towards]:.0f}%" if deepest != n else ""))
     how = ("loss on a held-out test set, paired bootstrap over its sequences; recipe chosen on a separate "
            "selection set")
-    return {"evidence": "small-scale-training", "quantity": "gap_to_control (nats, test set)",
-            "subject": display_name(result["model"]), "ours": ours, "how": how,
-            "value": None if gap is None else gap["gap"], "gap_to_control": None if gap is None else gap["gap"],
-            "ci": {"gap_to_control": gap["ci"]} if gap else {}, "n_sequences": drop["n"],
-            "drop": drop["gap"], "drop_ci": drop["ci"], "recovered": recovered,
-            "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
-            "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
-            "test_loss": {"source": loss(rows["source"]), "converted": loss(conv), "retrained": loss(ret),
-                          "control": None if ctrl is None else loss(ctrl)},
-            "params": result.get("params", 0)}
+    ci = {"drop": drop["ci"], "gap_to_source": to_source["ci"], **({"gap_to_control": gap["ci"]} if gap else {})}
+    return ClaimEntry(
+        evidence="small-scale-training", quantity="gap_to_control (nats, test set)",
+        subject=display_name(result["model"]), ours=ours, how=how, n=drop["n"], ci=ci,
+        value=None if gap is None else gap["gap"], gap_to_control=None if gap is None else gap["gap"],
+        drop=drop["gap"], gap_to_source=to_source["gap"], recovered=recovered, params=result.get("params", 0),
+        extra={"n_sequences": drop["n"], "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
+               "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
+               "test_loss": {"source": loss(src), "converted": loss(conv), "retrained": loss(ret),
+                             "control": None if ctrl is None else loss(ctrl)}})
 
 
 def display_name(name: str) -> str:

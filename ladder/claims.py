@@ -2,18 +2,31 @@
 verdict — computed here and nowhere else.
 
 Paper values, the quantity each claim is judged on, its decision rule, the noise it is judged against and
-the rule's thresholds come from ladder/paper/claims.csv (written before the numbers). Our measurements come
-from the `claims` block of every result file data/results/<profile>/*.json (ladder.provenance.write_result):
+every input of the rule (thresholds, margins, minimum rounds / seeds / step time / parameters) come from
+ladder/paper/claims.csv, with why each threshold is what it is. A rule reads its inputs from there only;
+tests/test_claims.py pins each one as a literal, so changing a rule changes a test.
 
-    "claims": {"H1": [{"evidence": "cpu-emulated-link", "quantity": "speedup", "value": 1.27,
+Our measurements are `ClaimEntry` records: one typed dataclass for every kind of evidence, built in one
+place per kind — `ladder.speedup.measured_entry` (a measured speed-up: H1-H4), `ladder.speedup.hybrid_entry`
+(a converted hybrid's speed-up: H8), `ladder.speedup.model_entries` (the performance model),
+`ladder.pretrain.training_claim` (a from-scratch training gap: H5/H6) and `ladder.adapt.recovery_entry`
+(a conversion's recovery: H7). Notebooks store them (`block`) in the `claims` block of their result file
+data/results/<profile>/*.json (ladder.provenance.write_result):
+
+    "claims": {"H1": [{"evidence": "cpu-emulated-link", "quantity": "speedup", "value": 1.27, "n": 7,
                        "speedup": 1.27, "upper_bound_speedup": 1.40, "recovered": 0.68,
                        "ci": {"speedup": [1.21, 1.33], "recovered": [0.55, 0.80]},
                        "ours": "1.27x (...)", "how": "measured on CPU, emulated link"}]}
 
 An entry holds measured quantities only; a stored `verdict` is refused (it would bypass the rules). An
 optional "subject" names what was measured (a model, a shape) when one claim has several entries. Each
-entry gets a verdict from its claim's rule (`judge`); a row shows every distinct verdict with the evidence
-it rests on, so an emulated-link and a real-process measurement that disagree are both visible.
+entry gets a verdict from its claim's rule (`judge`). A missing interval is inconclusive, never replaced by
+a point estimate. Verdicts measured below the paper's scale read "consistent at small scale" or "not
+reproduced at small scale"; "reproduced" and "not reproduced" need the paper's setting.
+
+Each claim gets one headline verdict, from its strongest evidence in the order of `EVIDENCE` (multi-GPU >
+one GPU > CPU real processes > CPU emulated link > small-scale training > performance model); entries of
+that evidence that disagree make the headline inconclusive. The other entries' verdicts are shown under it.
 Performance-model values never decide: in-sample ones are left out of the verdict, out-of-sample ones
 give at most "inconclusive". A claim no result file addresses is "not run".
 `python -m ladder.claims --profile cpu` prints the table; the book pipeline writes book/_generated/claims.md.
@@ -23,19 +36,26 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from statistics import mean
+from typing import Any, Mapping
 
 from .paths import paper_file
 from .provenance import REPO_ROOT
+from .stats import t_interval
 
 PAPER_CLAIMS = paper_file("claims.csv")
 RESULTS_ROOT = REPO_ROOT / "data" / "results"
-VERDICTS = ("reproduced", "consistent at small scale", "inconclusive", "not reproduced", "not run")
-BADGES = {"reproduced": "bdg-success", "consistent at small scale": "bdg-info", "inconclusive": "bdg-warning",
+VERDICTS = ("reproduced", "consistent at small scale", "inconclusive", "not reproduced at small scale",
+            "not reproduced", "not run")
+# at the paper's setting: filled badges; below it: outlined ones, the two directions alike
+BADGES = {"reproduced": "bdg-success", "consistent at small scale": "bdg-success-line",
+          "inconclusive": "bdg-warning", "not reproduced at small scale": "bdg-danger-line",
           "not reproduced": "bdg-danger", "not run": "bdg-secondary"}
-# strongest first; the label and badge shown in the Evidence column
+# strongest first (the headline verdict comes from the first of these a claim has); the label and badge
+# shown in the Evidence column
 EVIDENCE = {
     "multi-gpu": ("multi-GPU measurement", "bdg-success-line"),
     "gpu1-emulated-link": ("one GPU, emulated interconnect", "bdg-primary-line"),
@@ -46,10 +66,168 @@ EVIDENCE = {
     "model-in-sample": ("performance model, in sample", "bdg-secondary-line"),
 }
 MODEL_EVIDENCE = ("model-in-sample", "model-out-of-sample")
+HEADLINE_ORDER = ("multi-GPU > one GPU > CPU real processes > CPU emulated link > small-scale training > "
+                  "performance model")
 
 
 class ResultFormatError(ValueError):
     """A result file's claims block does not follow the format above."""
+
+
+# ------------------------------------------------------------------------------------------ the evidence
+_FLOATS = ("value", "speedup", "upper_bound_speedup", "recovered", "comm_share", "step_ms", "unigram_entropy",
+           "params", "tokens", "drop", "gap_to_control", "gap_to_source")
+_INTS = ("n", "nodes")
+_SERIES = ("standard", "ladder")
+
+
+@dataclass(frozen=True)
+class ClaimEntry:
+    """One piece of evidence for one claim: measured (or modelled) quantities, never a verdict.
+
+    `ci` maps a quantity to its 95% interval (lo, hi); `n` is the number of units the intervals resample
+    (paired rounds, repeated runs, held-out sequences); `extra` holds descriptive fields (link, shape, tp,
+    metric, test losses, ...) that no rule reads. A NaN measurement is stored as missing."""
+    evidence: str
+    quantity: str = ""
+    value: float | None = None
+    ours: str = ""
+    how: str = ""
+    subject: str | None = None
+    n: int | None = None
+    ci: Mapping[str, tuple] = field(default_factory=dict)
+    # speed (H1-H4, H8)
+    speedup: float | None = None
+    upper_bound_speedup: float | None = None
+    recovered: float | None = None
+    comm_share: float | None = None
+    step_ms: float | None = None
+    nodes: int | None = None
+    # training from scratch (H5, H6): per-seed held-out losses, aligned with `seeds`
+    seeds: tuple | None = None
+    standard: tuple | None = None
+    ladder: tuple | None = None
+    unigram_entropy: float | None = None
+    params: float | None = None
+    tokens: float | None = None
+    # recovery after conversion (H7), nats
+    drop: float | None = None
+    gap_to_control: float | None = None
+    gap_to_source: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        where = f"evidence {self.evidence!r}"
+        if self.evidence not in EVIDENCE:
+            raise ResultFormatError(f"has evidence {self.evidence!r}; expected one of {list(EVIDENCE)}")
+        if "verdict" in self.extra:
+            raise ResultFormatError(f"stores a verdict ({self.extra['verdict']!r}); result files hold measurements only")
+        clash = set(self.extra) & {f.name for f in fields(self)}
+        if clash:
+            raise ResultFormatError(f"extra fields {sorted(clash)} shadow the entry's own ({where})")
+        for name in _FLOATS:
+            object.__setattr__(self, name, _number(getattr(self, name), name, where))
+        for name in _INTS:
+            v = _number(getattr(self, name), name, where)
+            if v is not None and v != int(v):
+                raise ResultFormatError(f"{name} = {v} is not a whole number ({where})")
+            object.__setattr__(self, name, None if v is None else int(v))
+        for name in ("seeds", *_SERIES):
+            v = getattr(self, name)
+            if v is not None:
+                if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+                    raise ResultFormatError(f"{name} must be a list ({where})")
+                v = tuple(_number(x, name, where) for x in v)
+                if any(x is None for x in v):
+                    raise ResultFormatError(f"{name} holds a missing value ({where})")
+                if name == "seeds":
+                    if any(x != int(x) for x in v):
+                        raise ResultFormatError(f"seeds must be whole numbers ({where})")
+                    v = tuple(int(x) for x in v)
+            object.__setattr__(self, name, v)
+        if self.seeds is not None:
+            for name in _SERIES:
+                got = getattr(self, name)
+                if got is not None and len(got) != len(self.seeds):
+                    raise ResultFormatError(f"{name} has {len(got)} values for {len(self.seeds)} seeds ({where})")
+        ci = {}
+        for name, pair in dict(self.ci or {}).items():
+            if pair is None:
+                continue
+            if isinstance(pair, (str, bytes)) or len(pair) != 2:
+                raise ResultFormatError(f"ci of {name} must be [low, high] ({where})")
+            lo, hi = (_number(x, f"ci of {name}", where) for x in pair)
+            if lo is None or hi is None:
+                continue  # a NaN bound: no interval
+            if lo > hi:
+                raise ResultFormatError(f"ci of {name} is [{lo}, {hi}]: low above high")
+            ci[name] = (lo, hi)
+        object.__setattr__(self, "ci", ci)
+        object.__setattr__(self, "extra", dict(self.extra))
+
+    # read access by name, for the notebooks' prose (entry["drop"], entry.get("recovered"))
+    def __getitem__(self, key: str):
+        if key != "extra" and key in {f.name for f in fields(self)}:
+            return getattr(self, key)
+        return self.extra[key]
+
+    def get(self, key: str, default=None):
+        try:
+            v = self[key]
+        except KeyError:
+            return default
+        return default if v is None else v
+
+    def interval(self, name: str):
+        """The 95% interval of `name` as (lo, hi), or None."""
+        return self.ci.get(name)
+
+    def to_dict(self) -> dict:
+        """The JSON form stored in a result file (missing values left out)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "extra" or v is None or (f.name == "ci" and not v):
+                continue
+            out[f.name] = {k: list(p) for k, p in v.items()} if f.name == "ci" else \
+                list(v) if isinstance(v, tuple) else v
+        return {**out, **self.extra}
+
+    @classmethod
+    def from_dict(cls, d) -> "ClaimEntry":
+        """An entry read from a result file; unknown fields go to `extra`. Older files kept the conversion
+        cost's interval as "drop_ci": it is read as ci["drop"]."""
+        if isinstance(d, ClaimEntry):
+            return d
+        if not isinstance(d, Mapping):
+            raise ResultFormatError(f"an entry must be a mapping, got {type(d).__name__}")
+        if "verdict" in d:
+            raise ResultFormatError(f"stores a verdict ({d['verdict']!r}); result files hold measurements only")
+        d = dict(d)
+        ci = dict(d.pop("ci", None) or {})
+        if "drop_ci" in d and "drop" not in ci:
+            ci["drop"] = d.pop("drop_ci")
+        names = {f.name for f in fields(cls)} - {"extra", "ci"}
+        known = {k: d.pop(k) for k in list(d) if k in names}
+        if "evidence" not in known:
+            raise ResultFormatError("has evidence None")
+        return cls(**known, ci=ci, extra=d)
+
+
+def _number(v, name, where):
+    """A float (None and NaN: missing); anything else is a format error."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ResultFormatError(f"{name} = {v!r} is not a number ({where})")
+    v = float(v)
+    return None if math.isnan(v) else v
+
+
+def block(claims: Mapping[str, Any]) -> dict[str, list[dict]]:
+    """A notebook's claims ({claim id: entry or list of entries}) as the JSON block of its result file."""
+    return {cid: [ClaimEntry.from_dict(e).to_dict() for e in (es if isinstance(es, (list, tuple)) else [es])]
+            for cid, es in claims.items()}
 
 
 # ------------------------------------------------------------------------------------------ paper side
@@ -84,67 +262,92 @@ def parse_thresholds(text: str, where: str = "thresholds") -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- the rules
-def _ci(entry: dict, field: str):
-    """The entry's 95% CI of `field` as (lo, hi), or None when it has none."""
-    ci = (entry.get("ci") or {}).get(field)
-    if ci is None:
-        return None
-    lo, hi = float(ci[0]), float(ci[1])
-    if lo > hi:
-        raise ResultFormatError(f"ci of {field} is [{lo}, {hi}]: low above high")
-    return lo, hi
+def _thr(t: Mapping, name: str) -> float:
+    try:
+        return t[name]
+    except KeyError:
+        raise ValueError(f"ladder/paper/claims.csv: the rule needs threshold {name!r}, the row has "
+                         f"{sorted(t)}") from None
 
 
-def _need(entry: dict, *fields):
-    missing = [f for f in fields if entry.get(f) is None]
+def _scaled(direction: str, at_scale: bool) -> str:
+    """A verdict in the paper's direction (or against it), qualified when measured below the paper's scale."""
+    if at_scale:
+        return direction
+    return {"reproduced": "consistent at small scale", "not reproduced": "not reproduced at small scale"}[direction]
+
+
+def _need(e: ClaimEntry, *names):
+    missing = [f for f in names if getattr(e, f) is None]
     if missing:
-        raise ResultFormatError(f"entry lacks {', '.join(missing)} (evidence {entry.get('evidence')!r})")
+        raise ResultFormatError(f"entry lacks {', '.join(missing)} (evidence {e.evidence!r})")
 
 
-def _multi_gpu_speed(entry, t):
-    """A real multi-GPU speed-up against the paper's: at least three quarters of its gain, with confidence."""
-    return _interval_vs(*_ci(entry, "speedup"), 1 + 0.75 * t["paper_gain"], "speed-up", ".3f", "reproduced")
+def _rounds(e: ClaimEntry, t: Mapping, what: str = "rounds"):
+    """None when the entry's interval rests on at least min_rounds units, else (inconclusive, reason)."""
+    need = _thr(t, "min_rounds")
+    if e.n is None:
+        return "inconclusive", f"the number of {what} is not recorded (the rule needs ≥ {need:g})"
+    if e.n < need:
+        return "inconclusive", f"only {e.n} {what}: an interval needs ≥ {need:g}"
+    return None
 
 
-def _interval_vs(lo, hi, target, name, fmt, verdict_above, suffix=""):
-    """`verdict_above` when the whole CI is at or above `target`, "not reproduced" when it is below,
-    "inconclusive" when it straddles it."""
+def _interval_vs(lo, hi, target, name, fmt, at_scale, suffix=""):
+    """In the paper's direction when the whole CI is at or above `target`, against it when the whole CI is
+    below, inconclusive when it straddles it."""
     if lo >= target:
-        return verdict_above, f"{name} CI low {lo:{fmt}} ≥ {target:{fmt}}{suffix}"
+        return _scaled("reproduced", at_scale), f"{name} CI low {lo:{fmt}} ≥ {target:{fmt}}{suffix}"
     if hi < target:
-        return "not reproduced", f"{name} CI high {hi:{fmt}} < {target:{fmt}}{suffix}"
+        return _scaled("not reproduced", at_scale), f"{name} CI high {hi:{fmt}} < {target:{fmt}}{suffix}"
     return "inconclusive", f"{name} CI [{lo:{fmt}}, {hi:{fmt}}] straddles {target:{fmt}}"
 
 
-def rule_speed(entry: dict, t: dict):
+def _multi_gpu_speed(e: ClaimEntry, t):
+    """A real multi-GPU speed-up against the paper's: at least share_of_gain of its gain, with confidence."""
+    target = 1 + _thr(t, "share_of_gain") * _thr(t, "paper_gain")
+    return _interval_vs(*e.interval("speedup"), target, "speed-up", ".4f", True)
+
+
+def rule_speed(e: ClaimEntry, t: Mapping):
     """H1-H3: the paper's number on real GPUs; on emulated links and CPUs, the mechanism (a speed-up that
     keeps a good share of the no-communication upper bound's gain)."""
-    _need(entry, "speedup")
-    if _ci(entry, "speedup") is None:
-        return "inconclusive", "no confidence interval (needs repeated rounds)"
-    if entry["evidence"] == "multi-gpu":
-        return _multi_gpu_speed(entry, t)
-    lo, hi = _ci(entry, "speedup")
+    _need(e, "speedup")
+    short = _rounds(e, t)
+    if short:
+        return short
+    if e.interval("speedup") is None:
+        return "inconclusive", "no confidence interval for the speed-up"
+    if e.evidence == "multi-gpu":
+        if "min_nodes" in t and e.nodes is None:
+            return "inconclusive", f"the number of nodes is not recorded (the claim needs ≥ {t['min_nodes']:g})"
+        if "min_nodes" in t and e.nodes < t["min_nodes"]:
+            return "inconclusive", f"measured on {e.nodes} node(s); the claim needs ≥ {t['min_nodes']:g}"
+        return _multi_gpu_speed(e, t)
+    lo, hi = e.interval("speedup")
     if hi <= 1:
-        return "not reproduced", f"no speed-up: CI high {hi:.3f} ≤ 1"
+        return "not reproduced at small scale", f"no speed-up: CI high {hi:.3f} ≤ 1"
     if lo <= 1:
         return "inconclusive", f"speed-up CI [{lo:.3f}, {hi:.3f}] includes 1"
-    if entry.get("recovered") is None:
-        return "inconclusive", "no upper bound measured to judge the recovered share"
-    rlo, rhi = _ci(entry, "recovered") or (entry["recovered"], entry["recovered"])
-    return _interval_vs(rlo, rhi, t["min_recovered"], "recovered", ".0%", "consistent at small scale",
-                        " of the upper bound's gain")
+    rci = e.interval("recovered")
+    if rci is None:
+        return "inconclusive", "no interval for the recovered share of the upper bound's gain"
+    return _interval_vs(*rci, _thr(t, "min_recovered"), "recovered", ".0%", False, " of the upper bound's gain")
 
 
-def rule_comm_share(entry: dict, t: dict):
+def rule_comm_share(e: ClaimEntry, t: Mapping):
     """H4: the share of latency spent communicating, only measurable on the real interconnect."""
-    _need(entry, "comm_share")
-    if entry["evidence"] != "multi-gpu":
+    _need(e, "comm_share")
+    if e.evidence != "multi-gpu":
         return "inconclusive", "the share is set by the emulated link's parameters, not measured"
-    ci = _ci(entry, "comm_share")
+    short = _rounds(e, t)
+    if short:
+        return short
+    ci = e.interval("comm_share")
     if ci is None:
-        return "inconclusive", "no confidence interval (needs repeated rounds)"
-    lo, hi, a, b = *ci, t["paper"] - t["tol"], t["paper"] + t["tol"]
+        return "inconclusive", "no confidence interval for the communication share"
+    lo, hi = ci
+    a, b = _thr(t, "paper") - _thr(t, "tol"), _thr(t, "paper") + _thr(t, "tol")
     if a <= lo and hi <= b:
         return "reproduced", f"CI [{lo:.2f}, {hi:.2f}] inside [{a:.2f}, {b:.2f}]"
     if hi < a or lo > b:
@@ -152,85 +355,115 @@ def rule_comm_share(entry: dict, t: dict):
     return "inconclusive", f"CI [{lo:.2f}, {hi:.2f}] overlaps the edge of [{a:.2f}, {b:.2f}]"
 
 
-def _training_gap(entry: dict, t: dict):
-    """(gap, tol, at_scale) for H5/H6, or a (verdict, reason) when the runs cannot decide."""
-    _need(entry, "standard", "ladder", "learned")
-    std, lad = [float(x) for x in entry["standard"]], [float(x) for x in entry["ladder"]]
-    if not entry["learned"]:
-        return "inconclusive", "the models did not learn (held-out loss not ≥ 1 nat below the unigram entropy)"
-    if len(std) < 2 or len(lad) < 2:
-        return "inconclusive", "needs ≥ 2 seeds per wiring for a seed spread"
-    gap = mean(lad) - mean(std)
-    spread = max(max(std) - min(std), max(lad) - min(lad))
-    tol = max(t["noise_mult"] * spread, t["tol_nats"])
-    at_scale = entry.get("params", 0) >= t["min_params"] and entry.get("tokens", 0) >= t["min_tokens"]
-    return gap, tol, at_scale
+def _training_gap(e: ClaimEntry, t: Mapping):
+    """(gap CI lo, hi, at_scale, text) for H5/H6, or a (verdict, reason) when the runs cannot decide."""
+    _need(e, "standard", "ladder")
+    std, lad = e.standard, e.ladder
+    if e.unigram_entropy is None:
+        return "inconclusive", "no unigram entropy recorded to tell whether the models learned"
+    bar = e.unigram_entropy - _thr(t, "learn_margin_nats")
+    worst = max(std + lad)
+    if worst > bar:
+        return "inconclusive", (f"the models did not learn: worst held-out loss {worst:.3f} > unigram entropy "
+                                f"{e.unigram_entropy:.3f} − {_thr(t, 'learn_margin_nats'):g} nat")
+    need = _thr(t, "min_seeds")
+    if len(std) < need or len(lad) < need:
+        return "inconclusive", f"{len(std)} standard / {len(lad)} ladder seeds: the rule needs ≥ {need:g} per wiring"
+    if e.seeds is None:
+        return "inconclusive", "the seeds are not recorded: the gap cannot be paired by seed"
+    got = t_interval([b - a for a, b in zip(std, lad)])
+    (lo, hi), margin = got["ci"], _thr(t, "margin_nats")
+    text = f"paired gap {got['mean']:+.3f} nats, 95% CI [{lo:+.3f}, {hi:+.3f}] over {got['n']} seeds"
+    if hi - lo > margin:
+        return "inconclusive", f"underpowered: {text} is {hi - lo:.3f} wide > margin {margin:g}"
+    at_scale = (e.params or 0) >= _thr(t, "min_params") and (e.tokens or 0) >= _thr(t, "min_tokens")
+    return lo, hi, at_scale, text
 
 
-def rule_comparable(entry: dict, t: dict):
-    """H5: ladder comparable to standard (within noise, or within tol_nats when the noise is smaller)."""
-    got = _training_gap(entry, t)
+def rule_comparable(e: ClaimEntry, t: Mapping):
+    """H5: ladder comparable to standard: the paired gap's CI inside ± margin_nats."""
+    got = _training_gap(e, t)
     if isinstance(got[0], str):
         return got
-    gap, tol, at_scale = got
-    if gap > tol:
-        return "not reproduced", f"ladder worse by {gap:.3f} nats > tolerance {tol:.3f}"
-    if gap < -tol:
-        return "inconclusive", (f"ladder better by {-gap:.3f} nats > tolerance {tol:.3f}: an early-training "
-                                "difference, not the paper's 'comparable'")
-    return ("reproduced" if at_scale else "consistent at small scale"), f"|gap| {abs(gap):.3f} ≤ tolerance {tol:.3f} nats"
+    lo, hi, at_scale, text = got
+    m = _thr(t, "margin_nats")
+    if -m <= lo and hi <= m:
+        return _scaled("reproduced", at_scale), f"{text} inside ±{m:g}"
+    if lo > m:
+        return _scaled("not reproduced", at_scale), f"ladder worse: {text}, low above {m:g}"
+    if hi < -m:
+        return "inconclusive", f"ladder better beyond the margin ({text}): not the paper's 'comparable'"
+    return "inconclusive", f"{text} straddles the edge of ±{m:g}"
 
 
-def rule_slightly_worse(entry: dict, t: dict):
-    """H6: ladder worse than standard beyond the noise."""
-    got = _training_gap(entry, t)
+def rule_slightly_worse(e: ClaimEntry, t: Mapping):
+    """H6: ladder worse than standard: the paired gap's CI above 0."""
+    got = _training_gap(e, t)
     if isinstance(got[0], str):
         return got
-    gap, tol, at_scale = got
-    if gap > tol:
-        return ("reproduced" if at_scale else "consistent at small scale"), f"ladder worse by {gap:.3f} > {tol:.3f} nats"
-    if gap < -tol:
-        return "not reproduced", f"ladder better by {-gap:.3f} > {tol:.3f} nats"
-    return "inconclusive", f"|gap| {abs(gap):.3f} ≤ tolerance {tol:.3f} nats: not resolved"
+    lo, hi, at_scale, text = got
+    if lo > 0:
+        return _scaled("reproduced", at_scale), f"ladder worse: {text}, low above 0"
+    if hi < 0:
+        return _scaled("not reproduced", at_scale), f"ladder better: {text}, high below 0"
+    return "inconclusive", f"{text} includes 0"
 
 
-def rule_recovery(entry: dict, t: dict):
+def _to_original(e: ClaimEntry) -> str:
+    """The retrained hybrid's gap to the original (source) model: reported beside the rule's comparator."""
+    ci = e.interval("gap_to_source")
+    if e.gap_to_source is not None:
+        return f"; gap to the original model {e.gap_to_source:+.3f}" + (
+            f" (CI {ci[0]:+.3f} to {ci[1]:+.3f})" if ci else "")
+    loss = e.extra.get("test_loss") or {}
+    if loss.get("source") is not None and loss.get("retrained") is not None:
+        return f"; gap to the original model {loss['retrained'] - loss['source']:+.3f} (no interval recorded)"
+    return ""
+
+
+def rule_recovery(e: ClaimEntry, t: Mapping):
     """H7: full recovery = the retrained hybrid within tol_nats of the source retrained on the same data."""
-    _need(entry, "drop")
-    if entry.get("gap_to_control") is None:  # a run without the control (e.g. the smoke profile)
-        return "inconclusive", "no control retrained on the same data to compare with"
-    ci = _ci(entry, "gap_to_control")
+    if e.gap_to_control is None:  # a run without the control (e.g. the smoke profile)
+        return "inconclusive", "no control retrained on the same data to compare with" + _to_original(e)
+    ci = e.interval("gap_to_control")
     if ci is None:
         return "inconclusive", "no confidence interval for the gap to the control"
-    tol = t["tol_nats"]
-    if entry["drop"] <= 2 * tol:
-        return "inconclusive", f"the conversion cost only {entry['drop']:.3f} nats: nothing to recover"
-    lo, hi = ci
+    drop = e.interval("drop")
+    if drop is None:
+        return "inconclusive", "no interval for the conversion's cost against the control"
+    if drop[0] <= _thr(t, "min_drop_nats"):
+        return "inconclusive", (f"the conversion's cost (CI low {drop[0]:.3f} nats) is not above "
+                                f"{_thr(t, 'min_drop_nats'):g}: nothing to recover")
+    tol, (lo, hi) = _thr(t, "tol_nats"), ci
+    at_scale = (e.params or 0) >= _thr(t, "min_params")
     if hi <= tol:
-        return ("reproduced" if entry.get("params", 0) >= t["min_params"] else "consistent at small scale",
-                f"gap to control CI high {hi:+.3f} ≤ {tol} nats")
+        return _scaled("reproduced", at_scale), f"gap to control CI high {hi:+.3f} ≤ {tol:g} nats" + _to_original(e)
     if lo > tol:
-        rec = entry.get("recovered")
-        return "not reproduced", (f"gap to control CI low {lo:+.3f} > {tol} nats"
-                                  + (f" ({rec:.0%} of the drop recovered)" if rec is not None else ""))
-    return "inconclusive", f"gap to control CI [{lo:+.3f}, {hi:+.3f}] straddles {tol} nats"
+        rec = f" ({e.recovered:.0%} of the drop recovered)" if e.recovered is not None else ""
+        return _scaled("not reproduced", at_scale), f"gap to control CI low {lo:+.3f} > {tol:g} nats{rec}" + _to_original(e)
+    return "inconclusive", f"gap to control CI [{lo:+.3f}, {hi:+.3f}] straddles {tol:g} nats" + _to_original(e)
 
 
-def rule_hybrid_speed(entry: dict, t: dict):
+def rule_hybrid_speed(e: ClaimEntry, t: Mapping):
     """H8: a hybrid speed-up; off real GPUs only on a model whose decode step is long enough to time."""
-    _need(entry, "speedup")
-    if _ci(entry, "speedup") is None:
-        return "inconclusive", "no confidence interval (needs repeated runs)"
-    if entry["evidence"] == "multi-gpu":
-        return _multi_gpu_speed(entry, t)
-    step = entry.get("step_ms")
-    if step is None or step < t["min_step_ms"]:
-        return "inconclusive", f"decode step {step} ms is below {t['min_step_ms']:g} ms: timer noise"
-    lo, hi = _ci(entry, "speedup")
+    _need(e, "speedup")
+    short = _rounds(e, t, "runs")
+    if short:
+        return short
+    if e.interval("speedup") is None:
+        return "inconclusive", "no confidence interval for the speed-up"
+    if e.evidence == "multi-gpu":
+        return _multi_gpu_speed(e, t)
+    step, need = e.step_ms, _thr(t, "min_step_ms")
+    if step is None:
+        return "inconclusive", f"the decode step is not recorded (the rule needs ≥ {need:g} ms)"
+    if step < need:
+        return "inconclusive", f"decode step {step:.2f} ms < {need:g} ms: timer noise"
+    lo, hi = e.interval("speedup")
     if lo > 1:
         return "consistent at small scale", f"speed-up CI low {lo:.3f} > 1"
     if hi <= 1:
-        return "not reproduced", f"speed-up CI high {hi:.3f} ≤ 1"
+        return "not reproduced at small scale", f"speed-up CI high {hi:.3f} ≤ 1"
     return "inconclusive", f"speed-up CI [{lo:.3f}, {hi:.3f}] includes 1"
 
 
@@ -238,33 +471,56 @@ RULES = {"H1": rule_speed, "H2": rule_speed, "H3": rule_speed, "H4": rule_comm_s
          "H5": rule_comparable, "H6": rule_slightly_worse, "H7": rule_recovery, "H8": rule_hybrid_speed}
 
 
-def judge(cid: str, entry: dict, thresholds: dict) -> tuple[str, str]:
-    """(verdict, reason) for one entry of claim `cid` under its rule and thresholds."""
-    if entry["evidence"] == "model-in-sample":
+def judge(cid: str, entry, thresholds: Mapping) -> tuple[str, str]:
+    """(verdict, reason) for one entry (a ClaimEntry, or its dict form) of claim `cid` under its rule."""
+    e = ClaimEntry.from_dict(entry)
+    if e.evidence == "model-in-sample":
         return "not run", "a performance-model value fitted on the compared data does not count"
-    if entry["evidence"] == "model-out-of-sample":
+    if e.evidence == "model-out-of-sample":
         return "inconclusive", "a performance-model prediction, not a measurement"
-    return RULES[cid](entry, thresholds)
+    return RULES[cid](e, thresholds)
+
+
+def headline(judged: list[dict]) -> dict:
+    """The claim's one verdict: from its strongest evidence (the order of EVIDENCE), leaving in-sample model
+    values out; entries of that evidence that disagree make it inconclusive."""
+    deciding = [j for j in judged if j["evidence"] != "model-in-sample"]
+    if not deciding:
+        return {"verdict": "not run", "evidence": judged[0]["evidence"] if judged else None,
+                "reason": judged[0]["reason"] if judged else "no result", "subject": None}
+    rank = list(EVIDENCE)
+    best = min(rank.index(j["evidence"]) for j in deciding)
+    top = [j for j in deciding if rank.index(j["evidence"]) == best]
+    verdicts = list(dict.fromkeys(j["verdict"] for j in top))
+    if len(verdicts) == 1:
+        return {"verdict": verdicts[0], "evidence": top[0]["evidence"], "reason": top[0]["reason"],
+                "subject": top[0]["subject"] if len(top) == 1 else None,
+                "entry": judged.index(top[0]) if len(top) == 1 else None}
+    return {"verdict": "inconclusive", "evidence": top[0]["evidence"], "subject": None,
+            "reason": "its strongest evidence disagrees: " + ", ".join(
+                f"{j['verdict']}" + (f" ({j['subject']})" if j.get("subject") else "") for j in top)}
 
 
 # ------------------------------------------------------------------------------------------ our side
-def _entries(path: Path, cid, raw) -> list[dict]:
+def _entries(path: Path, cid, raw) -> list[ClaimEntry]:
     entries = [raw] if isinstance(raw, dict) else raw
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ResultFormatError(f"{path}: claim {cid} must be an entry or a list of entries")
+    out = []
     for e in entries:
         if "verdict" in e:
             raise ResultFormatError(
                 f"{path}: claim {cid} stores a verdict ({e['verdict']!r}); result files hold measurements only "
                 "and ladder.claims computes verdicts — re-run the notebook that writes this file")
-        if e.get("evidence") not in EVIDENCE:
-            raise ResultFormatError(f"{path}: claim {cid} has evidence {e.get('evidence')!r}; "
-                                    f"expected one of {list(EVIDENCE)}")
-    return entries
+        try:
+            out.append(ClaimEntry.from_dict(e))
+        except ResultFormatError as err:
+            raise ResultFormatError(f"{path}: claim {cid} {err}") from None
+    return out
 
 
 def result_claims(profile: str, results_root: Path = RESULTS_ROOT, known_ids=None) -> dict[str, list[dict]]:
-    """Claim id -> entries from data/results/<profile>/*.json, each with its file, date and hardware."""
+    """Claim id -> [{"entry": ClaimEntry, "file", "date", "hardware"}] from data/results/<profile>/*.json."""
     folder = Path(results_root) / profile
     out: dict[str, list[dict]] = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -282,7 +538,8 @@ def result_claims(profile: str, results_root: Path = RESULTS_ROOT, known_ids=Non
             if known_ids is not None and cid not in known_ids:
                 raise ResultFormatError(f"{path}: unknown claim id {cid!r} (known: {sorted(known_ids)})")
             for e in _entries(path, cid, raw):
-                out.setdefault(cid, []).append({**e, "file": _rel(path), "date": str(prov.get("date", ""))[:10],
+                out.setdefault(cid, []).append({"entry": e, "file": _rel(path),
+                                                "date": str(prov.get("date", ""))[:10],
                                                 "hardware": prov.get("hardware", {})})
     return out
 
@@ -294,15 +551,16 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def _ours(entry: dict) -> str:
-    if entry.get("ours"):
-        return str(entry["ours"])
-    return "" if entry.get("value") is None else str(entry["value"])
+def _ours(e: ClaimEntry) -> str:
+    if e.ours:
+        return e.ours
+    return "" if e.value is None else str(e.value)
 
 
 def claims_table(profile: str, paper_path: Path = PAPER_CLAIMS, results_root: Path = RESULTS_ROOT) -> list[dict]:
-    """One row per paper claim: id, claim, paper, ours, how, evidence, verdict, judged (per-entry verdict,
-    evidence and reason), profile, date, files. Entries are ordered strongest evidence first."""
+    """One row per paper claim: id, claim, paper, ours, how, evidence, verdict (the headline), headline
+    (its evidence and reason), judged (every entry's verdict, evidence, reason, subject), profile, date,
+    files. Entries are ordered strongest evidence first."""
     paper = paper_claims(paper_path)
     found = result_claims(profile, results_root, known_ids={r["id"] for r in paper})
     order = list(EVIDENCE)
@@ -310,25 +568,27 @@ def claims_table(profile: str, paper_path: Path = PAPER_CLAIMS, results_root: Pa
     for p in paper:
         base = {"id": p["id"], "claim": p["claim"], "paper": p["paper_value"], "source": p["source"],
                 "rule": p["rule"], "profile": profile}
-        entries = sorted(found.get(p["id"], []), key=lambda e: order.index(e["evidence"]))
-        if not entries:
+        items = sorted(found.get(p["id"], []), key=lambda x: order.index(x["entry"].evidence))
+        if not items:
             rows.append({**base, "ours": "—", "how": f"no result in data/results/{profile}/", "evidence": [],
-                         "date": "—", "verdict": "not run", "judged": [], "files": []})
+                         "date": "—", "verdict": "not run", "headline": None, "judged": [], "files": []})
             continue
         judged = []
-        for e in entries:
+        for x in items:
+            e = x["entry"]
             try:
                 v, why = judge(p["id"], e, p["thresholds"])
             except ResultFormatError as err:
-                raise ResultFormatError(f"{e['file']}: claim {p['id']}: {err}") from None
-            judged.append({"verdict": v, "evidence": e["evidence"], "reason": why, "subject": e.get("subject")})
-        deciding = [j for j in judged if j["evidence"] != "model-in-sample"] or judged
+                raise ResultFormatError(f"{x['file']}: claim {p['id']}: {err}") from None
+            judged.append({"verdict": v, "evidence": e.evidence, "reason": why, "subject": e.subject})
+        head = headline(judged)
+        entries = [x["entry"] for x in items]
         rows.append({**base, "ours": "; ".join(_ours(e) for e in entries),
-                     "how": "; ".join(dict.fromkeys(str(e.get("how", "")) for e in entries if e.get("how"))),
-                     "evidence": list(dict.fromkeys(e["evidence"] for e in entries)),
-                     "date": max(e["date"] for e in entries) or "—",
-                     "verdict": " / ".join(dict.fromkeys(j["verdict"] for j in deciding)), "judged": judged,
-                     "files": list(dict.fromkeys(str(e["file"]) for e in entries))})
+                     "how": "; ".join(dict.fromkeys(e.how for e in entries if e.how)),
+                     "evidence": list(dict.fromkeys(e.evidence for e in entries)),
+                     "date": max(x["date"] for x in items) or "—",
+                     "verdict": head["verdict"], "headline": head, "judged": judged,
+                     "files": list(dict.fromkeys(str(x["file"]) for x in items))})
     return rows
 
 
@@ -340,20 +600,26 @@ def _md(text) -> str:
     return _ESCAPE.sub(r"\\\1", " ".join(str(text).split())) or "—"
 
 
+def _label(j: dict) -> str:
+    return ", ".join(x for x in (EVIDENCE[j["evidence"]][0], j.get("subject")) if x)
+
+
 def _verdict_cell(row: dict) -> str:
-    if not row["judged"]:
+    """The headline verdict (badge, its evidence and reason), then every entry's own verdict under it."""
+    head = row.get("headline")
+    if not row["judged"] or head is None:
         return f"{{{BADGES['not run']}}}`not run`"
-    # entries are told apart by their evidence and, where one evidence covers several models, their subject
-    several = len({(j["evidence"], j.get("subject")) for j in row["judged"]}) > 1
-    seen, parts = set(), []
-    for j in row["judged"]:
-        key = (j["verdict"], j["evidence"], j.get("subject"))
-        if key in seen:
-            continue
-        seen.add(key)
-        label = ", ".join(x for x in (EVIDENCE[j["evidence"]][0], j.get("subject")) if x)
-        on = f" {_md('(' + label + ')')}" if several else ""
-        parts.append(f"{{{BADGES[j['verdict']]}}}`{j['verdict']}`{on}: {_md(j['reason'])}")
+    parts = [f"{{{BADGES[head['verdict']]}}}`{head['verdict']}` {_md('(' + _label(head) + ')')}: {_md(head['reason'])}"]
+    if len(row["judged"]) > 1:
+        seen = set()
+        for i, j in enumerate(row["judged"]):
+            if i == head.get("entry"):
+                continue  # the headline itself
+            key = (j["verdict"], j["evidence"], j.get("subject"), j["reason"])
+            if key in seen:
+                continue
+            seen.add(key)
+            parts.append(f"under it: *{j['verdict']}* {_md('(' + _label(j) + ')')}: {_md(j['reason'])}")
     return " <br> ".join(parts)
 
 
@@ -374,8 +640,9 @@ def to_markdown(rows: list[dict], profile: str) -> str:
                   f"  - {_md(r['how'])}", f"  - {evidence}", f"  - {_md(r['profile'])}, {_md(r['date'])}",
                   f"  - {_verdict_cell(r)}"]
     lines += ["```", ""]
-    counts = {v: sum(v in r["verdict"].split(" / ") for r in rows) for v in VERDICTS}
-    lines.append("Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ". "
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    lines.append(f"Claims by headline verdict ({len(rows)} claims, each judged on its strongest evidence: "
+                 f"{HEADLINE_ORDER}): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n) + ". "
                  "Sources of the paper's values and of the decision rules: `ladder/paper/claims.csv`; ours: "
                  + (", ".join(f"`{f}`" for f in sorted({f for r in rows for f in r["files"]})) or "none yet")
                  + ".")
@@ -396,7 +663,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu")
     args = ap.parse_args(argv)
     for r in claims_table(args.profile):
-        print(f"{r['id']:3} {r['verdict']:26} paper: {r['paper']} | ours: {r['ours']} ({r['how']})")
+        print(f"{r['id']:3} {r['verdict']:30} paper: {r['paper']} | ours: {r['ours']} ({r['how']})")
         for j in r["judged"]:
             on = j["evidence"] + (f", {j['subject']}" if j.get("subject") else "")
             print(f"      [{on}] {j['verdict']}: {j['reason']}")

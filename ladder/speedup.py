@@ -2,8 +2,9 @@
 the paper's tables, and the `claims` block of data/results/<profile>/speedup.json; and chapter 4's hybrid
 speed-ups (claim H8: `hybrid_configs`, `hybrid_table`).
 
-Every paper number is read from ladder/paper/*.csv (`ladder.paths.paper_table`). A claims entry holds
-measured (or modelled) quantities only; verdicts are computed elsewhere (ladder/claims.py).
+Every paper number is read from ladder/paper/*.csv (`ladder.paths.paper_table`). A claims entry
+(`ladder.claims.ClaimEntry`: `measured_entry`, `hybrid_entry`, `model_entries`) holds measured (or
+modelled) quantities only; verdicts are computed elsewhere (ladder/claims.py).
 
 Estimators. The benchmark takes its samples round-robin (`interleave=True`): sample k of standard, ladder
 and upper bound ran at about the same time, under the same load. A *round* is such a triple. From n
@@ -21,6 +22,7 @@ import statistics
 
 from . import perfmodel as pm
 from .paths import paper_table
+from .claims import ClaimEntry
 from .stats import bootstrap
 
 FIELDS = ("speedup", "upper_bound_speedup", "recovered", "comm_share")
@@ -64,21 +66,31 @@ def rounds_of(records: list[dict], **match) -> list[tuple[float, float, float]]:
     return list(zip(pick["standard"], pick["ladder"], pick["upper_bound"]))
 
 
-MIN_ROUNDS = 3  # a bootstrap over fewer paired rounds has next to no spread to resample: no CI, no verdict
-
-
-def measured_entry(rounds, evidence: str, what: str, how: str, **extra) -> dict:
-    """A claims entry (contract 2) for a measured speed-up: point estimates, paired-bootstrap CIs (from
-    MIN_ROUNDS rounds on), n, and the "ours" text of the claims table: the numbers, then `what` was measured."""
+def measured_entry(rounds, evidence: str, what: str, how: str, quantity: str = "speedup", **extra) -> ClaimEntry:
+    """The claims entry of a measured speed-up (H1-H3; `quantity="comm_share"`: H4's share of standard's time
+    spent in all-reduces): point estimates, paired-bootstrap CIs (from 2 rounds on: one round has no spread),
+    n (the rounds; the rule, not this builder, decides how many are enough) and the "ours" text of the claims
+    table: the numbers, then `what` was measured."""
+    if quantity not in ("speedup", "comm_share"):
+        raise ValueError(f"measured_entry: quantity must be 'speedup' or 'comm_share', got {quantity!r}")
+    rounds = list(rounds)
     est = ratios(*map(list, zip(*rounds)))
-    ci = paired_bootstrap(rounds) if len(rounds) >= MIN_ROUNDS else None
-    ours = f"{est['speedup']:.2f}x"
-    if ci:
-        ours += f" (95% CI {ci['speedup'][0]:.2f}-{ci['speedup'][1]:.2f}, {len(rounds)} rounds)"
-    if est.get("recovered") is not None:
-        ours += f", {est['recovered']:.0%} of the upper bound's gain"
-    return {"evidence": evidence, "quantity": "speedup", "value": est["speedup"], **est,
-            **({"ci": ci} if ci else {}), "n": len(rounds), "ours": f"{ours}: {what}", "how": how, **extra}
+    ci = paired_bootstrap(rounds) if len(rounds) >= 2 else {}
+    if quantity == "comm_share":
+        ours = f"{est['comm_share']:.0%} of standard's time is all-reduce"
+        if ci:
+            ours += f" (95% CI {ci['comm_share'][0]:.0%}-{ci['comm_share'][1]:.0%}, {len(rounds)} rounds)"
+    else:
+        ours = f"{est['speedup']:.2f}x"
+        if ci:
+            ours += f" (95% CI {ci['speedup'][0]:.2f}-{ci['speedup'][1]:.2f}, {len(rounds)} rounds)"
+        else:
+            ours += " (1 round, no interval)"  # ratios() refuses no rounds; from 2 on there is a CI
+        if est.get("recovered") is not None and est["recovered"] == est["recovered"]:
+            ours += f", {est['recovered']:.0%} of the upper bound's gain"
+    return ClaimEntry(evidence=evidence, quantity=quantity, value=est[quantity], ours=f"{ours}: {what}", how=how,
+                      n=len(rounds), ci=ci, speedup=est["speedup"], upper_bound_speedup=est["upper_bound_speedup"],
+                      recovered=est["recovered"], comm_share=est["comm_share"], extra=extra)
 
 
 # --------------------------------------------------------------------------------------------- hybrids (H8)
@@ -127,6 +139,39 @@ def ratio_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
     (the two sides are independent sample sets, not paired rounds)."""
     return bootstrap(a, b, statistic=lambda x, y: statistics.median(x) / statistics.median(y), n_boot=n_boot,
                      seed=seed)
+
+
+NO_LINK = "none (measured gloo)"  # hybrid_table's link name for a run on the real collective alone
+
+
+def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = "cpu") -> ClaimEntry:
+    """The claim-H8 entry of one `hybrid_table` row, labelled by how it was measured: `ranks="processes"`,
+    real gloo processes (on a named link, the emulated link's cost is added to every real collective:
+    "cpu-real-processes" either way); `ranks="virtual"`, one rank's shard with its peers and link emulated
+    ("cpu-emulated-link", or "gpu1-emulated-link" on a GPU). `what` names the models compared."""
+    from .link import get as get_link
+    link = row["link"]
+    tp, on_gpu = int(row["tp"]), str(device).startswith("cuda")
+    emulated = None if link in (NO_LINK, None, "none") else get_link(link)
+    if ranks == "processes":
+        evidence = "multi-gpu" if on_gpu else "cpu-real-processes"
+        how = f"{tp} real {'NCCL' if on_gpu else 'gloo'} processes on {device}, ladder.bench"
+        if emulated is not None:
+            how += (f", plus the emulated link {link} on every all-reduce (at least "
+                    f"{emulated.latency(tp) * 1e6:.0f} µs each, on top of the real collective)")
+    elif ranks == "virtual":
+        evidence = "gpu1-emulated-link" if on_gpu else "cpu-emulated-link"
+        how = (f"one rank's shard on {device}, peers emulated (virtual ranks), random weights, ladder.bench, "
+               f"emulated link {link}")
+    else:
+        raise ValueError(f"hybrid_entry: ranks must be 'processes' or 'virtual', got {ranks!r}")
+    lo, hi = row["speedup_ci"]
+    ours = (f"{row['speedup']:.2f}x tokens/s (95% CI {lo:.2f}-{hi:.2f}, {row['samples']} runs), {what}, "
+            f"TP={tp}, link {link}; decode step {row['step_ms']:.1f} ms")
+    return ClaimEntry(evidence=evidence, quantity="speedup", value=float(row["speedup"]), ours=ours, how=how,
+                      subject=row.get("model"), n=int(row["samples"]), ci={"speedup": (lo, hi)},
+                      speedup=float(row["speedup"]), step_ms=float(row["step_ms"]),
+                      extra={"tp": tp, "batch": int(batch), "link": link, "ladder_layers": int(row["ladder_layers"])})
 
 
 # --------------------------------------------------------------------------------------------- the paper
@@ -205,37 +250,38 @@ def model_slow_links(hw, fab, batches=(1, 4, 16, 64)):
     return pd.DataFrame(rows)
 
 
-def model_entries(mv: dict, slow) -> dict[str, list[dict]]:
-    """Claims entries from the performance model. H1's 70B TP=8 value is in sample (the fit used that
-    column); H2 and H3 (other links, other shape) and H4's comm share are out of sample."""
+def model_entries(mv: dict, slow) -> dict[str, list[ClaimEntry]]:
+    """Claims entries from the performance model. In sample: H1's and H4's values, both predicted at the
+    70B, TP = 8, batch 1 NVLink point of the column the two efficiencies were fitted on; out of sample: H2
+    and H3 (other links, another shape)."""
     hw, fab = mv["hw"], mv["fab"]
     fit = slow["link factor"] == "fitted"
     h1 = float(mv["batch"].model_speedup.iloc[0])
     p2p = slow[fit & (slow.setting == "70B P2P off")]
     big = slow[fit & (slow.setting == "405B 2 nodes")]
     h2, h3 = float(p2p.ladder_speedup.max()), float(big.ladder_speedup.min())
-    h4 = pm.predict("llama3-70B", hw, 8, 1, wiring="standard", link=fab).comm_share
+    h4 = float(pm.predict("llama3-70B", hw, 8, 1, wiring="standard", link=fab).comm_share)
     how = "performance model (roofline + alpha-beta link), calibrated on the paper's 70B TP=8 NVLink column"
+    at_fit = {"shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4"}
     return {
-        "H1": [{"evidence": "model-in-sample", "quantity": "speedup", "value": h1, "speedup": h1,
-                "upper_bound_speedup": float(pm.speedup("llama3-70B", hw, fab, 8, 1, wiring="upper_bound")),
-                "shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4",
-                "ours": f"model {h1:.3f}x (fitted on this column)", "how": how}],
-        "H2": [{"evidence": "model-out-of-sample", "quantity": "speedup", "value": h2, "speedup": h2,
-                "shape": "llama3-70B", "tp": 8, "batch": int(p2p.batch[p2p.ladder_speedup.idxmax()]),
-                "link": "pcie5-nop2p", "ours": f"model, P2P off: up to {h2:.2f}x over batch 1-64", "how": how}],
-        "H3": [{"evidence": "model-out-of-sample", "quantity": "speedup", "value": h3, "speedup": h3,
-                "shape": "llama3.1-405B", "tp": 16, "link": "net400g",
-                "ours": f"model, 405B TP=16 two nodes: >= {h3:.2f}x over batch 1-64", "how": how}],
-        "H4": [{"evidence": "model-out-of-sample", "quantity": "comm_share", "value": h4, "comm_share": h4,
-                "shape": "llama3-70B", "tp": 8, "batch": 1, "link": "nvlink4",
-                "ours": f"model: {h4:.0%} of standard's time is all-reduce (paper grid implies "
-                        f"{paper_comm_share():.0%})", "how": how}],
+        "H1": [ClaimEntry(evidence="model-in-sample", quantity="speedup", value=h1, speedup=h1, how=how,
+                          upper_bound_speedup=float(pm.speedup("llama3-70B", hw, fab, 8, 1, wiring="upper_bound")),
+                          ours=f"model {h1:.3f}x (fitted on this column)", extra=at_fit)],
+        "H2": [ClaimEntry(evidence="model-out-of-sample", quantity="speedup", value=h2, speedup=h2, how=how,
+                          ours=f"model, P2P off: up to {h2:.2f}x over batch 1-64",
+                          extra={"shape": "llama3-70B", "tp": 8, "link": "pcie5-nop2p",
+                                 "batch": int(p2p.batch[p2p.ladder_speedup.idxmax()])})],
+        "H3": [ClaimEntry(evidence="model-out-of-sample", quantity="speedup", value=h3, speedup=h3, how=how,
+                          ours=f"model, 405B TP=16 two nodes: >= {h3:.2f}x over batch 1-64",
+                          extra={"shape": "llama3.1-405B", "tp": 16, "link": "net400g"})],
+        "H4": [ClaimEntry(evidence="model-in-sample", quantity="comm_share", value=h4, comm_share=h4, how=how,
+                          ours=f"model: {h4:.0%} of standard's time is all-reduce, at the point it was fitted on "
+                               f"(paper grid implies {paper_comm_share():.0%})", extra=at_fit)],
     }
 
 
-def merge(*blocks: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    """Concatenate claims blocks claim by claim."""
+def merge(*blocks: dict[str, list]) -> dict[str, list]:
+    """Concatenate claims blocks (of ClaimEntry or their dicts) claim by claim."""
     out: dict[str, list[dict]] = {}
     for b in blocks:
         for k, v in b.items():

@@ -1,22 +1,55 @@
-"""The verdict rules of ladder/claims.py: a case on each side of every threshold, the refusal of stored
-verdicts, evidence handling, and the committed claims table regenerated from the committed result files."""
+"""The verdict rules of ladder/claims.py.
+
+Every threshold is pinned here as a literal (`PINNED`): the tests below take their boundaries from these
+literals, not from claims.csv, so a change to a rule's input in the CSV fails a test — the record of what was
+pre-registered. Each rule gets a case on each side of every boundary and on the boundary itself (`<` against
+`≤`); a missing interval is inconclusive, never replaced by the point estimate. Also: the typed ClaimEntry,
+the refusal of stored verdicts, one headline verdict per claim, and the committed claims table regenerated
+from the committed result files."""
 import json
+import math
 
 import pytest
 
 from ladder import claims
+from ladder.claims import ClaimEntry
 from ladder.paths import paper_file
 from ladder.provenance import REPO_ROOT, write_result
 
+# the rules' inputs as written in ladder/paper/claims.csv (H1-H4 and H8: 2026-12-01; H5-H7's margins,
+# minimum seeds and minimum drop: 2026-12-06, see book/methods.md)
+PINNED = {
+    "H1": {"paper_gain": 0.29, "share_of_gain": 0.75, "min_recovered": 0.5, "min_rounds": 3},
+    "H2": {"paper_gain": 0.60, "share_of_gain": 0.75, "min_recovered": 0.5, "min_rounds": 3},
+    "H3": {"paper_gain": 0.30, "share_of_gain": 0.75, "min_recovered": 0.5, "min_rounds": 3, "min_nodes": 2},
+    "H4": {"paper": 0.38, "tol": 0.08, "min_rounds": 3},
+    "H5": {"margin_nats": 0.02, "min_seeds": 3, "learn_margin_nats": 1, "min_params": 1e9, "min_tokens": 1e10},
+    "H6": {"margin_nats": 0.02, "min_seeds": 3, "learn_margin_nats": 1, "min_params": 3e9, "min_tokens": 1e10},
+    "H7": {"tol_nats": 0.02, "min_drop_nats": 0.04, "min_params": 1e9},
+    "H8": {"paper_gain": 0.21, "share_of_gain": 0.75, "min_step_ms": 5, "min_rounds": 3},
+}
 THR = {r["id"]: r["thresholds"] for r in claims.paper_claims()}
+# 1 + share_of_gain * paper_gain, written out
+TARGET = {"H1": 1.2175, "H2": 1.45, "H3": 1.225, "H8": 1.1575}
+EPS = 1e-9
+
+
+def test_every_threshold_is_pinned():
+    assert THR == PINNED
+    for cid, target in TARGET.items():
+        assert 1 + THR[cid]["share_of_gain"] * THR[cid]["paper_gain"] == pytest.approx(target, abs=1e-12)
 
 
 def v(cid, **entry):
     return claims.judge(cid, entry, THR[cid])[0]
 
 
-def speed(evidence="cpu-emulated-link", s=1.3, ci=(1.2, 1.4), rec=0.7, rec_ci=None, **kw):
-    e = {"evidence": evidence, "speedup": s, "ci": {"speedup": list(ci)}, "recovered": rec, **kw}
+def why(cid, **entry):
+    return claims.judge(cid, entry, THR[cid])[1]
+
+
+def speed(evidence="cpu-emulated-link", s=1.3, ci=(1.2, 1.4), rec=0.7, rec_ci=(0.6, 0.8), n=5, **kw):
+    e = {"evidence": evidence, "speedup": s, "ci": {"speedup": list(ci)}, "recovered": rec, "n": n, **kw}
     if rec_ci:
         e["ci"]["recovered"] = list(rec_ci)
     return e
@@ -24,115 +57,300 @@ def speed(evidence="cpu-emulated-link", s=1.3, ci=(1.2, 1.4), rec=0.7, rec_ci=No
 
 # ------------------------------------------------------------------------------------------ H1-H3
 @pytest.mark.parametrize("cid", ["H1", "H2", "H3"])
-def test_speed_rule_multi_gpu_each_side_of_three_quarters_of_the_paper_gain(cid):
-    target = 1 + 0.75 * THR[cid]["paper_gain"]
-    assert v(cid, **speed("multi-gpu", ci=(target + 0.001, target + 0.1))) == "reproduced"
-    assert v(cid, **speed("multi-gpu", ci=(target - 0.1, target - 0.001))) == "not reproduced"
-    assert v(cid, **speed("multi-gpu", ci=(target - 0.01, target + 0.01))) == "inconclusive"
+def test_speed_rule_multi_gpu_at_three_quarters_of_the_paper_gain(cid):
+    t, kw = TARGET[cid], ({"nodes": 2} if cid == "H3" else {})
+    assert v(cid, **speed("multi-gpu", ci=(t, t + 0.1), **kw)) == "reproduced"          # boundary: ≥
+    assert v(cid, **speed("multi-gpu", ci=(t - EPS, t + 0.1), **kw)) == "inconclusive"
+    assert v(cid, **speed("multi-gpu", ci=(t - 0.1, t), **kw)) == "inconclusive"          # boundary: <
+    assert v(cid, **speed("multi-gpu", ci=(t - 0.1, t - EPS), **kw)) == "not reproduced"
 
 
-def test_speed_rule_emulated_needs_a_speedup_and_half_the_upper_bound_gain():
-    assert v("H1", **speed(ci=(1.01, 1.4), rec=0.51)) == "consistent at small scale"
-    assert v("H1", **speed(ci=(1.01, 1.4), rec=0.49)) == "not reproduced"
-    assert v("H1", **speed(ci=(1.01, 1.4), rec=0.6, rec_ci=(0.45, 0.7))) == "inconclusive"
-    assert v("H1", **speed(ci=(1.01, 1.4), rec=0.6, rec_ci=(0.50, 0.7))) == "consistent at small scale"
-    assert v("H1", **speed(ci=(0.99, 1.4))) == "inconclusive"          # CI includes 1
-    assert v("H1", **speed(s=0.95, ci=(0.9, 1.0))) == "not reproduced"  # no speed-up at all
-    assert v("H1", **speed(ci=(1.1, 1.4), rec=None)) == "inconclusive"  # no upper bound to compare
+def test_h3_on_real_gpus_needs_two_nodes():
+    t = TARGET["H3"]
+    assert v("H3", **speed("multi-gpu", ci=(t, t + 0.1), nodes=2)) == "reproduced"
+    assert v("H3", **speed("multi-gpu", ci=(t, t + 0.1), nodes=1)) == "inconclusive"
+    assert v("H3", **speed("multi-gpu", ci=(t, t + 0.1))) == "inconclusive"
+    assert v("H1", **speed("multi-gpu", ci=(1.3, 1.4))) == "reproduced"  # one node is H1's setting
 
 
-def test_real_processes_recovering_a_few_percent_is_not_reproduced():
-    assert v("H1", **speed("cpu-real-processes", s=1.02, ci=(1.01, 1.03), rec=0.05, rec_ci=(0.03, 0.07))) \
-        == "not reproduced"
+@pytest.mark.parametrize("cid", ["H1", "H2", "H3"])
+@pytest.mark.parametrize("ev", ["cpu-emulated-link", "cpu-real-processes", "gpu1-emulated-link"])
+def test_speed_rule_small_scale_speedup_above_one_and_half_the_upper_bound_gain(cid, ev):
+    assert v(cid, **speed(ev, ci=(1 + EPS, 1.4), rec_ci=(0.5, 0.7))) == "consistent at small scale"
+    assert v(cid, **speed(ev, ci=(1 + EPS, 1.4), rec_ci=(0.5 - EPS, 0.7))) == "inconclusive"
+    assert v(cid, **speed(ev, ci=(1 + EPS, 1.4), rec_ci=(0.3, 0.5))) == "inconclusive"
+    assert v(cid, **speed(ev, ci=(1 + EPS, 1.4), rec_ci=(0.3, 0.5 - EPS))) == "not reproduced at small scale"
+    assert v(cid, **speed(ev, ci=(1.0, 1.4))) == "inconclusive"                 # CI includes 1
+    assert v(cid, **speed(ev, s=0.95, ci=(0.9, 1.0))) == "not reproduced at small scale"  # hi ≤ 1
+    assert v(cid, **speed(ev, s=1.0, ci=(0.9, 1.0 + EPS))) == "inconclusive"
 
 
-def test_speed_without_ci_is_inconclusive_and_model_values_never_decide():
+def test_no_fallback_from_a_missing_interval_to_the_point():
+    # a point of 90% recovered without its interval is not judged as [0.9, 0.9]
+    assert v("H1", **speed(rec=0.9, rec_ci=None)) == "inconclusive"
+    assert "no interval for the recovered share" in why("H1", **speed(rec=0.9, rec_ci=None))
     e = speed()
-    del e["ci"]
+    del e["ci"]["speedup"]
     assert v("H1", **e) == "inconclusive"
+    e = {"evidence": "multi-gpu", "speedup": 2.0, "n": 10}
+    assert v("H1", **e) == "inconclusive" and v("H8", **e) == "inconclusive"
+    assert v("H4", evidence="multi-gpu", comm_share=0.38, n=10) == "inconclusive"
+    # a NaN bound is no interval
+    assert v("H1", **speed(rec_ci=(float("nan"), 0.8))) == "inconclusive"
+
+
+@pytest.mark.parametrize("cid", ["H1", "H2", "H3", "H8"])
+def test_an_interval_needs_three_rounds(cid):
+    kw = {"step_ms": 20.0, "nodes": 2}
+    assert v(cid, **speed(n=3, **kw)) == "consistent at small scale"
+    assert v(cid, **speed(n=2, **kw)) == "inconclusive"
+    assert "only 2" in why(cid, **speed(n=2, **kw))
+    e = speed(**kw)
+    del e["n"]
+    assert v(cid, **e) == "inconclusive"
+
+
+def test_real_processes_recovering_a_few_percent_is_not_reproduced_at_small_scale():
+    assert v("H1", **speed("cpu-real-processes", s=1.02, ci=(1.01, 1.03), rec=0.05, rec_ci=(0.03, 0.07))) \
+        == "not reproduced at small scale"
+
+
+def test_model_values_never_decide():
     assert v("H1", **speed("model-out-of-sample", ci=(1.5, 1.6))) == "inconclusive"
     assert v("H1", **speed("model-in-sample", ci=(1.5, 1.6))) == "not run"
+    assert v("H4", evidence="model-out-of-sample", comm_share=0.38) == "inconclusive"
 
 
 # --------------------------------------------------------------------------------------------- H4
-def test_comm_share_band():
-    lo, hi = THR["H4"]["paper"] - THR["H4"]["tol"], THR["H4"]["paper"] + THR["H4"]["tol"]
-    e = lambda a, b, ev="multi-gpu": {"evidence": ev, "comm_share": (a + b) / 2, "ci": {"comm_share": [a, b]}}
-    assert v("H4", **e(lo + 0.001, hi - 0.001)) == "reproduced"
-    assert v("H4", **e(lo - 0.01, lo + 0.01)) == "inconclusive"
-    assert v("H4", **e(lo - 0.05, lo - 0.001)) == "not reproduced"
-    assert v("H4", **e(hi + 0.001, hi + 0.05)) == "not reproduced"
-    assert v("H4", **e(lo + 0.01, hi - 0.01, "cpu-emulated-link")) == "inconclusive"
+def share(lo, hi, ev="multi-gpu", n=5):
+    return {"evidence": ev, "comm_share": (lo + hi) / 2, "ci": {"comm_share": [lo, hi]}, "n": n}
+
+
+def test_comm_share_band_edges_included():
+    a, b = 0.38 - 0.08, 0.38 + 0.08
+    assert v("H4", **share(a, b)) == "reproduced"
+    assert v("H4", **share(a - EPS, b)) == "inconclusive"
+    assert v("H4", **share(a, b + EPS)) == "inconclusive"
+    assert v("H4", **share(a - 0.05, a)) == "inconclusive"          # touches the edge
+    assert v("H4", **share(a - 0.05, a - EPS)) == "not reproduced"
+    assert v("H4", **share(b, b + 0.05)) == "inconclusive"
+    assert v("H4", **share(b + EPS, b + 0.05)) == "not reproduced"
+    assert v("H4", **share(a + 0.01, b - 0.01, "cpu-emulated-link")) == "inconclusive"
+    assert v("H4", **share(a + 0.01, b - 0.01, n=2)) == "inconclusive"
+    assert v("H4", **share(a + 0.01, b - 0.01, n=3)) == "reproduced"
 
 
 # ------------------------------------------------------------------------------------------ H5, H6
-def train(std, lad, learned=True, params=2.5e6, tokens=1.2e6):
-    return {"evidence": "small-scale-training", "standard": std, "ladder": lad, "learned": learned,
-            "params": params, "tokens": tokens}
+def train(gaps=(0.0, 0.0, 0.0), base=(5.0, 5.2, 5.4), unigram=7.0, seeds=True, params=2.5e6, tokens=2.4e6):
+    std = list(base)
+    lad = [s + g for s, g in zip(base, gaps)]
+    e = {"evidence": "small-scale-training", "standard": std, "ladder": lad, "unigram_entropy": unigram,
+         "params": params, "tokens": tokens}
+    if seeds:
+        e["seeds"] = list(range(len(std)))
+    return e
 
 
-def test_h5_comparable_within_tolerance_worse_beyond_it_better_is_not_comparable():
-    tol = THR["H5"]["tol_nats"]  # seed spread 0 -> tolerance = tol_nats
-    assert v("H5", **train([5.0, 5.0], [5.0 + tol - 0.001] * 2)) == "consistent at small scale"
-    assert v("H5", **train([5.0, 5.0], [5.0 + tol + 0.001] * 2)) == "not reproduced"
-    assert v("H5", **train([5.0, 5.0], [5.0 - tol - 0.001] * 2)) == "inconclusive"
-    assert v("H5", **train([5.0, 5.0], [5.0 - tol + 0.001] * 2)) == "consistent at small scale"
+def test_h5_needs_learned_models_by_the_margin_from_the_csv():
+    # worst loss 6.0 against a unigram entropy of 7.0 and 1 nat: exactly at the bar counts as learned
+    assert v("H5", **train(base=(6.0, 5.9, 5.8))) == "consistent at small scale"
+    assert v("H5", **train(base=(6.0 + 1e-6, 5.9, 5.8))) == "inconclusive"
+    assert "did not learn" in why("H5", **train(base=(6.5, 6.5, 6.5)))
+    assert v("H5", **train(gaps=(1e-6, 0, 0), base=(6.0, 5.9, 5.8))) == "inconclusive"  # the ladder counts too
+    assert v("H5", **train(unigram=None)) == "inconclusive"
 
 
-def test_h5_tolerance_grows_with_the_seed_spread():
-    # spread 0.1 -> tolerance 0.2: a gap of 0.15 is within noise, 0.25 is not
-    assert v("H5", **train([5.0, 5.1], [5.15, 5.2])) == "consistent at small scale"
-    assert v("H5", **train([5.0, 5.1], [5.25, 5.35])) == "not reproduced"
+def test_h5_needs_three_seeds_per_wiring_paired_by_seed():
+    assert v("H5", **train(gaps=(0, 0, 0))) == "consistent at small scale"
+    assert v("H5", **train(gaps=(0, 0), base=(5.0, 5.2))) == "inconclusive"
+    assert "needs ≥ 3 per wiring" in why("H5", **train(gaps=(0, 0), base=(5.0, 5.2)))
+    assert v("H5", **train(seeds=False)) == "inconclusive"
+    # seeds of very different losses, the same gap in each: paired, the gap is exact
+    assert v("H5", **train(gaps=(0.01, 0.01, 0.01), base=(3.0, 4.0, 5.0))) == "consistent at small scale"
 
 
-def test_h5_needs_learning_two_seeds_and_scale_for_reproduced():
-    assert v("H5", **train([5.0, 5.0], [5.0, 5.0], learned=False)) == "inconclusive"
-    assert v("H5", **train([5.0], [5.0])) == "inconclusive"
-    assert v("H5", **train([3.0, 3.0], [3.0, 3.0], params=1.2e9, tokens=1e11)) == "reproduced"
-    assert v("H5", **train([3.0, 3.0], [3.0, 3.0], params=1.2e9, tokens=1e9)) == "consistent at small scale"
+def test_h5_interval_is_students_t_over_the_per_seed_gaps():
+    # gaps 0.017, 0.028, 0.020: mean 0.0217, sd 0.00569, t(0.975, 2) = 4.303 -> CI [0.0075, 0.0358], 0.028 wide
+    reason = why("H5", **train(gaps=(0.017, 0.028, 0.020)))
+    assert "underpowered" in reason and "[+0.008, +0.036]" in reason and "0.028 wide" in reason
 
 
-def test_h6_slightly_worse():
-    tol = THR["H6"]["tol_nats"]
-    assert v("H6", **train([3.0, 3.0], [3.0 + tol + 0.001] * 2, params=3.5e9, tokens=1e11)) == "reproduced"
-    assert v("H6", **train([3.0, 3.0], [3.0 + tol + 0.001] * 2)) == "consistent at small scale"
-    assert v("H6", **train([3.0, 3.0], [3.0 + tol - 0.001] * 2)) == "inconclusive"
-    assert v("H6", **train([3.0, 3.0], [3.0 - tol - 0.001] * 2)) == "not reproduced"
+@pytest.fixture
+def ci_is(monkeypatch):
+    """Make the paired interval exactly [lo, hi], to test the rules' boundaries without float noise."""
+    def set_ci(lo, hi):
+        monkeypatch.setattr(claims, "t_interval", lambda xs: {"mean": (lo + hi) / 2, "ci": [lo, hi], "n": len(xs)})
+    return set_ci
+
+
+def test_h5_interval_wider_than_the_margin_is_underpowered(ci_is):
+    ci_is(-0.01, 0.01)   # 0.02 wide = the margin: judged
+    assert v("H5", **train()) == "consistent at small scale"
+    ci_is(-0.01, 0.0100001)
+    assert v("H5", **train()) == "inconclusive"
+    assert "underpowered" in why("H5", **train())
+
+
+def test_h5_comparable_inside_the_margin_edges_included(ci_is):
+    m = 0.02
+    for lo, hi, want in [(-m, 0.0, "consistent at small scale"), (0.0, m, "consistent at small scale"),
+                         (-m - EPS, 0.0, "inconclusive"), (0.0, m + EPS, "inconclusive"),
+                         (m, m + 0.01, "inconclusive"), (m + EPS, m + 0.01, "not reproduced at small scale"),
+                         (-m - 0.01, -m, "inconclusive"), (-m - 0.01, -m - EPS, "inconclusive")]:
+        ci_is(lo, hi)
+        assert v("H5", **train()) == want, (lo, hi)
+    ci_is(-m - 0.01, -m - EPS)
+    assert "ladder better beyond the margin" in why("H5", **train())
+
+
+def test_h5_reproduced_needs_the_papers_scale(ci_is):
+    ci_is(-0.005, 0.005)
+    assert v("H5", **train(params=1e9, tokens=1e10)) == "reproduced"
+    assert v("H5", **train(params=1e9 - 1, tokens=1e10)) == "consistent at small scale"
+    assert v("H5", **train(params=1e9, tokens=1e10 - 1)) == "consistent at small scale"
+    ci_is(0.03, 0.04)
+    assert v("H5", **train(params=1e9, tokens=1e10)) == "not reproduced"
+    assert v("H5", **train(params=1e9 - 1, tokens=1e10)) == "not reproduced at small scale"
+
+
+def test_h6_slightly_worse_is_a_gap_above_zero(ci_is):
+    big = dict(params=3e9, tokens=1e10)
+    ci_is(EPS, 0.02)
+    assert v("H6", **train(**big)) == "reproduced"
+    assert v("H6", **train(params=3e9 - 1, tokens=1e10)) == "consistent at small scale"
+    assert v("H6", **train(params=3e9, tokens=1e10 - 1)) == "consistent at small scale"
+    ci_is(0.0, 0.02)
+    assert v("H6", **train(**big)) == "inconclusive"
+    ci_is(-0.02, 0.0)
+    assert v("H6", **train(**big)) == "inconclusive"
+    ci_is(-0.02, -EPS)
+    assert v("H6", **train(**big)) == "not reproduced"
+    assert v("H6", **train()) == "not reproduced at small scale"
+    ci_is(0.0, 0.0200001)
+    assert "underpowered" in why("H6", **train(**big))
+
+
+def test_h6_needs_learning_and_seeds_like_h5():
+    assert v("H6", **train(base=(6.5, 6.5, 6.5))) == "inconclusive"
+    assert v("H6", **train(gaps=(0.1, 0.1), base=(5.0, 5.1))) == "inconclusive"
+    assert v("H6", **train(gaps=(0.01, 0.01, 0.01))) == "consistent at small scale"
 
 
 # --------------------------------------------------------------------------------------------- H7
-def recov(lo, hi, drop=0.5, params=260e3):
-    return {"evidence": "small-scale-training", "gap_to_control": (lo + hi) / 2, "drop": drop,
-            "ci": {"gap_to_control": [lo, hi]}, "recovered": 0.4, "params": params}
+def recov(lo, hi, drop=(0.4, 0.6), params=260e3, **kw):
+    return {"evidence": "small-scale-training", "gap_to_control": (lo + hi) / 2, "drop": sum(drop) / 2,
+            "ci": {"gap_to_control": [lo, hi], "drop": list(drop)}, "recovered": 0.4, "params": params, **kw}
 
 
 def test_h7_full_recovery_is_within_tolerance_of_the_control():
-    tol = THR["H7"]["tol_nats"]
-    assert v("H7", **recov(-0.01, tol - 0.001)) == "consistent at small scale"
-    assert v("H7", **recov(-0.01, tol - 0.001, params=8e9)) == "reproduced"
-    assert v("H7", **recov(tol + 0.001, 0.3)) == "not reproduced"
-    assert v("H7", **recov(tol - 0.001, 0.3)) == "inconclusive"
-    assert v("H7", **recov(-0.01, 0.0, drop=2 * tol)) == "inconclusive"      # nothing to recover
-    assert v("H7", **recov(-0.01, 0.0, drop=2 * tol + 0.001)) == "consistent at small scale"
-    e = recov(0.2, 0.3)
-    del e["ci"]
+    tol = 0.02
+    assert v("H7", **recov(-0.01, tol)) == "consistent at small scale"        # boundary: ≤
+    assert v("H7", **recov(-0.01, tol, params=1e9)) == "reproduced"
+    assert v("H7", **recov(-0.01, tol, params=1e9 - 1)) == "consistent at small scale"
+    assert v("H7", **recov(-0.01, tol + EPS)) == "inconclusive"
+    assert v("H7", **recov(tol, 0.3)) == "inconclusive"                       # boundary: >
+    assert v("H7", **recov(tol + EPS, 0.3)) == "not reproduced at small scale"
+    assert v("H7", **recov(tol + EPS, 0.3, params=1e9)) == "not reproduced"
+
+
+def test_h7_needs_a_conversion_cost_above_the_minimum_with_confidence():
+    assert v("H7", **recov(-0.01, 0.0, drop=(0.04, 0.2))) == "inconclusive"   # boundary: >
+    assert v("H7", **recov(-0.01, 0.0, drop=(0.04 + EPS, 0.2))) == "consistent at small scale"
+    e = recov(-0.01, 0.0)
+    del e["ci"]["drop"]                                                        # a point cost of 0.5, no interval
     assert v("H7", **e) == "inconclusive"
 
 
+def test_h7_without_control_or_interval_is_inconclusive_and_reports_the_gap_to_the_original():
+    e = recov(0.2, 0.3)
+    del e["ci"]["gap_to_control"]
+    assert v("H7", **e) == "inconclusive"
+    assert claims.judge("H7", {"evidence": "small-scale-training", "drop": 0.5, "gap_to_control": None},
+                        THR["H7"]) == ("inconclusive", "no control retrained on the same data to compare with")
+    r = why("H7", **recov(0.1, 0.2, gap_to_source=-0.25))
+    assert r.endswith("; gap to the original model -0.250")
+    e = recov(0.1, 0.2, gap_to_source=-0.25)
+    e["ci"]["gap_to_source"] = [-0.3, -0.2]
+    assert why("H7", **e).endswith("gap to the original model -0.250 (CI -0.300 to -0.200)")
+    e = recov(0.1, 0.2, test_loss={"source": 1.75, "retrained": 1.5})
+    assert why("H7", **e).endswith("gap to the original model -0.250 (no interval recorded)")
+    assert v("H7", **e) == "not reproduced at small scale"  # the control stays the comparator
+
+
 # --------------------------------------------------------------------------------------------- H8
+def hyb(lo, hi, step=20.0, ev="cpu-emulated-link", n=9):
+    return {"evidence": ev, "speedup": (lo + hi) / 2, "ci": {"speedup": [lo, hi]}, "step_ms": step, "n": n}
+
+
 def test_h8_needs_a_decode_step_long_enough_to_time():
-    m = THR["H8"]["min_step_ms"]
-    ok = dict(evidence="cpu-emulated-link", speedup=1.2, ci={"speedup": [1.1, 1.3]})
-    assert v("H8", **ok, step_ms=m + 0.1) == "consistent at small scale"
-    assert v("H8", **ok, step_ms=m - 0.1) == "inconclusive"
-    assert v("H8", **ok) == "inconclusive"
-    assert v("H8", evidence="cpu-emulated-link", speedup=1.0, ci={"speedup": [0.9, 1.0]}, step_ms=m + 1) \
-        == "not reproduced"
-    assert v("H8", evidence="cpu-emulated-link", speedup=1.05, ci={"speedup": [0.98, 1.1]}, step_ms=m + 1) \
-        == "inconclusive"
-    target = 1 + 0.75 * THR["H8"]["paper_gain"]
-    assert v("H8", evidence="multi-gpu", speedup=1.2, ci={"speedup": [target + 0.001, 1.3]}) == "reproduced"
-    assert v("H8", evidence="multi-gpu", speedup=1.1, ci={"speedup": [1.0, target - 0.001]}) == "not reproduced"
+    assert v("H8", **hyb(1.1, 1.3, step=5.0)) == "consistent at small scale"   # boundary: ≥ 5 ms
+    assert v("H8", **hyb(1.1, 1.3, step=5.0 - EPS)) == "inconclusive"
+    assert v("H8", **hyb(1.1, 1.3, step=0.6)) == "inconclusive"
+    e = hyb(1.1, 1.3)
+    del e["step_ms"]
+    assert v("H8", **e) == "inconclusive"
+
+
+def test_h8_small_scale_and_multi_gpu_boundaries():
+    assert v("H8", **hyb(1.0, 1.3)) == "inconclusive"
+    assert v("H8", **hyb(1.0 + EPS, 1.3)) == "consistent at small scale"
+    assert v("H8", **hyb(0.9, 1.0)) == "not reproduced at small scale"
+    assert v("H8", **hyb(0.9, 1.0 + EPS)) == "inconclusive"
+    assert v("H8", **hyb(1.1, 1.3, ev="cpu-real-processes")) == "consistent at small scale"
+    t = TARGET["H8"]
+    assert v("H8", **hyb(t, 1.3, ev="multi-gpu", step=None)) == "reproduced"
+    assert v("H8", **hyb(t - EPS, 1.3, ev="multi-gpu")) == "inconclusive"
+    assert v("H8", **hyb(1.0, t, ev="multi-gpu")) == "inconclusive"
+    assert v("H8", **hyb(1.0, t - EPS, ev="multi-gpu")) == "not reproduced"
+    assert v("H8", **hyb(1.1, 1.3, n=2)) == "inconclusive"
+
+
+# ---------------------------------------------------------------------------------------- ClaimEntry
+def test_claim_entry_round_trips_and_keeps_descriptive_fields():
+    d = {"evidence": "cpu-emulated-link", "quantity": "speedup", "value": 1.2, "speedup": 1.2, "n": 5,
+         "ci": {"speedup": [1.1, 1.3]}, "ours": "1.20x", "how": "h", "link": "custom:1:2", "tp": 2}
+    e = ClaimEntry.from_dict(d)
+    assert e.ci == {"speedup": (1.1, 1.3)} and e.extra == {"link": "custom:1:2", "tp": 2} and e.n == 5
+    assert e.to_dict() == d and json.loads(json.dumps(e.to_dict())) == d
+    assert e["link"] == "custom:1:2" and e["speedup"] == 1.2 and e.get("drop") is None
+    with pytest.raises(KeyError):
+        e["nope"]
+    assert claims.block({"H1": e, "H2": [d]}) == {"H1": [d], "H2": [d]}
+
+
+def test_claim_entry_refuses_what_the_rules_cannot_read():
+    with pytest.raises(claims.ResultFormatError, match="stores a verdict"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", "verdict": "reproduced"})
+    with pytest.raises(claims.ResultFormatError, match="has evidence 'gpu'"):
+        ClaimEntry(evidence="gpu")
+    with pytest.raises(claims.ResultFormatError, match="has evidence None"):
+        ClaimEntry.from_dict({"speedup": 1.2})
+    with pytest.raises(claims.ResultFormatError, match="low above high"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": (1.3, 1.1)})
+    with pytest.raises(claims.ResultFormatError, match="speedup = '1.2' is not a number"):
+        ClaimEntry(evidence="multi-gpu", speedup="1.2")
+    with pytest.raises(claims.ResultFormatError, match="ladder has 2 values for 3 seeds"):
+        ClaimEntry(evidence="small-scale-training", seeds=[0, 1, 2], standard=[1, 2, 3], ladder=[1, 2])
+    with pytest.raises(claims.ResultFormatError, match="n = 2.5 is not a whole number"):
+        ClaimEntry(evidence="multi-gpu", n=2.5)
+    with pytest.raises(claims.ResultFormatError, match="is not a number"):
+        ClaimEntry(evidence="multi-gpu", n=True)
+
+
+def test_claim_entry_reads_nan_as_missing_and_the_old_drop_interval():
+    e = ClaimEntry.from_dict({"evidence": "small-scale-training", "recovered": float("nan"), "drop": 0.5,
+                              "drop_ci": [0.4, 0.6]})
+    assert e.recovered is None and e.interval("drop") == (0.4, 0.6)
+
+
+def test_judge_accepts_an_entry_or_its_dict():
+    d = speed()
+    assert claims.judge("H1", d, THR["H1"]) == claims.judge("H1", ClaimEntry.from_dict(d), THR["H1"])
+
+
+def test_a_rule_without_its_threshold_names_it():
+    with pytest.raises(ValueError, match="needs threshold 'min_rounds'"):
+        claims.judge("H1", speed(), {"paper_gain": 0.29})
 
 
 # ------------------------------------------------------------------------------------- the table
@@ -147,6 +365,9 @@ def test_unknown_evidence_and_missing_fields_are_clear_errors(tmp_path):
     write_result(tmp_path / "cpu" / "a.json", {"claims": {"H1": {"speedup": 1.3}}})
     with pytest.raises(claims.ResultFormatError, match="a.json: claim H1 has evidence None"):
         claims.claims_table("cpu", results_root=tmp_path)
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H1": {"evidence": "gpu", "speedup": 1.3}}})
+    with pytest.raises(claims.ResultFormatError, match="a.json: claim H1 has evidence 'gpu'"):
+        claims.claims_table("cpu", results_root=tmp_path)
     write_result(tmp_path / "cpu" / "a.json", {"claims": {"H4": {"evidence": "multi-gpu"}}})
     with pytest.raises(claims.ResultFormatError, match="a.json: claim H4: entry lacks comm_share"):
         claims.claims_table("cpu", results_root=tmp_path)
@@ -158,39 +379,67 @@ def test_bad_thresholds_are_clear_errors():
         claims.parse_thresholds("a0.5")
 
 
-def test_disagreeing_measurements_both_show(tmp_path):
+def test_one_headline_per_claim_from_the_strongest_evidence(tmp_path):
     write_result(tmp_path / "cpu" / "speedup.json", {"claims": {"H1": [
-        {**speed("cpu-emulated-link", ci=(1.2, 1.4), rec=0.8), "ours": "emulated"},
-        {**speed("cpu-real-processes", s=1.02, ci=(1.01, 1.03), rec=0.05), "ours": "real"},
-        {**speed("model-in-sample", s=1.27, ci=(1.27, 1.27), rec=0.9), "ours": "model"}]}})
+        {**speed("cpu-emulated-link", ci=(1.2, 1.4), rec_ci=(0.7, 0.9)), "ours": "emulated"},
+        {**speed("cpu-real-processes", s=1.02, ci=(1.01, 1.03), rec=0.05, rec_ci=(0.03, 0.07)), "ours": "real"},
+        {**speed("model-in-sample", s=1.27, ci=(1.27, 1.27)), "ours": "model"}]}})
     rows = {r["id"]: r for r in claims.claims_table("cpu", results_root=tmp_path)}
     h1 = rows["H1"]
-    assert h1["verdict"] == "not reproduced / consistent at small scale"  # strongest evidence first
+    assert h1["verdict"] == "not reproduced at small scale"  # real processes outrank the emulated link
+    assert h1["headline"]["evidence"] == "cpu-real-processes"
+    assert [j["verdict"] for j in h1["judged"]] == ["not reproduced at small scale", "consistent at small scale",
+                                                    "not run"]
     assert h1["evidence"] == ["cpu-real-processes", "cpu-emulated-link", "model-in-sample"]
     md = claims.to_markdown(list(rows.values()), "cpu")
-    assert "{bdg-info-line}`CPU, real processes`" in md and "{bdg-danger}`not reproduced` (CPU, real processes)" in md
+    cell = next(line for line in md.splitlines() if "bdg-danger-line" in line)
+    assert cell.startswith("  - {bdg-danger-line}`not reproduced at small scale` (CPU, real processes):")
+    assert "under it: *consistent at small scale* (CPU, emulated interconnect)" in cell
+    assert cell.count("{bdg-") == 1  # one badge: the headline
+    assert "under it: *not reproduced at small scale*" not in cell  # the headline is not repeated under itself
+    assert "under it: *not run* (performance model, in sample)" in cell
     assert rows["H2"]["verdict"] == "not run" and md.count("\n* - **H") == 8
+    assert "(8 claims, each judged on its strongest evidence: multi-GPU > one GPU > CPU real processes > " \
+           "CPU emulated link > small-scale training > performance model): 1 not reproduced at small scale, " \
+           "7 not run." in md
+
+
+def test_headline_order_and_disagreement():
+    j = lambda verdict, ev, subject=None: {"verdict": verdict, "evidence": ev, "reason": verdict, "subject": subject}
+    assert list(claims.EVIDENCE) == ["multi-gpu", "gpu1-emulated-link", "cpu-real-processes", "cpu-emulated-link",
+                                     "small-scale-training", "model-out-of-sample", "model-in-sample"]
+    assert claims.headline([j("inconclusive", "model-out-of-sample"), j("consistent at small scale",
+                                                                        "small-scale-training")])["verdict"] \
+        == "consistent at small scale"
+    assert claims.headline([j("consistent at small scale", "cpu-emulated-link"),
+                            j("inconclusive", "gpu1-emulated-link")])["verdict"] == "inconclusive"
+    assert claims.headline([j("reproduced", "multi-gpu"), j("inconclusive", "gpu1-emulated-link")])["verdict"] \
+        == "reproduced"
+    two = claims.headline([j("consistent at small scale", "cpu-emulated-link", "a"),
+                           j("not reproduced at small scale", "cpu-emulated-link", "b")])
+    assert two["verdict"] == "inconclusive" and "disagrees" in two["reason"] and "(b)" in two["reason"]
+    same = claims.headline([j("inconclusive", "cpu-emulated-link", "a"), j("inconclusive", "cpu-emulated-link", "b")])
+    assert same["verdict"] == "inconclusive" and same["subject"] is None
+    assert claims.headline([j("not run", "model-in-sample")])["verdict"] == "not run"
+    assert claims.headline([])["verdict"] == "not run"
 
 
 def test_entries_of_one_evidence_on_different_models_are_told_apart(tmp_path):
-    step = THR["H8"]["min_step_ms"] + 1
     write_result(tmp_path / "cpu" / "adaptation.json", {"claims": {"H8": [
-        {"evidence": "cpu-emulated-link", "speedup": 1.0, "ci": {"speedup": [0.9, 1.1]}, "step_ms": step,
-         "subject": "stories260K"},
-        {"evidence": "cpu-emulated-link", "speedup": 1.2, "ci": {"speedup": [1.1, 1.3]}, "step_ms": step,
-         "subject": "32L d1024"},
-        {"evidence": "cpu-emulated-link", "speedup": 1.0, "ci": {"speedup": [0.95, 1.05]}, "step_ms": step,
-         "subject": "stories260K"}]}})
+        {**hyb(0.9, 1.1), "subject": "stories260K"},
+        {**hyb(1.1, 1.3), "subject": "32L d1024"},
+        {**hyb(0.95, 1.05), "subject": "stories260K"}]}})
     rows = {r["id"]: r for r in claims.claims_table("cpu", results_root=tmp_path)}
     md = claims.to_markdown(list(rows.values()), "cpu")
-    assert "`inconclusive` (CPU, emulated interconnect, stories260K)" in md
-    assert "`consistent at small scale` (CPU, emulated interconnect, 32L d1024)" in md
-    assert md.count("(CPU, emulated interconnect, stories260K)") == 1  # same verdict, evidence, subject: once
+    assert rows["H8"]["verdict"] == "inconclusive" and "disagrees" in rows["H8"]["headline"]["reason"]
+    assert "*inconclusive* (CPU, emulated interconnect, stories260K)" in md
+    assert "*consistent at small scale* (CPU, emulated interconnect, 32L d1024)" in md
 
 
 def test_a_row_of_in_sample_model_values_only_is_not_run(tmp_path):
     write_result(tmp_path / "cpu" / "s.json", {"claims": {"H4": {"evidence": "model-in-sample", "comm_share": 0.3}}})
-    assert claims.claims_table("cpu", results_root=tmp_path)[3]["verdict"] == "not run"
+    row = claims.claims_table("cpu", results_root=tmp_path)[3]
+    assert row["verdict"] == "not run" and row["judged"][0]["verdict"] == "not run"
 
 
 def test_committed_claims_table_is_regenerated_from_the_committed_results():
@@ -198,15 +447,265 @@ def test_committed_claims_table_is_regenerated_from_the_committed_results():
     assert claims.to_markdown(claims.claims_table("cpu"), "cpu") == committed
 
 
-def test_paper_claims_csv_has_a_rule_and_noise_for_every_claim():
+def test_committed_h5_with_two_seeds_is_inconclusive():
+    rows = {r["id"]: r for r in claims.claims_table("cpu")}
+    assert rows["H5"]["verdict"] == "inconclusive"
+    assert "2 standard / 2 ladder seeds: the rule needs ≥ 3 per wiring" in rows["H5"]["headline"]["reason"]
+
+
+def test_paper_claims_csv_has_a_rule_noise_and_reason_for_every_claim():
     rows = claims.paper_claims(paper_file("claims.csv"))
     assert [r["id"] for r in rows] == [f"H{i}" for i in range(1, 9)]
     for r in rows:
-        assert r["quantity"] and r["rule"] and r["noise"] and r["thresholds"], r["id"]
+        assert r["quantity"] and r["rule"] and r["noise"] and r["thresholds"] and r["why_thresholds"], r["id"]
         assert r["id"] in claims.RULES
+        for name in r["thresholds"]:  # every input is named in the rule or its reasons
+            assert name in r["rule"] + r["why_thresholds"] + next(x["rule"] for x in rows if x["id"] == "H1"), \
+                (r["id"], name)
 
 
-def test_recovery_without_a_control_is_inconclusive():
-    verdict, why = claims.judge("H7", {"evidence": "small-scale-training", "drop": 0.5, "gap_to_control": None},
-                                claims.parse_thresholds("tol_nats=0.05; min_params=1e9"))
-    assert verdict == "inconclusive" and "control" in why
+# ------------------------------------------------------------------------------- every branch's reason
+# the reason is what the claims table shows beside a verdict: each branch of each rule, pinned word for word
+def _sp(ev="cpu-emulated-link", ci=(1.2, 1.4), rec_ci=(0.6, 0.8), n=5, **kw):
+    e = {"evidence": ev, "speedup": 1.3, "ci": {}, "recovered": 0.7, **kw}
+    if n is not None:
+        e["n"] = n
+    if ci:
+        e["ci"]["speedup"] = list(ci)
+    if rec_ci:
+        e["ci"]["recovered"] = list(rec_ci)
+    return e
+
+
+def _tr(gaps=(0.0, 0.0, 0.0), base=(5.0, 5.2, 5.4), **kw):
+    return {"evidence": "small-scale-training", "standard": list(base), "ladder": [a + b for a, b in zip(base, gaps)],
+            "seeds": list(range(len(base))), "unigram_entropy": 7.0, "params": 2.5e6, "tokens": 2.4e6, **kw}
+
+
+def _rc(lo, hi, drop=(0.4, 0.6), **kw):
+    e = {"evidence": "small-scale-training", "gap_to_control": (lo + hi) / 2, "drop": 0.5,
+         "ci": {"gap_to_control": [lo, hi], "drop": list(drop)}, "recovered": 0.4, "params": 260e3}
+    e.update(kw)
+    return e
+
+
+def _hy(ci=(1.1, 1.3), n=5, step=9.0, ev="cpu-emulated-link"):
+    e = {"evidence": ev, "speedup": 1.2}
+    if n is not None:
+        e["n"] = n
+    if step is not None:
+        e["step_ms"] = step
+    if ci:
+        e["ci"] = {"speedup": list(ci)}
+    return e
+
+
+REASONS = [
+    ("H1", _sp(n=None), 'inconclusive', 'the number of rounds is not recorded (the rule needs ≥ 3)'),
+    ("H1", _sp(n=2), 'inconclusive', 'only 2 rounds: an interval needs ≥ 3'),
+    ("H1", _sp(ci=None), 'inconclusive', 'no confidence interval for the speed-up'),
+    ("H3", _sp("multi-gpu"), 'inconclusive', 'the number of nodes is not recorded (the claim needs ≥ 2)'),
+    ("H3", _sp("multi-gpu", nodes=1), 'inconclusive', 'measured on 1 node(s); the claim needs ≥ 2'),
+    ("H1", _sp("multi-gpu", ci=(1.3, 1.4)), 'reproduced', 'speed-up CI low 1.3000 ≥ 1.2175'),
+    ("H1", _sp("multi-gpu", ci=(1.1, 1.2)), 'not reproduced', 'speed-up CI high 1.2000 < 1.2175'),
+    ("H1", _sp("multi-gpu", ci=(1.2, 1.3)), 'inconclusive', 'speed-up CI [1.2000, 1.3000] straddles 1.2175'),
+    ("H1", _sp(ci=(0.9, 1.0)), 'not reproduced at small scale', 'no speed-up: CI high 1.000 ≤ 1'),
+    ("H1", _sp(ci=(1.0, 1.2)), 'inconclusive', 'speed-up CI [1.000, 1.200] includes 1'),
+    ("H1", _sp(rec_ci=None), 'inconclusive', "no interval for the recovered share of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.6, 0.8)), 'consistent at small scale', "recovered CI low 60% ≥ 50% of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.2, 0.4)), 'not reproduced at small scale', "recovered CI high 40% < 50% of the upper bound's gain"),
+    ("H1", _sp(rec_ci=(0.4, 0.6)), 'inconclusive', 'recovered CI [40%, 60%] straddles 50%'),
+    ("H4", {"evidence": "cpu-emulated-link", "comm_share": 0.4}, 'inconclusive', "the share is set by the emulated link's parameters, not measured"),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 2}, 'inconclusive', 'only 2 rounds: an interval needs ≥ 3'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 5}, 'inconclusive', 'no confidence interval for the communication share'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.4, "n": 5, "ci": {"comm_share": [0.35, 0.42]}}, 'reproduced', 'CI [0.35, 0.42] inside [0.30, 0.46]'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.2, "n": 5, "ci": {"comm_share": [0.1, 0.2]}}, 'not reproduced', 'CI [0.10, 0.20] outside [0.30, 0.46]'),
+    ("H4", {"evidence": "multi-gpu", "comm_share": 0.3, "n": 5, "ci": {"comm_share": [0.25, 0.35]}}, 'inconclusive', 'CI [0.25, 0.35] overlaps the edge of [0.30, 0.46]'),
+    ("H5", _tr(unigram_entropy=None), 'inconclusive', 'no unigram entropy recorded to tell whether the models learned'),
+    ("H5", _tr(base=(6.5, 6.5, 6.5)), 'inconclusive', 'the models did not learn: worst held-out loss 6.500 > unigram entropy 7.000 − 1 nat'),
+    ("H5", _tr(gaps=(0, 0), base=(5.0, 5.2)), 'inconclusive', '2 standard / 2 ladder seeds: the rule needs ≥ 3 per wiring'),
+    ("H5", {**_tr(), "seeds": None}, 'inconclusive', 'the seeds are not recorded: the gap cannot be paired by seed'),
+    ("H5", _tr(gaps=(0.017, 0.028, 0.020)), 'inconclusive', 'underpowered: paired gap +0.022 nats, 95% CI [+0.008, +0.036] over 3 seeds is 0.028 wide > margin 0.02'),
+    ("H5", _tr(gaps=(0.001, 0.001, 0.001)), 'consistent at small scale', 'paired gap +0.001 nats, 95% CI [+0.001, +0.001] over 3 seeds inside ±0.02'),
+    ("H5", _tr(gaps=(0.03, 0.03, 0.03)), 'not reproduced at small scale', 'ladder worse: paired gap +0.030 nats, 95% CI [+0.030, +0.030] over 3 seeds, low above 0.02'),
+    ("H5", _tr(gaps=(-0.03, -0.03, -0.03)), 'inconclusive', "ladder better beyond the margin (paired gap -0.030 nats, 95% CI [-0.030, -0.030] over 3 seeds): not the paper's 'comparable'"),
+    ("H5", _tr(gaps=(0.0201, 0.0201, 0.0201)), 'not reproduced at small scale', 'ladder worse: paired gap +0.020 nats, 95% CI [+0.020, +0.020] over 3 seeds, low above 0.02'),
+    ("H6", _tr(gaps=(0.01, 0.01, 0.01)), 'consistent at small scale', 'ladder worse: paired gap +0.010 nats, 95% CI [+0.010, +0.010] over 3 seeds, low above 0'),
+    ("H6", _tr(gaps=(-0.01, -0.01, -0.01)), 'not reproduced at small scale', 'ladder better: paired gap -0.010 nats, 95% CI [-0.010, -0.010] over 3 seeds, high below 0'),
+    ("H6", _tr(gaps=(0.0, 0.0, 0.0)), 'inconclusive', 'paired gap +0.000 nats, 95% CI [+0.000, +0.000] over 3 seeds includes 0'),
+    ("H7", {"evidence": "small-scale-training", "gap_to_control": None}, 'inconclusive', 'no control retrained on the same data to compare with'),
+    ("H7", _rc(0.1, 0.2, ci={"drop": [0.4, 0.6]}), 'inconclusive', 'no confidence interval for the gap to the control'),
+    ("H7", _rc(0.1, 0.2, ci={"gap_to_control": [0.1, 0.2]}), 'inconclusive', "no interval for the conversion's cost against the control"),
+    ("H7", _rc(0.0, 0.01, drop=(0.01, 0.03)), 'inconclusive', "the conversion's cost (CI low 0.010 nats) is not above 0.04: nothing to recover"),
+    ("H7", _rc(0.0, 0.01), 'consistent at small scale', 'gap to control CI high +0.010 ≤ 0.02 nats'),
+    ("H7", _rc(0.1, 0.2), 'not reproduced at small scale', 'gap to control CI low +0.100 > 0.02 nats (40% of the drop recovered)'),
+    ("H7", _rc(0.1, 0.2, recovered=None), 'not reproduced at small scale', 'gap to control CI low +0.100 > 0.02 nats'),
+    ("H7", _rc(0.01, 0.03), 'inconclusive', 'gap to control CI [+0.010, +0.030] straddles 0.02 nats'),
+    ("H8", _hy(step=None), 'inconclusive', 'the decode step is not recorded (the rule needs ≥ 5 ms)'),
+    ("H8", _hy(step=4.5), 'inconclusive', 'decode step 4.50 ms < 5 ms: timer noise'),
+    ("H8", _hy(n=2), 'inconclusive', 'only 2 runs: an interval needs ≥ 3'),
+    ("H8", _hy(n=None), 'inconclusive', 'the number of runs is not recorded (the rule needs ≥ 3)'),
+    ("H8", _hy(ci=None), 'inconclusive', 'no confidence interval for the speed-up'),
+    ("H8", _hy(), 'consistent at small scale', 'speed-up CI low 1.100 > 1'),
+    ("H8", _hy(ci=(0.8, 1.0)), 'not reproduced at small scale', 'speed-up CI high 1.000 ≤ 1'),
+    ("H8", _hy(ci=(0.9, 1.1)), 'inconclusive', 'speed-up CI [0.900, 1.100] includes 1'),
+    ("H8", _hy(ci=(1.16, 1.3), ev="multi-gpu"), 'reproduced', 'speed-up CI low 1.1600 ≥ 1.1575'),
+    ("H1", {"evidence": "model-in-sample", "speedup": 1.2}, 'not run', 'a performance-model value fitted on the compared data does not count'),
+    ("H1", {"evidence": "model-out-of-sample", "speedup": 1.2}, 'inconclusive', 'a performance-model prediction, not a measurement'),
+]
+
+
+@pytest.mark.parametrize("cid, entry, verdict, reason", REASONS)
+def test_every_branch_gives_its_verdict_and_reason(cid, entry, verdict, reason):
+    assert claims.judge(cid, entry, THR[cid]) == (verdict, reason)
+
+
+# ------------------------------------------------------------------------------- the evidence's format
+def test_labels_badges_and_verdicts_are_pinned():
+    assert claims.VERDICTS == ("reproduced", "consistent at small scale", "inconclusive",
+                               "not reproduced at small scale", "not reproduced", "not run")
+    assert claims.BADGES == {"reproduced": "bdg-success", "consistent at small scale": "bdg-success-line",
+                             "inconclusive": "bdg-warning", "not reproduced at small scale": "bdg-danger-line",
+                             "not reproduced": "bdg-danger", "not run": "bdg-secondary"}
+    assert claims.EVIDENCE == {
+        "multi-gpu": ("multi-GPU measurement", "bdg-success-line"),
+        "gpu1-emulated-link": ("one GPU, emulated interconnect", "bdg-primary-line"),
+        "cpu-real-processes": ("CPU, real processes", "bdg-info-line"),
+        "cpu-emulated-link": ("CPU, emulated interconnect", "bdg-info-line"),
+        "small-scale-training": ("small-scale training", "bdg-info-line"),
+        "model-out-of-sample": ("performance model, out of sample", "bdg-warning-line"),
+        "model-in-sample": ("performance model, in sample", "bdg-secondary-line")}
+    assert claims.MODEL_EVIDENCE == ("model-in-sample", "model-out-of-sample")
+
+
+NUMBER_FIELDS = ["value", "speedup", "upper_bound_speedup", "recovered", "comm_share", "step_ms", "unigram_entropy",
+                 "params", "tokens", "drop", "gap_to_control", "gap_to_source", "n", "nodes"]
+
+
+@pytest.mark.parametrize("name", NUMBER_FIELDS)
+def test_every_number_field_is_typed(name):
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} = '1' is not a number \(evidence 'multi-gpu'\)$"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", name: "1"})
+    e = ClaimEntry.from_dict({"evidence": "multi-gpu", name: 2})
+    assert e[name] == 2 and type(e[name]) is (int if name in ("n", "nodes") else float)
+    assert ClaimEntry.from_dict({"evidence": "multi-gpu", name: float("nan")})[name] is None
+    assert name not in e.extra
+
+
+@pytest.mark.parametrize("name", ["seeds", "standard", "ladder"])
+def test_series_are_lists_of_numbers(name):
+    if name == "seeds":
+        e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.0]})
+        assert e.seeds == (1, 2) and all(type(x) is int for x in e.seeds) and e.to_dict()["seeds"] == [1, 2]
+        with pytest.raises(claims.ResultFormatError, match=r"^seeds must be whole numbers \(evidence"):
+            ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
+    else:
+        e = ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, 2.5]})
+        assert e[name] == (1.0, 2.5) and e.to_dict()[name] == [1.0, 2.5]
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list \(evidence"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: "1, 2"})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} must be a list"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: 3})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} holds a missing value"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, float("nan")]})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} = 'a' is not a number"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, "a"]})
+
+
+def test_claim_entry_format_errors_word_for_word():
+    E = claims.ResultFormatError
+    with pytest.raises(E, match=r"^has evidence 'gpu'; expected one of \['multi-gpu', "):
+        ClaimEntry(evidence="gpu")
+    with pytest.raises(E, match=r"^stores a verdict \('x'\); result files hold measurements only$"):
+        ClaimEntry(evidence="multi-gpu", extra={"verdict": "x"})
+    with pytest.raises(E, match=r"^stores a verdict \('x'\); result files hold measurements only$"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", "verdict": "x"})
+    with pytest.raises(E, match=r"^extra fields \['speedup'\] shadow the entry's own \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", extra={"speedup": 1.0})
+    with pytest.raises(E, match=r"^ci of speedup must be \[low, high\] \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": [1.0, 1.1, 1.2]})
+    with pytest.raises(E, match=r"^ci of speedup must be \[low, high\]"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": "ab"})
+    with pytest.raises(E, match=r"^ci of speedup is \[1.3, 1.1\]: low above high$"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": [1.3, 1.1]})
+    with pytest.raises(E, match=r"^ladder has 1 values for 2 seeds \(evidence 'small-scale-training'\)$"):
+        ClaimEntry(evidence="small-scale-training", seeds=[0, 1], ladder=[1.0])
+    with pytest.raises(E, match=r"^standard has 1 values for 2 seeds"):
+        ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1.0])
+    with pytest.raises(E, match=r"^n = 2.5 is not a whole number \(evidence 'multi-gpu'\)$"):
+        ClaimEntry(evidence="multi-gpu", n=2.5)
+    with pytest.raises(E, match=r"^an entry must be a mapping, got list$"):
+        ClaimEntry.from_dict([1])
+    with pytest.raises(E, match=r"^has evidence None$"):
+        ClaimEntry.from_dict({})
+    # a ci entry of None, or with a NaN bound, is no interval; equal bounds are one
+    e = ClaimEntry(evidence="multi-gpu", ci={"speedup": None, "recovered": [float("nan"), 1.0], "comm_share": [0.3, 0.3]})
+    assert e.ci == {"comm_share": (0.3, 0.3)}
+    assert ClaimEntry(evidence="small-scale-training", seeds=[0, 1], standard=[1, 2], ladder=[3, 4]).seeds == (0, 1)
+
+
+def test_claim_entry_access_and_dict_form():
+    e = ClaimEntry(evidence="multi-gpu", speedup=1.2, extra={"tp": 8, "note": None})
+    assert ClaimEntry.from_dict(e) is e
+    assert e["speedup"] == 1.2 and e["tp"] == 8 and e["evidence"] == "multi-gpu" and e["ci"] == {}
+    assert e.get("tp") == 8 and e.get("drop", 0.5) == 0.5 and e.get("note", "x") == "x" and e.get("nope", 3) == 3
+    assert e.get("drop") is None
+    with pytest.raises(KeyError):
+        e["extra"]
+    assert e.interval("speedup") is None
+    assert e.to_dict() == {"evidence": "multi-gpu", "quantity": "", "ours": "", "how": "", "speedup": 1.2, "tp": 8,
+                           "note": None}
+    assert claims.block({"H1": [e, {"evidence": "multi-gpu"}]})["H1"][1] == {"evidence": "multi-gpu", "quantity": "",
+                                                                               "ours": "", "how": ""}
+    assert claims.block({"H1": (e,)}) == {"H1": [e.to_dict()]}
+
+
+# ------------------------------------------------------------------------------- files, page, command line
+def test_paper_claims_file_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="paper claims file .*nope.csv not found"):
+        claims.paper_claims(tmp_path / "nope.csv")
+    (tmp_path / "c.csv").write_text("id,claim\nH1,x\n")
+    with pytest.raises(ValueError, match=r"c.csv must have columns \['claim', 'id', 'noise', 'paper_value', "
+                                         r"'quantity', 'rule', 'source', 'thresholds'\], has \['claim', 'id'\]"):
+        claims.paper_claims(tmp_path / "c.csv")
+    assert claims.parse_thresholds("") == {} and claims.parse_thresholds(" a = 1 ;; ") == {"a": 1.0}
+    with pytest.raises(ValueError, match=r"^here: threshold 'a=b' is not name=number$"):
+        claims.parse_thresholds("a=b", "here")
+
+
+def test_result_file_format_errors(tmp_path):
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": ["H1"]}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: 'claims' must map claim ids to entries, got list"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": {"H1": [1]}}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: claim H1 must be an entry or a list of entries"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps({"claims": {"H1": {"evidence": "multi-gpu", "n": "x"}}}))
+    with pytest.raises(claims.ResultFormatError, match=r"a.json: claim H1 n = 'x' is not a number"):
+        claims.claims_table("cpu", results_root=tmp_path)
+    (tmp_path / "cpu" / "a.json").write_text(json.dumps([1, 2]))
+    assert [r["verdict"] for r in claims.claims_table("cpu", results_root=tmp_path)] == ["not run"] * 8
+
+
+def test_table_rows_carry_files_dates_and_how(tmp_path):
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H8": [{**hyb(1.1, 1.3), "how": "h1", "ours": "o1"},
+                                                                 {**hyb(1.1, 1.2), "how": "h1", "value": 1.15}]}})
+    row = claims.claims_table("cpu", results_root=tmp_path)[7]
+    assert row["ours"] == "o1; 1.15" and row["how"] == "h1" and row["files"] == [str(tmp_path / "cpu" / "a.json")]
+    assert len(row["date"]) == 10 and row["date"].startswith("20") and row["evidence"] == ["cpu-emulated-link"]
+    assert row["headline"]["subject"] is None and row["profile"] == "cpu" and row["rule"].startswith("multi-gpu: as H1")
+    none = claims.claims_table("cpu", results_root=tmp_path)[0]
+    assert none["ours"] == "—" and none["how"] == f"no result in data/results/cpu/" and none["headline"] is None
+
+
+def test_write_claims_page_and_command_line(tmp_path, capsys):
+    page = claims.write_claims_page("cpu", tmp_path / "sub" / "claims.md")
+    assert page.read_text() == (REPO_ROOT / "book" / "_generated" / "claims.md").read_text()
+    assert claims.main(["--profile", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("H1  not reproduced at small scale  paper: 1.29x-1.30x")
+    assert "      [cpu-real-processes] not reproduced at small scale: recovered CI high 11% < 50% of the upper " \
+           "bound's gain" in out
+    assert any(x.startswith("      [small-scale-training, stories260K] not reproduced at small scale: ") for x in out)
+    assert sum(not x.startswith(" ") for x in out) == 8

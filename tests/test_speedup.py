@@ -41,24 +41,7 @@ def test_rounds_of_picks_matching_records():
     assert sp.rounds_of(recs, link_name="fast", tp=2) == [(1, 3, 5), (2, 4, 6)]
 
 
-def test_measured_entry_follows_contract_2():
-    rounds = [(100, 130, 150), (100, 120, 140), (100, 125, 145)]
-    e = sp.measured_entry(rounds, "cpu-emulated-link", "x", "y", tp=2)
-    assert e["evidence"] == "cpu-emulated-link" and e["quantity"] == "speedup" and e["n"] == 3
-    assert e["value"] == e["speedup"] and set(e["ci"]) == set(sp.FIELDS) and "verdict" not in e
-    # the claims table's "ours" states the numbers, not only what was measured
-    lo, hi = e["ci"]["speedup"]
-    assert e["ours"] == f"1.25x (95% CI {lo:.2f}-{hi:.2f}, 3 rounds), 56% of the upper bound's gain: x"
-
-
-def test_too_few_rounds_give_no_interval_and_no_verdict():
-    from ladder import claims
-    e = sp.measured_entry([(100, 130, 150), (100, 120, 140)], "cpu-emulated-link", "x", "y")
-    assert "ci" not in e and e["ours"].startswith("1.25x, 56%")
-    t = {r["id"]: r["thresholds"] for r in claims.paper_claims()}["H1"]
-    assert claims.judge("H1", e, t)[0] == "inconclusive"
-    e3 = sp.measured_entry([(100, 130, 150), (100, 120, 140), (100, 125, 145)], "cpu-emulated-link", "x", "y")
-    assert claims.judge("H1", e3, t)[0] == "consistent at small scale"
+# measured_entry, hybrid_entry and model_entries (the claims entries) are tested in tests/test_evidence.py
 
 
 def test_paper_numbers_come_from_the_tables():

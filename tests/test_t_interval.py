@@ -1,0 +1,42 @@
+"""ladder.stats.t_interval: Student's t interval of a mean over a few paired seeds (claims H5/H6)."""
+import pytest
+
+from ladder import stats
+
+
+@pytest.mark.parametrize("df, p, want", [(1, 0.975, 12.706204736174698), (2, 0.975, 4.302652729911275),
+                                         (4, 0.975, 2.7764451051977987), (30, 0.975, 2.0422724563012373),
+                                         (2, 0.025, -4.302652729911275), (5, 0.5, 0.0),
+                                         (5, 0.6, 0.26718086570414054), (3, 0.8, 0.9784723123633045)])
+def test_t_quantile_matches_the_tables(df, p, want):
+    assert stats.t_quantile(p, df) == pytest.approx(want, abs=1e-8)
+
+
+def test_t_cdf_on_both_sides_of_zero():
+    assert stats.t_cdf(0.0, 4) == 0.5 and stats.t_quantile(0.5, 4) == 0.0
+    assert stats.t_cdf(0.5, 4) == pytest.approx(0.6783350184090684, abs=1e-9)   # 0 < t < 1
+    assert stats.t_cdf(-0.5, 4) == pytest.approx(1 - 0.6783350184090684, abs=1e-9)
+    assert stats.t_cdf(2.0, 4) == pytest.approx(0.9419417382415922, abs=1e-9)
+
+
+def test_t_interval_of_three_gaps():
+    got = stats.t_interval([0.017, 0.028, 0.020])
+    assert got["mean"] == pytest.approx(0.021666666666666667) and got["n"] == 3
+    assert got["sd"] == pytest.approx(0.005686240703077327)
+    assert got["ci"] == pytest.approx([0.00754126, 0.03579207], abs=1e-7)
+    assert stats.t_interval([0.01, 0.01, 0.01])["ci"] == pytest.approx([0.01, 0.01])
+    # wider than the percentile bootstrap, which never leaves [min, max] of three values
+    assert got["ci"][0] < 0.017 and got["ci"][1] > 0.028
+
+
+def test_t_interval_of_two_values_has_one_degree_of_freedom():
+    got = stats.t_interval([0.1, 0.2])
+    assert got["ci"] == pytest.approx([0.15 - 12.706204736174698 * 0.05, 0.15 + 12.706204736174698 * 0.05])
+
+
+def test_t_interval_needs_two_values_and_a_valid_level():
+    with pytest.raises(ValueError, match=r"^t_interval needs at least 2 values, got 1$"):
+        stats.t_interval([0.1])
+    for p, df in ((1.0, 3), (0.0, 3), (0.9, 0), (0.9, -1)):
+        with pytest.raises(ValueError, match=rf"^t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}$"):
+            stats.t_quantile(p, df)

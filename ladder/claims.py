@@ -49,11 +49,11 @@ from .stats import t_interval
 PAPER_CLAIMS = paper_file("claims.csv")
 RESULTS_ROOT = REPO_ROOT / "data" / "results"
 VERDICTS = ("reproduced", "consistent at small scale", "inconclusive", "not reproduced at small scale",
-            "not reproduced", "not run")
+            "not reproduced", "not applicable here", "not run")
 # at the paper's setting: filled badges; below it: outlined ones, the two directions alike
 BADGES = {"reproduced": "bdg-success", "consistent at small scale": "bdg-success-line",
           "inconclusive": "bdg-warning", "not reproduced at small scale": "bdg-danger-line",
-          "not reproduced": "bdg-danger", "not run": "bdg-secondary"}
+          "not reproduced": "bdg-danger", "not applicable here": "bdg-secondary-line", "not run": "bdg-secondary"}
 # strongest first (the headline verdict comes from the first of these a claim has); the label and badge
 # shown in the Evidence column
 EVIDENCE = {
@@ -67,7 +67,7 @@ EVIDENCE = {
 }
 MODEL_EVIDENCE = ("model-in-sample", "model-out-of-sample")
 HEADLINE_ORDER = ("multi-GPU > one GPU > CPU real processes > CPU emulated link > small-scale training > "
-                  "performance model")
+                  "performance model; evidence not applicable here does not decide")
 
 
 class ResultFormatError(ValueError):
@@ -75,8 +75,8 @@ class ResultFormatError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------ the evidence
-_FLOATS = ("value", "speedup", "upper_bound_speedup", "recovered", "comm_share", "step_ms", "unigram_entropy",
-           "params", "tokens", "drop", "gap_to_control", "gap_to_source")
+_FLOATS = ("value", "speedup", "upper_bound_speedup", "recovered", "comm_share", "step_ms", "link_ratio",
+           "replay_error", "unigram_entropy", "params", "tokens", "drop", "gap_to_control", "gap_to_source")
 _INTS = ("n", "nodes")
 _SERIES = ("standard", "ladder")
 
@@ -103,6 +103,10 @@ class ClaimEntry:
     comm_share: float | None = None
     step_ms: float | None = None
     nodes: int | None = None
+    # an emulated link set to a regime (ladder.replay): its a/c, and the measured speed-up's error against the
+    # replay of the same ratio from module times measured in isolation
+    link_ratio: float | None = None
+    replay_error: float | None = None
     # training from scratch (H5, H6): per-seed held-out losses, aligned with `seeds`
     seeds: tuple | None = None
     standard: tuple | None = None
@@ -318,6 +322,18 @@ def rule_speed(e: ClaimEntry, t: Mapping):
         return short
     if e.interval("speedup") is None:
         return "inconclusive", "no confidence interval for the speed-up"
+    if e.evidence == "cpu-real-processes":  # the premise is unmet, whatever the numbers say
+        return "not applicable here", ("the collectives run on the same CPU cores as the compute, so nothing can "
+                                       "overlap: this machine cannot test the claim's premise")
+    if e.evidence == "cpu-emulated-link":
+        if e.link_ratio is None:
+            return "inconclusive", ("the emulated link was not set to a regime's a/c: a fixed link's verdict "
+                                    "follows the machine's speed that day")
+        if e.replay_error is None:
+            return "inconclusive", "no replay of the same a/c to check the measurement against"
+        if abs(e.replay_error) > _thr(t, "max_replay_error"):
+            return "inconclusive", (f"the measured speed-up is {e.replay_error:+.1%} off the replay "
+                                    f"(more than ±{_thr(t, 'max_replay_error'):.0%}): the emulation is not what it models")
     if e.evidence == "multi-gpu":
         if "min_nodes" in t and e.nodes is None:
             return "inconclusive", f"the number of nodes is not recorded (the claim needs ≥ {t['min_nodes']:g})"
@@ -483,8 +499,11 @@ def judge(cid: str, entry, thresholds: Mapping) -> tuple[str, str]:
 
 def headline(judged: list[dict]) -> dict:
     """The claim's one verdict: from its strongest evidence (the order of EVIDENCE), leaving in-sample model
-    values out; entries of that evidence that disagree make it inconclusive."""
+    values and evidence "not applicable here" out; entries of that evidence that disagree make it inconclusive."""
     deciding = [j for j in judged if j["evidence"] != "model-in-sample"]
+    # evidence whose premise this machine does not meet says nothing either way: the next evidence decides
+    applicable = [j for j in deciding if j["verdict"] != "not applicable here"]
+    deciding = applicable or deciding
     if not deciding:
         return {"verdict": "not run", "evidence": judged[0]["evidence"] if judged else None,
                 "reason": judged[0]["reason"] if judged else "no result", "subject": None}

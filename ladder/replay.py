@@ -356,3 +356,19 @@ def plot_rivals(rows: list[dict], ax=None, title: str | None = None):
     ax.set_xlabel(title or "decode speed-up over standard")
     ax.legend(fontsize=8, loc="lower right")
     return ax
+
+
+def claim_entry(row: dict, records: list[dict], shape: ModelConfig, tp: int):
+    """The claims entry (ladder.claims.ClaimEntry) of one `validate` row: the measured decode speed-up and
+    recovered share, paired by round, with the regime's a/c the link was set to and the replay's error."""
+    from .speedup import measured_entry
+    ub = [r for r in records if r["wiring"] == "upper_bound"]
+    rounds = decode_rounds([r for r in records if r.get("ratio_name") == row["name"]] + ub[:1])
+    what = (f"{shape.n_layers}L d{shape.dim}, one rank of TP={tp}, batch {records[0]['batch']}: ladder / standard "
+            f"decode with the link at a/c = {row['a/c']:.2f} ({row['name']}); the replay predicts "
+            f"{row['replay_speedup']:.2f}x")
+    how = (f"CPU, one rank's shard with its peer emulated; every all-reduce costs {row['allreduce_ms']:.3f} ms "
+           f"= a/c x one module's measured compute")
+    return measured_entry(rounds, "cpu-emulated-link", what, how, link_ratio=row["a/c"],
+                          replay_error=row["replay_error"], regime=row["name"], link=row["link"], tp=tp,
+                          batch=records[0]["batch"], shape=f"{shape.n_layers}L d{shape.dim}")

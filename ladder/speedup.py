@@ -88,9 +88,11 @@ def measured_entry(rounds, evidence: str, what: str, how: str, quantity: str = "
             ours += " (1 round, no interval)"  # ratios() refuses no rounds; from 2 on there is a CI
         if est.get("recovered") is not None and est["recovered"] == est["recovered"]:
             ours += f", {est['recovered']:.0%} of the upper bound's gain"
+    # what a rule reads is an entry field (the regime an emulated link was set to, the replay's error, nodes)
+    own = {k: extra.pop(k) for k in ("link_ratio", "replay_error", "nodes") if k in extra}
     return ClaimEntry(evidence=evidence, quantity=quantity, value=est[quantity], ours=f"{ours}: {what}", how=how,
                       n=len(rounds), ci=ci, speedup=est["speedup"], upper_bound_speedup=est["upper_bound_speedup"],
-                      recovered=est["recovered"], comm_share=est["comm_share"], extra=extra)
+                      recovered=est["recovered"], comm_share=est["comm_share"], **own, extra=extra)
 
 
 # --------------------------------------------------------------------------------------------- hybrids (H8)
@@ -287,3 +289,96 @@ def merge(*blocks: dict[str, list]) -> dict[str, list]:
         for k, v in b.items():
             out.setdefault(k, []).extend(v if isinstance(v, list) else [v])
     return out
+
+
+# --------------------------------------------------------------------------------------------- chapter 2 on GPUs
+def recovery_table(records: list[dict]):
+    """Per (set, link, TP, batch) of a grid measurement (ladder.bench.chapter_measure): ladder's speed-up,
+    the upper bound's, the share of its gain ladder recovers and standard's communication share, medians
+    over rounds with paired-bootstrap 95% intervals, formatted for reading."""
+    import pandas as pd
+    groups = sorted({(r["set"], r["link_name"], r["tp"], r["batch"]) for r in records if r["wiring"] == "ladder"})
+    rows = []
+    for sset, lname, tp, batch in groups:
+        rounds = rounds_of(records, set=sset, link_name=lname, tp=tp, batch=batch)
+        if not rounds:
+            continue
+        est = ratios(*map(list, zip(*rounds)))
+        ci = paired_bootstrap(rounds)
+        rows.append({"set": sset, "link": lname, "TP": tp, "batch": batch, "rounds": len(rounds),
+                     "ladder speed-up (95% CI)": f"{est['speedup']:.2f} ({ci['speedup'][0]:.2f}–{ci['speedup'][1]:.2f})",
+                     "upper bound speed-up": f"{est['upper_bound_speedup']:.2f}",
+                     "recovered (95% CI)": f"{est['recovered']:.0%} ({ci['recovered'][0]:.0%}–{ci['recovered'][1]:.0%})",
+                     "communication share": f"{est['comm_share']:.0%}"})
+    return pd.DataFrame(rows)
+
+
+def grid_entries(records: list[dict], *, grid, preset_name: str, main_link: str, links: dict, device: str,
+                 mode: str, extra_shapes=()) -> dict[str, list[ClaimEntry]]:
+    """Claims entries of a GPU grid measurement at the grid's first point (the paper's headline setting): H1
+    on the main link, H2 on the other; one GPU with the link emulated on it (`mode` local, `device` cuda)
+    or real NCCL on GPU nodes (`mode` torchrun: H1 on NVLink, H2 with peer-to-peer off); H3 from a 405B rank
+    at TP = 16 (one GPU, emulated two-node link)."""
+    tp0, b0 = grid[0]
+    out: dict[str, list[ClaimEntry]] = {}
+    what = f"{preset_name}, TP={tp0}, batch {b0}"
+    if mode == "torchrun":
+        for cid, lname in (("H1", "nvlink"), ("H2", "nccl_p2p_disable")):
+            r = rounds_of(records, set="nccl", link_name=lname, tp=tp0, batch=b0)
+            if r:
+                out[cid] = [measured_entry(r, "multi-gpu", f"{what}, {lname}", "GPUs, torchrun, real NCCL",
+                                           shape=preset_name, tp=tp0, batch=b0, link=lname)]
+        return out
+    import torch
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else device
+    how = f"one {gpu} computing one rank's shard, its peers emulated; every all-reduce a spin kernel of the link's time"
+    sets = {r["set"] for r in records}
+    main_set = next((s for s in sets if s not in ("processes",) and not s.startswith("extra:")), None)
+    for cid, lname in (("H1", main_link), ("H2", next((k for k in links if k != main_link), None))):
+        r = rounds_of(records, set=main_set, link_name=lname, tp=tp0, batch=b0) if lname else []
+        if r:
+            out[cid] = [measured_entry(r, "gpu1-emulated-link", f"{what}, emulated link {links[lname]}", how,
+                                       shape=preset_name, tp=tp0, batch=b0, link=links[lname])]
+    for x in extra_shapes:
+        r = rounds_of(records, set=f"extra:{x['preset']}", tp=x["tp"], batch=x["batch"])
+        if r and x["tp"] == 16:
+            out["H3"] = [measured_entry(r, "gpu1-emulated-link", f"{x['preset']}, one rank of TP={x['tp']}, "
+                                        f"batch {x['batch']}, emulated link {x['link']}", how, shape=x["preset"],
+                                        tp=x["tp"], batch=x["batch"], link=x["link"])]
+    return out
+
+
+def entries_table(claims: dict):
+    """A claims block (claim -> entries) as a table: claim, evidence, the measured value with its interval."""
+    import pandas as pd
+    rows = []
+    for cid, es in claims.items():
+        for e in es:
+            d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
+            ci = (d.get("ci") or {}).get(d.get("quantity"))
+            rows.append({"claim": cid, "evidence": d["evidence"], "ours": d.get("ours", ""),
+                         "95% CI": f"{ci[0]:.3g}–{ci[1]:.3g}" if ci else "–"})
+    return pd.DataFrame(rows).style.hide(axis="index")
+
+
+def plot_model_vs_paper(mv: dict):
+    """Two panels: the model's tokens/s against the paper's for every wiring of the 70B grid (in and out of
+    the column it was fitted on), and ladder's speed-up by batch at TP = 8, paper and model."""
+    import matplotlib.pyplot as plt
+    cmp, bt = mv["grid"], mv["batch"]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    for sample, marker in (("in", "o"), ("out", "^")):
+        part = cmp[cmp["sample"] == sample]
+        ax[0].scatter(part.tokens_per_s, part.predicted, marker=marker,
+                      label="TP = 8 (fitted on)" if sample == "in" else "TP = 2 and 4 (out of sample)")
+    lim = [cmp.tokens_per_s.min() * 0.8, cmp.tokens_per_s.max() * 1.2]
+    ax[0].plot(lim, lim, "k--", lw=0.8)
+    ax[0].set(xscale="log", yscale="log", xlabel="paper (tokens/s)", ylabel="model (tokens/s)",
+              title="Llama-3-70B grid, every wiring")
+    ax[0].legend(fontsize=8)
+    ax[1].plot(bt.batch, bt.speedup, "o-", label="paper")
+    ax[1].plot(bt.batch, bt.model_speedup, "s--", label="model")
+    ax[1].set(xscale="log", xlabel="batch", ylabel="ladder speed-up over standard", title="Llama-3-70B, TP = 8")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

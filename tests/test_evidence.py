@@ -26,6 +26,10 @@ def test_measured_entry_is_a_claim_entry_with_its_rounds_and_intervals():
     assert e.comm_share == pytest.approx(1 - 100 / 145) and e.extra == {"tp": 2} and e.how == "y"
     lo, hi = e.ci["speedup"]
     assert e.ours == f"1.25x (95% CI {lo:.2f}-{hi:.2f}, 3 rounds), 56% of the upper bound's gain: x"
+    # a CPU emulated link counts only when set to a regime and agreeing with the replay: fields the rule reads
+    assert claims.judge("H1", e, THR["H1"])[0] == "inconclusive"
+    e = sp.measured_entry(ROUNDS, "cpu-emulated-link", "x", "y", tp=2, link_ratio=0.43, replay_error=0.05)
+    assert e.link_ratio == 0.43 and e.replay_error == 0.05 and e.extra == {"tp": 2}
     assert claims.judge("H1", e, THR["H1"])[0] == "consistent at small scale"
 
 

@@ -258,6 +258,9 @@ class _Case:
         }
         if cfg.probe_allreduce:
             rec.update(_probe_allreduce(cfg, self.model, self.device))
+        if hasattr(self.model.comm, "late_s"):  # the host link (EmulatedLink): what its waits cost beyond the model
+            lk = self.model.comm                # (warm-ups included): ~0 when each wait ends at its deadline
+            rec["link_waits"], rec["link_late_s"], rec["link_modelled_s"] = lk.waited, lk.late_s, lk.modelled_s
         if hasattr(self.model.comm, "durations"):  # the GPU link (CudaEmulatedLink): its calibration and
             lk = self.model.comm                   # what each message's all-reduce asked for vs got
             dim, nbytes = mcfg.dim, DTYPES[cfg.dtype].itemsize

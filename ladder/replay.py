@@ -270,7 +270,10 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
                      "recovered": est["recovered"], "recovered_ci": ci["recovered"],
                      "comm_share": est["comm_share"], "replay_speedup": pred.speedup,
                      "replay_recovered": pred.recovered, "replay_comm_share": pred.comm_share,
-                     "replay_error": est["speedup"] / pred.speedup - 1})
+                     "replay_error": est["speedup"] / pred.speedup - 1,
+                     # the link as the waiting wiring paid it: mean lateness of a wait past its deadline
+                     "standard_wait_late_us": 1e6 * next(r["link_late_s"] / max(r["link_waits"], 1) for r in rs
+                                                         if r["wiring"] == "standard")})
     return {"costs": costs, "links": links, "records": records, "rows": rows}
 
 

@@ -120,6 +120,9 @@ def test_validate_measures_and_replays_each_ratio():
     for row in out["rows"]:
         assert row["rounds"] == 3 and row["speedup_ci"][0] <= row["speedup"] <= row["speedup_ci"][1]
         assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
+        assert row["standard_wait_late_us"] >= 0  # the link reports what its waits really cost
+    std = next(r for r in out["records"] if r["wiring"] == "standard")
+    assert std["link_waits"] > 0 and std["link_modelled_s"] > 0
     # the link realises a = ratio x c of the costs measured in the same call
     assert out["rows"][0]["allreduce_ms"] == pytest.approx(2.0 * replay.unit_compute(out["costs"]) * 1e3)
 

@@ -33,6 +33,7 @@ def test_paper_claims_cover_h1_to_h8_with_sources():
 def test_claims_table_from_partial_results(tmp_path):
     write_result(tmp_path / "cpu" / "speedup.json", {"claims": {
         "H1": {"evidence": "cpu-emulated-link", "value": 1.27, "speedup": 1.27, "recovered": 0.7, "n": 5,
+               "link_ratio": 0.43, "replay_error": 0.02,  # a regime-set link that agrees with the replay
                "ci": {"speedup": [1.2, 1.34], "recovered": [0.6, 0.8]}, "ours": "1.27x (cpu-bench, TP=2, emulated NVLink)",
                "how": "measured on CPU, emulated link"},
         "H4": {"evidence": "model-out-of-sample", "comm_share": 0.35, "ours": "35%", "how": "performance model"}}})

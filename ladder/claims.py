@@ -211,7 +211,7 @@ class ClaimEntry:
         ci = dict(d.pop("ci", None) or {})
         if "drop_ci" in d and "drop" not in ci:
             ci["drop"] = d.pop("drop_ci")
-        names = {f.name for f in fields(cls)} - {"extra", "ci"}
+        names = {f.name for f in fields(cls)} - {"extra"}  # "ci" is taken above
         known = {k: d.pop(k) for k in list(d) if k in names}
         if "evidence" not in known:
             raise ResultFormatError("has evidence None")
@@ -392,14 +392,15 @@ def _training_gap(e: ClaimEntry, t: Mapping):
     text = f"paired gap {got['mean']:+.3f} nats, 95% CI [{lo:+.3f}, {hi:+.3f}] over {got['n']} seeds"
     if hi - lo > margin:
         return "inconclusive", f"underpowered: {text} is {hi - lo:.3f} wide > margin {margin:g}"
-    at_scale = (e.params or 0) >= _thr(t, "min_params") and (e.tokens or 0) >= _thr(t, "min_tokens")
+    at_scale = (e.params is not None and e.params >= _thr(t, "min_params")
+                and e.tokens is not None and e.tokens >= _thr(t, "min_tokens"))
     return lo, hi, at_scale, text
 
 
 def rule_comparable(e: ClaimEntry, t: Mapping):
     """H5: ladder comparable to standard: the paired gap's CI inside ± margin_nats."""
     got = _training_gap(e, t)
-    if isinstance(got[0], str):
+    if len(got) == 2:  # (verdict, reason): the runs cannot decide
         return got
     lo, hi, at_scale, text = got
     m = _thr(t, "margin_nats")
@@ -415,7 +416,7 @@ def rule_comparable(e: ClaimEntry, t: Mapping):
 def rule_slightly_worse(e: ClaimEntry, t: Mapping):
     """H6: ladder worse than standard: the paired gap's CI above 0."""
     got = _training_gap(e, t)
-    if isinstance(got[0], str):
+    if len(got) == 2:  # (verdict, reason): the runs cannot decide
         return got
     lo, hi, at_scale, text = got
     if lo > 0:
@@ -451,7 +452,7 @@ def rule_recovery(e: ClaimEntry, t: Mapping):
         return "inconclusive", (f"the conversion's cost (CI low {drop[0]:.3f} nats) is not above "
                                 f"{_thr(t, 'min_drop_nats'):g}: nothing to recover")
     tol, (lo, hi) = _thr(t, "tol_nats"), ci
-    at_scale = (e.params or 0) >= _thr(t, "min_params")
+    at_scale = e.params is not None and e.params >= _thr(t, "min_params")
     if hi <= tol:
         return _scaled("reproduced", at_scale), f"gap to control CI high {hi:+.3f} ≤ {tol:g} nats" + _to_original(e)
     if lo > tol:
@@ -626,7 +627,7 @@ def _label(j: dict) -> str:
 def _verdict_cell(row: dict) -> str:
     """The headline verdict (badge, its evidence and reason), then every entry's own verdict under it."""
     head = row.get("headline")
-    if not row["judged"] or head is None:
+    if head is None:  # no entry at all
         return f"{{{BADGES['not run']}}}`not run`"
     parts = [f"{{{BADGES[head['verdict']]}}}`{head['verdict']}` {_md('(' + _label(head) + ')')}: {_md(head['reason'])}"]
     if len(row["judged"]) > 1:

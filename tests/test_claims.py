@@ -701,7 +701,7 @@ def test_claim_entry_access_and_dict_form():
 
 # ------------------------------------------------------------------------------- files, page, command line
 def test_paper_claims_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="paper claims file .*nope.csv not found"):
+    with pytest.raises(FileNotFoundError, match=r"^paper claims file .*nope.csv not found$"):
         claims.paper_claims(tmp_path / "nope.csv")
     (tmp_path / "c.csv").write_text("id,claim\nH1,x\n")
     with pytest.raises(ValueError, match=r"c.csv must have columns \['claim', 'id', 'noise', 'paper_value', "
@@ -748,3 +748,176 @@ def test_write_claims_page_and_command_line(tmp_path, capsys):
            "bound's gain" in out
     assert any(x.startswith("      [small-scale-training, stories260K] not reproduced at small scale: ") for x in out)
     assert sum(not x.startswith(" ") for x in out) == 8
+
+
+def test_claim_entry_is_frozen_and_owns_its_fields():
+    import dataclasses
+    extra = {"tp": 2}
+    e = ClaimEntry(evidence="multi-gpu", speedup=1.2, extra=extra)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        e.speedup = 2.0
+    extra["tp"] = 3
+    assert e.extra == {"tp": 2}  # a copy: the builder's dict changing later does not change the evidence
+    with pytest.raises(claims.ResultFormatError, match=r"^ci of speedup = 'a' is not a number \(evidence"):
+        ClaimEntry(evidence="multi-gpu", ci={"speedup": ["a", 1.0]})
+
+
+def test_from_dict_reads_what_a_file_can_hold():
+    with pytest.raises(claims.ResultFormatError, match=r"^stores a verdict \('x'\)"):
+        ClaimEntry.from_dict({"verdict": "x"})  # refused before anything else is read
+    e = ClaimEntry.from_dict({"evidence": "small-scale-training", "ci": {"drop": [1.0, 2.0]}, "drop_ci": [3.0, 4.0]})
+    assert e.interval("drop") == (1.0, 2.0) and e.extra == {"drop_ci": [3.0, 4.0]}  # the interval of ci wins
+    with pytest.raises(claims.ResultFormatError, match=r"^extra fields \['extra'\] shadow the entry's own"):
+        ClaimEntry.from_dict({"evidence": "multi-gpu", "extra": 5})
+
+
+# ------------------------------------------------------------------------------- mutation check, second round
+def test_training_rules_edge_reasons():
+    e = train()
+    del e["seeds"]
+    e["ladder"] = e["ladder"][:2]
+    assert why("H5", **e) == "3 standard / 2 ladder seeds: the rule needs ≥ 3 per wiring"
+    e = train()
+    e["standard"] = e["standard"][:2]
+    del e["seeds"]
+    assert why("H6", **e) == "2 standard / 3 ladder seeds: the rule needs ≥ 3 per wiring"
+    with pytest.raises(claims.ResultFormatError, match=r"^entry lacks standard, ladder \(evidence 'small-scale-training'\)$"):
+        claims.judge("H5", {"evidence": "small-scale-training"}, THR["H5"])
+    # no parameter or token count recorded: never at the paper's scale
+    assert v("H5", **{**train(), "params": None}) == "consistent at small scale"
+    assert v("H5", **{**train(), "tokens": None}) == "consistent at small scale"
+    assert v("H7", **{**recov(-0.01, 0.0), "params": None}) == "consistent at small scale"
+
+
+def test_h5_edges_of_the_margin_name_what_they_are(ci_is):
+    ci_is(-0.03, -0.02)           # touches −margin from below: not beyond it
+    assert why("H5", **train()) == "paired gap -0.025 nats, 95% CI [-0.030, -0.020] over 3 seeds straddles the edge of ±0.02"
+    ci_is(-0.025, -0.015)         # straddles −margin
+    assert why("H5", **train()).endswith("straddles the edge of ±0.02")
+    ci_is(0.015, 0.025)           # straddles +margin
+    assert v("H5", **train()) == "inconclusive" and why("H5", **train()).endswith("straddles the edge of ±0.02")
+
+
+def test_gap_to_the_original_needs_both_losses():
+    e = recov(0.1, 0.2, test_loss={"source": 1.75})
+    assert why("H7", **e) == "gap to control CI low +0.100 > 0.02 nats (40% of the drop recovered)"
+    e = recov(0.1, 0.2, test_loss={"retrained": 1.75})
+    assert why("H7", **e) == "gap to control CI low +0.100 > 0.02 nats (40% of the drop recovered)"
+
+
+def test_headline_dicts_are_exactly_these():
+    j = lambda verdict, ev, subject=None, reason="r": {"verdict": verdict, "evidence": ev, "reason": reason,
+                                                       "subject": subject}
+    assert claims.headline([]) == {"verdict": "not run", "evidence": None, "reason": "no result", "subject": None}
+    assert claims.headline([j("not run", "model-in-sample", reason="fitted")]) == {
+        "verdict": "not run", "evidence": "model-in-sample", "reason": "fitted", "subject": None}
+    assert claims.headline([j("inconclusive", "cpu-emulated-link", "a", "x"), j("consistent at small scale",
+                                                                               "cpu-emulated-link", "b", "y"),
+                            j("inconclusive", "cpu-emulated-link", None, "z")]) == {
+        "verdict": "inconclusive", "evidence": "cpu-emulated-link", "subject": None,
+        "reason": "its strongest evidence disagrees: inconclusive (a), consistent at small scale (b), inconclusive"}
+    assert claims.headline([j("reproduced", "multi-gpu", "m", "q"), j("inconclusive", "cpu-emulated-link")]) == {
+        "verdict": "reproduced", "evidence": "multi-gpu", "reason": "q", "subject": "m", "entry": 0}
+
+
+def test_verdict_cell_lists_every_distinct_entry_once(tmp_path):
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H8": [
+        {**hyb(1.1, 1.3, ev="cpu-real-processes"), "subject": "s"},
+        {**hyb(1.1, 1.3), "subject": "a"}, {**hyb(1.1, 1.3), "subject": "a"}, {**hyb(1.1, 1.3), "subject": "b"},
+        {**hyb(0.9, 1.1), "subject": "c"}], "H4": {"evidence": "model-in-sample", "comm_share": 0.3}}})
+    rows = claims.claims_table("cpu", results_root=tmp_path)
+    md = claims.to_markdown(rows, "cpu")
+    h8 = next(line for line in md.splitlines() if "CPU, real processes, s" in line)
+    assert h8.count("under it:") == 3  # a (once), b, c; the headline's own entry is not repeated
+    assert "(CPU, emulated interconnect, a)" in h8 and "(CPU, emulated interconnect, b)" in h8
+    assert "*inconclusive* (CPU, emulated interconnect, c)" in h8
+    h4 = next(line for line in md.splitlines() if "performance model, in sample" in line and "bdg-secondary}" in line)
+    assert h4 == ("  - {bdg-secondary}`not run` (performance model, in sample): a performance-model value fitted on "
+                  "the compared data does not count")
+    assert rows[3]["headline"] == {"verdict": "not run", "evidence": "model-in-sample", "subject": None,
+                                   "reason": "a performance-model value fitted on the compared data does not count"}
+
+
+def test_result_file_details_reach_the_row(tmp_path):
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"claims": {"H8": {"evidence": "cpu-emulated-link", "speedup": 1.2}}}))
+    got = claims.result_claims("cpu", tmp_path)
+    assert got["H8"][0]["date"] == "" and got["H8"][0]["hardware"] == {} and got["H8"][0]["file"] == str(folder / "a.json")
+    row = claims.claims_table("cpu", results_root=tmp_path)[7]
+    assert row["date"] == "—" and row["ours"] == "" and row["source"].startswith("paper text, adaptation section")
+    write_result(folder / "a.json", {"claims": {"H8": {"evidence": "cpu-emulated-link", "speedup": 1.2}}})
+    got = claims.result_claims("cpu", tmp_path)
+    assert got["H8"][0]["hardware"] and len(got["H8"][0]["date"]) == 10
+    md = claims.to_markdown(claims.claims_table("cpu", results_root=tmp_path / "none"), "cpu")
+    assert md.endswith("ours: none yet.\n")
+    assert claims._md("") == "—" and claims._md("  ") == "—"
+
+
+def test_result_file_errors_word_for_word(tmp_path):
+    import re
+    path = tmp_path / "cpu" / "a.json"
+    cases = [({"claims": {"H9": {"evidence": "multi-gpu"}}},
+              f"{path}: unknown claim id 'H9' (known: ['H1', 'H2', 'H3', 'H4', 'H5', 'H6', 'H7', 'H8'])"),
+             ({"claims": {"H1": {"evidence": "multi-gpu", "verdict": "x"}}},
+              f"{path}: claim H1 stores a verdict ('x'); result files hold measurements only and ladder.claims "
+              "computes verdicts — re-run the notebook that writes this file"),
+             ({"claims": {"H1": 3}}, f"{path}: claim H1 must be an entry or a list of entries"),
+             ({"claims": {"H1": {"evidence": "x"}}},
+              f"{path}: claim H1 has evidence 'x'; expected one of {list(claims.EVIDENCE)}"),
+             ({"claims": [1]}, f"{path}: 'claims' must map claim ids to entries, got list"),
+             ({"claims": {"H4": {"evidence": "multi-gpu"}}},
+              f"{path}: claim H4: entry lacks comm_share (evidence 'multi-gpu')")]
+    for record, message in cases:
+        write_result(path, record)
+        with pytest.raises(claims.ResultFormatError, match=f"^{re.escape(message)}$"):
+            claims.claims_table("cpu", results_root=tmp_path)
+    path.write_text("{not json")
+    with pytest.raises(claims.ResultFormatError, match=rf"^result file {re.escape(str(path))} is not valid JSON: "):
+        claims.claims_table("cpu", results_root=tmp_path)
+
+
+def test_csv_format_and_threshold_errors_word_for_word(tmp_path):
+    import csv
+    import re
+    cols = ["id", "claim", "paper_value", "source", "quantity", "rule", "noise", "thresholds"]
+    path = tmp_path / "c.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerow(["H1", "c", "p", "s", "q", "r", "n", "a=1; b=2"])
+    assert claims.paper_claims(path)[0]["thresholds"] == {"a": 1.0, "b": 2.0}  # exactly the needed columns
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        w.writerow(["H1", "c", "p", "s", "q", "r", "n", "a=x"])
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))} row H1: threshold 'a=x' is not name=number$"):
+        claims.paper_claims(path)
+    (tmp_path / "d.csv").write_text("id,claim\nH1,x\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path / 'd.csv'))} must have columns \['claim', "):
+        claims.paper_claims(tmp_path / "d.csv")
+    with pytest.raises(ValueError, match=r"^thresholds: threshold 'a' is not name=number$"):
+        claims.parse_thresholds("a")
+    with pytest.raises(ValueError, match=r"^ladder/paper/claims.csv: the rule needs threshold 'min_rounds', the row "
+                                         r"has \['paper_gain'\]$"):
+        claims.judge("H1", speed(), {"paper_gain": 0.29})
+
+
+def test_claims_page_writes_into_new_folders_and_over_itself(tmp_path):
+    page = tmp_path / "a" / "b" / "claims.md"
+    claims.write_claims_page("cpu", page)
+    claims.write_claims_page("cpu", page)
+    assert page.read_text() == (REPO_ROOT / "book" / "_generated" / "claims.md").read_text()
+
+
+def test_command_line_defaults_help_and_module(capsys):
+    import subprocess
+    import sys
+    assert claims.main([]) == 0 and capsys.readouterr().out.startswith("H1  not reproduced at small scale")
+    with pytest.raises(SystemExit):
+        claims.main(["--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m ladder.claims") and "Print the claims table." in out
+    r = subprocess.run([sys.executable, "-m", "ladder.claims", "--profile", "nope"], capture_output=True, text=True,
+                       cwd=REPO_ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("H1  not run")

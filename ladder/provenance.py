@@ -102,6 +102,20 @@ def provenance(params: dict | None = None, **extra) -> dict:
             "params": params or {}, **extra}
 
 
+def _portable(obj):
+    """`obj` with every absolute path under the working directory or the data folder written as a reader's
+    path (`ladder.paths.display_path`: repository-relative, or `<data>/...`): result files are published,
+    and no machine's folders belong in them (the provenance block names the host)."""
+    from .paths import display_path  # paths imports this module: imported when first needed
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_portable(v) for v in obj]
+    if isinstance(obj, os.PathLike) or (isinstance(obj, str) and os.path.isabs(obj) and "\n" not in obj):
+        return display_path(obj)
+    return obj
+
+
 def write_result(path: str | os.PathLike, payload: dict, params: dict | None = None) -> Path:
     """Write `payload` as JSON with a `provenance` block (creating folders). The record is written to a
     temporary file beside `path` and renamed over it, so a run killed (or a value that cannot be stored)
@@ -109,7 +123,7 @@ def write_result(path: str | os.PathLike, payload: dict, params: dict | None = N
     import tempfile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {**payload, "provenance": provenance(params)}
+    record = {**_portable(payload), "provenance": provenance(_portable(params) if params else params)}
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

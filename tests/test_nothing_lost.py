@@ -101,3 +101,20 @@ def test_a_copy_without_git_takes_the_commit_it_was_given(monkeypatch, tmp_path)
     assert provenance.git_commit() == "abc123"
     monkeypatch.delenv("LADDER_COMMIT")
     assert provenance.git_commit() != "abc123"
+
+
+def test_result_files_hold_no_absolute_paths_of_this_machine(tmp_path):
+    """Result files are published: a path under the working directory or the data folder is written as a
+    reader's path (repository-relative or <data>/...), in the payload and in the recorded parameters."""
+    import json
+
+    from ladder.paths import data_root
+    from ladder.provenance import REPO_ROOT, write_result
+    run = REPO_ROOT / "runs" / "cpu" / "x" / "hf"
+    out = write_result(tmp_path / "r.json", {"path": str(run), "nested": [{"p": run}], "hub": "org/model",
+                                             "data": str(data_root() / "models" / "m"), "text": "a/b"},
+                       params={"checkpoint": str(run)})
+    rec = json.loads(out.read_text())
+    assert rec["path"] == "runs/cpu/x/hf" and rec["nested"] == [{"p": "runs/cpu/x/hf"}]
+    assert rec["hub"] == "org/model" and rec["text"] == "a/b" and rec["data"] == "<data>/models/m"
+    assert str(REPO_ROOT) not in out.read_text()

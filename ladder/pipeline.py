@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-from .paths import CorruptDataError, DataFolderError
+from .paths import CorruptDataError, DataFolderError, display_path
 from .provenance import REPO_ROOT, code_changed_since, name_files, provenance
 
 PROFILES = ("smoke", "cpu", "gpu", "gpu1")
@@ -304,6 +304,11 @@ def _insert_provenance(executed: Path, text: str) -> None:
         tags = c.get("metadata", {}).get("tags", [])
         if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
             c.metadata["tags"] = [*tags, "remove-cell"]
+    # papermill records where it read and wrote the notebook: as reader's paths, not this machine's folders
+    pm_meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if pm_meta.get(key):
+            pm_meta[key] = display_path(pm_meta[key])
     cell = nbformat.v4.new_markdown_cell(text)
     cell.metadata["tags"] = ["provenance"]
     # after the title cell, so the page keeps its heading as title

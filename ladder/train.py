@@ -243,7 +243,8 @@ def _code_drift_note(out_dir: Path, commit: str, doing: str) -> str | None:
     changed = code_changed_since(commit)
     if not changed:
         return None
-    return (f"note: {doing} {out_dir}, trained from commit {commit[:10]}; the package code has changed since "
+    from .paths import display_path  # a page shows the run's folder as a reader's path
+    return (f"note: {doing} {display_path(out_dir)}, trained from commit {commit[:10]}; the package code has changed since "
             f"({name_files(changed)}): delete that folder to train it with this code")
 
 

@@ -108,6 +108,14 @@ def test_pages_keep_no_progress_bars(smoke_book):
         assert "it/s]" not in nb.read_text(), nb.name
 
 
+def test_pages_and_results_hold_no_absolute_path_of_this_machine(smoke_book):
+    """Published pages and result files name paths as a reader would (repository-relative, <data>/...)."""
+    files = [*(smoke_book / "notebooks").glob("[0-9][0-9]_*.ipynb"), *(REPO_ROOT / "data" / "results" / "smoke").glob("*.json")]
+    assert files
+    for f in files:
+        assert str(REPO_ROOT) not in f.read_text(), f"{f.name} names {REPO_ROOT}"
+
+
 def test_smoke_profile_executes_every_notebook(smoke_book):
     present = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     missing = [s for s in EXPECTED_NOTEBOOKS if s not in present]

@@ -88,6 +88,8 @@ class ClaimEntry:
     `ci` maps a quantity to its 95% interval (lo, hi); `n` is the number of units the intervals resample
     (paired rounds, repeated runs, held-out sequences); `extra` holds descriptive fields (link, shape, tp,
     metric, test losses, ...) that no rule reads. A NaN measurement is stored as missing."""
+    # (mutation check: a mutated annotation below, e.g. `float & None`, is equivalent: with `from __future__ import
+    # annotations` annotations are strings that nothing evaluates)
     evidence: str
     quantity: str = ""
     value: float | None = None
@@ -95,7 +97,7 @@ class ClaimEntry:
     how: str = ""
     subject: str | None = None
     n: int | None = None
-    ci: Mapping[str, tuple] = field(default_factory=dict)
+    ci: Mapping[str, tuple] = field(default_factory=dict)  # (a default of None is equivalent: normalised below)
     # speed (H1-H4, H8)
     speedup: float | None = None
     upper_bound_speedup: float | None = None
@@ -259,7 +261,7 @@ def parse_thresholds(text: str, where: str = "thresholds") -> dict[str, float]:
         try:
             out[key.strip()] = float(val)
         except ValueError:
-            sep = ""
+            sep = ""  # (mutation check: None is equivalent, only its truth is read)
         if not sep:
             raise ValueError(f"{where}: threshold {part!r} is not name=number")
     return out
@@ -516,6 +518,7 @@ def headline(judged: list[dict]) -> dict:
         return {"verdict": verdicts[0], "evidence": top[0]["evidence"], "reason": top[0]["reason"],
                 "subject": top[0]["subject"] if len(top) == 1 else None,
                 "entry": judged.index(top[0]) if len(top) == 1 else None}
+    # (mutation check: top[1] for top[0] is equivalent: every entry of `top` has the same evidence)
     return {"verdict": "inconclusive", "evidence": top[0]["evidence"], "subject": None,
             "reason": "its strongest evidence disagrees: " + ", ".join(
                 f"{j['verdict']}" + (f" ({j['subject']})" if j.get("subject") else "") for j in top)}

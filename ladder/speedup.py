@@ -154,7 +154,7 @@ def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = 
     from .link import get as get_link
     link = row["link"]
     tp, on_gpu = int(row["tp"]), str(device).startswith("cuda")
-    emulated = None if link in (NO_LINK, None, "none") else get_link(link)
+    emulated = get_link(None if link == NO_LINK else link)  # get_link: None and "none" are no emulated link
     if ranks == "processes":
         evidence = "multi-gpu" if on_gpu else "cpu-real-processes"
         how = f"{tp} real {'NCCL' if on_gpu else 'gloo'} processes on {device}, ladder.bench"

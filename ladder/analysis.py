@@ -94,8 +94,8 @@ def draw_wirings(n_layers: int = 2, axes=None):
 
 # --------------------------------------------------------------------------------------------- TP check
 def _weights_for(config: ModelConfig, state_dict: dict) -> dict:
-    """The parallel wiring has one shared norm per layer: drop the checkpoint's post-attention norms."""
-    if config.wiring != "parallel":
+    """A wiring with one shared norm per layer (parallel): drop the checkpoint's post-attention norms."""
+    if not config.spec.shares_norm:
         return state_dict
     return {k: v for k, v in state_dict.items() if "post_attention_layernorm" not in k}
 
@@ -121,7 +121,7 @@ def tp_equivalence(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, 
 
     from .launch import launch_local
     n_half = ladder_layers if ladder_layers is not None else config.n_layers // 2
-    configs = {w: config.replace(wiring=w, ladder_layers=n_half if w == "hybrid" else 0) for w in wirings}
+    configs = {w: config.rewired(w, n_half) for w in wirings}
     ref = {w: cached_logits(c, _weights_for(c, state_dict), tokens, prefill_len)[0] for w, c in configs.items()}
     ranks = launch_local(_tp_all_wirings, tp, configs, state_dict, tokens, prefill_len)
     steps = 1 + tokens.shape[1] - prefill_len

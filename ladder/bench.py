@@ -87,8 +87,7 @@ class BenchConfig:
     def model_config(self) -> ModelConfig:
         base = self.preset if isinstance(self.preset, ModelConfig) else preset(self.preset)
         seq = max(base.max_seq_len, self.prompt_len + self.new_tokens)
-        cfg = base.replace(**{**self.overrides, "wiring": self.wiring, "max_seq_len": seq,
-                              "ladder_layers": self.ladder_layers if self.wiring == "hybrid" else 0})
+        cfg = base.replace(**{**self.overrides, "max_seq_len": seq}).rewired(self.wiring, self.ladder_layers)
         cfg.local_sizes(self.tp)
         return cfg
 
@@ -166,9 +165,7 @@ def _build(cfg: BenchConfig, comm, device, shared: dict | None = None):
             return twin.eval()
     if cfg.checkpoint:
         from .hf import load_pretrained
-        over = {"wiring": mcfg.wiring, "max_seq_len": mcfg.max_seq_len}
-        if mcfg.wiring == "hybrid":
-            over["ladder_layers"] = mcfg.ladder_layers
+        over = {"wiring": mcfg.wiring, "max_seq_len": mcfg.max_seq_len, "ladder_layers": mcfg.ladder_layers}
         model = load_pretrained(cfg.checkpoint, comm=model_comm, device=device, dtype=dtype, **over)
     else:
         model = build_model(mcfg, model_comm, device=device, dtype=dtype, seed=cfg.seed)

@@ -8,10 +8,40 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-# The residual wirings (chapter 1 draws these five) and one exact rival of ladder that keeps the standard
-# dataflow: two-batch overlap, the batch split in two halves whose all-reduces run behind each other's compute.
-RESIDUAL_WIRINGS = ("standard", "parallel", "ladder", "hybrid", "upper_bound")
-WIRINGS = (*RESIDUAL_WIRINGS, "two_batch")
+@dataclass(frozen=True)
+class Wiring:
+    """What the rest of the package needs to know about one wiring, besides its layer function
+    (`ladder.model.LAYER_WIRINGS`). Adding a wiring is one of these plus that function:
+    `ladder.model.register_wiring(Wiring(...), layer_fn)`; the model, the TP runtime, the tracer and the
+    performance model then all run it."""
+    name: str
+    # one norm before both modules (the layer has no post-attention norm, and a checkpoint loses it)
+    shares_norm: bool = False
+    # the wiring whose trained weights it runs: itself for an architecture, "standard" for an inference
+    # schedule of the standard model (upper_bound drops the all-reduces, two_batch splits the batch)
+    weights_of: str | None = None
+    # composed per layer from other wirings (hybrid: `ladder_layers` decides which layers are ladder)
+    per_layer: bool = False
+    # a residual dataflow chapter 1 draws; two-batch overlap keeps the standard dataflow and changes the schedule
+    residual: bool = True
+
+    @property
+    def architecture(self) -> str:
+        return self.weights_of or self.name
+
+
+WIRING_SPECS: dict[str, Wiring] = {w.name: w for w in (
+    Wiring("standard"),
+    Wiring("parallel", shares_norm=True),
+    Wiring("ladder"),
+    Wiring("hybrid", per_layer=True),
+    Wiring("upper_bound", weights_of="standard"),
+    # ladder's exact rival: the batch split in two halves whose all-reduces run behind each other's compute
+    Wiring("two_batch", weights_of="standard", residual=False),
+)}
+# The built-in wirings (chapter 1 draws the residual ones); tables and figures list these.
+RESIDUAL_WIRINGS = tuple(w.name for w in WIRING_SPECS.values() if w.residual)
+WIRINGS = tuple(WIRING_SPECS)
 
 
 @dataclass(frozen=True)
@@ -42,13 +72,23 @@ class ModelConfig:
             raise ValueError(f"dim={self.dim} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
-        if self.wiring not in WIRINGS:
-            raise ValueError(f"unknown wiring {self.wiring!r}; choose one of {', '.join(WIRINGS)}")
+        if self.wiring not in WIRING_SPECS:
+            raise ValueError(f"unknown wiring {self.wiring!r}; choose one of {', '.join(WIRING_SPECS)}")
         if isinstance(self.ladder_layers, list):
             object.__setattr__(self, "ladder_layers", tuple(self.ladder_layers))
-        if self.wiring != "hybrid" and self.ladder_layers not in (0, ()):
+        if not self.spec.per_layer and self.ladder_layers not in (0, ()):
             raise ValueError(f"ladder_layers is only meaningful with wiring='hybrid' (got wiring={self.wiring!r})")
         self.ladder_layer_indices()  # validates
+
+    @property
+    def spec(self) -> Wiring:
+        return WIRING_SPECS[self.wiring]
+
+    def rewired(self, wiring: str, ladder_layers: int | tuple[int, ...] = 0) -> "ModelConfig":
+        """This model with another wiring. The one place the hybrid rule lives: `ladder_layers` (the top N
+        layers, or explicit indices) applies to the hybrid and is dropped for every other wiring."""
+        per_layer = WIRING_SPECS[wiring].per_layer if wiring in WIRING_SPECS else False
+        return self.replace(wiring=wiring, ladder_layers=ladder_layers if per_layer else 0)
 
     @property
     def head_dim(self) -> int:
@@ -58,7 +98,7 @@ class ModelConfig:
         """Indices of the layers that use the ladder dataflow."""
         if self.wiring == "ladder":
             return tuple(range(self.n_layers))
-        if self.wiring != "hybrid":
+        if not self.spec.per_layer:
             return ()
         n = self.ladder_layers
         if isinstance(n, int):
@@ -72,7 +112,7 @@ class ModelConfig:
 
     def layer_wirings(self) -> list[str]:
         """The dataflow of each layer: a hybrid is ladder on its ladder layers and standard elsewhere."""
-        if self.wiring != "hybrid":
+        if not self.spec.per_layer:
             return [self.wiring] * self.n_layers
         ladder = set(self.ladder_layer_indices())
         return ["ladder" if i in ladder else "standard" for i in range(self.n_layers)]
@@ -92,7 +132,7 @@ class ModelConfig:
         d, h = self.dim, self.head_dim
         attn = d * (self.n_heads * h) * 2 + d * (self.n_kv_heads * h) * 2
         mlp = 3 * d * self.ffn_dim
-        norms = d if self.wiring == "parallel" else 2 * d
+        norms = d if self.spec.shares_norm else 2 * d
         n = self.n_layers * (attn + mlp + norms) + d
         if include_embeddings:
             n += self.vocab_size * d * (1 if self.tie_embeddings else 2)

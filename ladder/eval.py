@@ -51,7 +51,6 @@ TASK_METRIC = {"arc_challenge": "acc_norm", "hellaswag": "acc_norm", "openbookqa
                "arc_easy": "acc", "piqa": "acc", "winogrande": "acc", "lambada_openai": "acc",
                "wikitext": "word_perplexity", "mmlu": "acc", "truthfulqa_mc2": "acc", "gsm8k": "exact_match",
                "ifeval": "prompt_level_strict_acc"}
-HEADLINE_METRIC = TASK_METRIC  # the former name
 
 
 def hub_offline() -> bool:
@@ -185,7 +184,6 @@ def headline(scores: dict[str, dict]) -> dict[str, float]:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def block_losses(model, blocks: TokenBlocks, batch_size: int = 8,
                  max_blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed next-token loss and scored-token count of every held-out block (float64, one entry per block),
@@ -225,12 +223,26 @@ def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, b
         return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)
 
 
-def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
-    """The headline number of one lm-eval task result: the task's TASK_METRIC, else acc_norm, acc,
-    exact_match, ... (metric names with or without lm-eval's ",filter" suffix)."""
+def _primary(task_scores: dict, task: str | None) -> tuple[str, float] | None:
     prefer = [TASK_METRIC[task]] if task in TASK_METRIC else []
     for key in prefer + ["acc_norm", "acc", "exact_match", "prompt_level_strict_acc", "word_perplexity"]:
         for k, v in task_scores.items():
             if k.split(",")[0] == key and isinstance(v, (int, float)):
-                return float(v)
+                return key, float(v)
     return None
+
+
+def primary_metric(task_scores: dict, task: str | None = None) -> float | None:
+    """The headline number of one lm-eval task result: the task's TASK_METRIC, else acc_norm, acc,
+    exact_match, ... (metric names with or without lm-eval's ",filter" suffix)."""
+    found = _primary(task_scores, task)
+    return None if found is None else found[1]
+
+
+def headline_value(task_scores: dict, task: str | None = None) -> float | None:
+    """`primary_metric` as the paper reports it: an accuracy in %, a perplexity as it is."""
+    found = _primary(task_scores, task)
+    if found is None:
+        return None
+    key, v = found
+    return v if key.endswith("perplexity") else 100 * v

@@ -24,7 +24,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPreTrainedModel, LlamaRMSNorm,
                                                       LlamaRotaryEmbedding)
 
-from .config import ModelConfig
+from .config import WIRING_SPECS, ModelConfig
 from .model import LAYER_WIRINGS, Stream, Transformer, build_model
 from .paths import is_hub_id
 from .tp import SingleDevice, gather_state_dict
@@ -80,8 +80,9 @@ def to_hf_config(config: ModelConfig, **extra) -> LlamaConfig:
     kw = {**hf_config_kwargs(config), **extra}
     if config.wiring == "standard":
         return LlamaConfig(**kw)
-    if config.wiring == "upper_bound":
-        raise ValueError("the upper-bound wiring is a speed ceiling, not a model; it has no HF export")
+    if config.spec.weights_of:
+        raise ValueError(f"wiring {config.wiring!r} is not a model of its own (it runs the {config.spec.weights_of} "
+                         f"model's weights: a speed ceiling or a schedule); it has no HF export, export that model")
     ladder_layers = config.ladder_layers
     return LadderLlamaConfig(wiring=config.wiring,
                              ladder_layers=list(ladder_layers) if isinstance(ladder_layers, tuple) else ladder_layers,
@@ -99,8 +100,10 @@ class LadderLlamaConfig(LlamaConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.wiring == "upper_bound":
-            raise ValueError("wiring='upper_bound' is a speed ceiling, not a model")
+        spec = WIRING_SPECS.get(self.wiring)
+        if spec is not None and spec.weights_of:
+            raise ValueError(f"wiring={self.wiring!r} runs the {spec.weights_of} model's weights (a speed ceiling "
+                             f"or a schedule), not a model of its own")
         config_from_hf(self)  # validates wiring and ladder_layers against the layer count
 
 
@@ -109,7 +112,7 @@ class LadderDecoderLayer(LlamaDecoderLayer):
 
     def __init__(self, config, layer_idx: int, wiring: str):
         super().__init__(config, layer_idx)
-        if wiring == "parallel":  # one shared norm
+        if WIRING_SPECS[wiring].shares_norm:  # one norm before both modules (parallel)
             self.post_attention_layernorm = None
 
     def attention(self, h, **ctx):

@@ -240,7 +240,7 @@ def emulate(comm, link: "Link | str | dict | None", device="cpu", ranks: int | N
 
 
 _SPIN_CALIBRATION: dict = {}
-WARM_UP_S = 5e-3  # spin this long before timing a link: these GPUs idle at low clocks (reference/gpu.md)
+WARM_UP_S = 5e-3  # spin this long before timing a link: these GPUs idle at low clocks (book/gpu.md)
 
 
 def warm_up(seconds: float = WARM_UP_S, cycles_per_s: float = 2e9) -> None:
@@ -273,7 +273,8 @@ def calibrate_spin(device=None) -> tuple[float, float]:
     """(cycles per second, fixed overhead in seconds) of the spin kernel on `device`, cached per device.
 
     A linear fit through two spin lengths (~50 us and ~5 ms at 2 GHz) after a warm-up: the first short
-    spins read low while the clock ramps up (reference/gpu.md: 1,737 then ~1,965 cycles/us on an H200).
+    spins read low while the clock ramps up (a first H200 run, in the project's GPU notes: 1,737 then ~1,965
+    cycles/us). book/gpu.md says how the link is set up on a GPU.
     """
     device = torch.device(device or "cuda")
     key = torch.cuda.current_device() if device.index is None else device.index

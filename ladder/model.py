@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from .config import ModelConfig
+from .config import WIRING_SPECS, ModelConfig, Wiring
 from .tp import SingleDevice, shard_state_dict, split_dim
 
 
@@ -104,8 +104,20 @@ def two_batch_layer(block, s: Stream, comm, **ctx) -> Stream:
     return Stream((xa, xb), mlp=(ma, mb))
 
 
+# Each wiring's layer function; the hybrid (config.Wiring.per_layer) has none of its own: its layers run
+# these. The rest of a wiring's description is its record in config.WIRING_SPECS.
 LAYER_WIRINGS = {"standard": standard_layer, "parallel": parallel_layer, "ladder": ladder_layer,
                  "upper_bound": upper_bound_layer, "two_batch": two_batch_layer}
+
+
+def register_wiring(spec: Wiring, layer) -> None:
+    """Add a wiring: its record and its layer function `layer(block, stream, comm, **ctx) -> Stream`. The
+    model, the TP runtime, the tracer (ladder.trace) and the performance model then all run it. A wiring
+    used in spawned processes (TP on local ranks) must be registered by a module those processes import."""
+    if spec.per_layer:
+        raise ValueError("a per-layer wiring is composed from the others (as the hybrid is); register its layers' wirings")
+    WIRING_SPECS[spec.name] = spec
+    LAYER_WIRINGS[spec.name] = layer
 
 
 # --------------------------------------------------------------------------------------------- modules
@@ -211,8 +223,8 @@ class Block(nn.Module):
         super().__init__()
         self.input_layernorm = RMSNorm(config.dim, config.norm_eps)
         self.self_attn = Attention(config, tp)
-        # the parallel wiring shares one norm between attention and MLP
-        self.post_attention_layernorm = None if wiring == "parallel" else RMSNorm(config.dim, config.norm_eps)
+        # a wiring that shares one norm between attention and MLP (parallel) has no second one
+        self.post_attention_layernorm = None if WIRING_SPECS[wiring].shares_norm else RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config, tp)
 
     checkpoint = False  # ladder.train sets it: recompute the modules in backward instead of storing activations

@@ -159,7 +159,7 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
     if isinstance(cfg, str):
         cfg = preset(cfg)
     if wiring is not None:
-        cfg = cfg.replace(wiring=wiring, ladder_layers=ladder_layers if wiring == "hybrid" else 0)
+        cfg = cfg.rewired(wiring, ladder_layers)
     hw = HARDWARE[hw] if isinstance(hw, str) else hw
     fab = link if isinstance(link, Fabric) else Fabric(LINKS[link] if isinstance(link, str) else link)
     if batch < 1 or prompt_len < 1 or new_tokens < 1 or tp < 1:
@@ -285,7 +285,7 @@ def predict_measured(cfg: ModelConfig, wiring: str, compute_prefill_s: float, co
     The compute is split into modules by `module_shares` and replayed through `timeline` with the
     wiring's dependencies (an emulated link sleeps, so overlapped compute is not slowed).
     """
-    cfg = cfg.replace(wiring=wiring, ladder_layers=ladder_layers if wiring == "hybrid" else 0)
+    cfg = cfg.rewired(wiring, ladder_layers)
     sh = module_shares(cfg)
     pre, _ = timeline(cfg, {k: v * compute_prefill_s for k, v in sh.items()}, ar_prefill_s)
     dec, _ = timeline(cfg, {k: v * compute_step_s for k, v in sh.items()}, ar_decode_s)

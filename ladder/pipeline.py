@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from .paths import CorruptDataError, DataFolderError, display_path
-from .provenance import REPO_ROOT, code_changed_since, name_files, provenance
+from .provenance import REPO_ROOT, code_changed_since, name_files, notebook_deps, provenance
 
 PROFILES = ("smoke", "cpu", "gpu", "gpu1")
 # The profile the committed book is published with: only it writes book/. Every other profile executes into
@@ -250,14 +250,15 @@ def is_up_to_date(executed: Path, digest: str) -> bool:
     return st.get("hash") == digest and not data_changed(st.get("data") or {})
 
 
-def code_changed_note(executed: Path) -> str | None:
-    """The stamp's hash covers the notebook and its parameters, not the package: say when ladder/ has
-    changed since the executed copy ran (its outputs then come from older code), or None."""
+def code_changed_note(executed: Path, notebook: Path | None = None) -> str | None:
+    """The stamp's hash covers the notebook and its parameters, not the package: say when the package files
+    the notebook depends on (`provenance.notebook_deps`: the modules it imports, transitively; all of
+    ladder/ when `notebook` is not given) changed since the executed copy ran, or None."""
     try:
         commit = json.loads(stamp_path(executed).read_text())["provenance"]["git_commit"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return None
-    changed = code_changed_since(commit)
+    changed = code_changed_since(commit, notebook_deps(notebook) if notebook is not None else ("ladder",))
     if not changed:
         return None
     return (f"the package code changed since it ran at {commit[:10]} ({name_files(changed)}); if that matters "
@@ -439,7 +440,7 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     digest = work_hash(notebook, params, profile)
     if not force and is_up_to_date(executed, digest):
         log(f"[pipeline] {stem}: up to date (profile {profile}), skipped; --force to re-run")
-        stale = code_changed_note(executed)
+        stale = code_changed_note(executed, notebook)
         if stale:
             log(f"[pipeline] {stem}: note: {stale}")
         return None

@@ -64,6 +64,67 @@ def code_changed_since(commit: str, paths=("ladder",), checkout: Path | None = C
     return out.stdout.split() if out.returncode == 0 else None
 
 
+_MODULE_STRING = None
+
+
+def _imported(source: str, here: str | None = None) -> set[str]:
+    """ladder modules named by `source`: imports anywhere (inside functions too, relative ones resolved
+    against `here`), and strings such as "ladder.adapt:adapt" or `-m ladder.bench` that start a module in
+    another process (torchrun workers)."""
+    import ast
+    import re
+    global _MODULE_STRING
+    # a whole string naming a module, as torchrun and `python -m` are given one: "ladder.adapt:adapt"
+    _MODULE_STRING = _MODULE_STRING or re.compile(r"^ladder\.([A-Za-z_]\w*)(?::[A-Za-z_]\w*)?$")
+    tree = ast.parse(source)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {x for a in node.names if a.name.startswith("ladder.") for x in (a.name.split(".")[1], "__init__")}
+            if any(a.name == "ladder" for a in node.names):
+                found.add("__init__")
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1 and here is not None:  # from .x import y / from . import x
+                found |= {mod.split(".")[0]} if mod else {a.name for a in node.names}
+            elif mod == "ladder":  # from ladder import adapt, build_model
+                found |= {a.name for a in node.names} | {"__init__"}
+            elif mod.startswith("ladder."):
+                found |= {mod.split(".")[1], "__init__"}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found |= set(_MODULE_STRING.findall(node.value.strip()))
+    return found
+
+
+def package_deps(source: str, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """The package files a piece of code depends on: the ladder modules it imports, and theirs, transitively
+    (lazy imports inside functions count), plus the package's data files (ladder/paper/, tasks/, the
+    manifest), as repository paths ("ladder/model.py"). A notebook whose dependencies did not change since
+    it ran need not re-run, whatever else changed in ladder/."""
+    known = {p.stem for p in package_dir.glob("*.py")}
+    todo, seen = [m for m in _imported(source) if m in known], set()
+    while todo:
+        m = todo.pop()
+        if m in seen:
+            continue
+        seen.add(m)
+        todo += [d for d in _imported((package_dir / f"{m}.py").read_text(), here=m) if d in known and d not in seen]
+    name = package_dir.name
+    files = {f"{name}/{m}.py" for m in seen}
+    files |= {f"{name}/{p.relative_to(package_dir)}" for p in package_dir.rglob("*")
+              if p.is_file() and p.suffix != ".py" and "__pycache__" not in p.parts}
+    return sorted(files)
+
+
+def notebook_deps(notebook: str | os.PathLike, package_dir: Path = PACKAGE_DIR) -> list[str]:
+    """`package_deps` of a notebook's code cells."""
+    nb = json.loads(Path(notebook).read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    # cells with IPython magics do not parse as Python as a whole: take them cell by cell, line by line
+    lines = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
+    return package_deps(lines, package_dir)
+
+
 def name_files(files: list[str], most: int = 3) -> str:
     """"a.py, b.py, c.py and 2 more": a list of changed files, short enough for one log line."""
     return ", ".join(files[:most]) + (f" and {len(files) - most} more" if len(files) > most else "")

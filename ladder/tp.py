@@ -71,8 +71,9 @@ class SingleDevice:
 class TensorParallel(SingleDevice):
     """All-reduce over a torch.distributed process group (gloo on CPU, NCCL on CUDA).
 
-    Uses functional collectives: `start` returns at once with the collective in flight (eager) and
-    traces into the graph under torch.compile, where inductor can reorder it around compute.
+    Uses functional collectives: `start` returns at once with the collective in flight. Only the modules
+    are compiled (ladder/cudagraph.py), never the collectives, so each all-reduce is waited on exactly
+    where the wiring in ladder/model.py waits on it.
     """
 
     def __init__(self, group: dist.ProcessGroup | None = None):

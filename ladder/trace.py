@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import RESIDUAL_WIRINGS, ModelConfig
+from .config import RESIDUAL_WIRINGS, WIRING_SPECS, ModelConfig
 from .model import LAYER_WIRINGS, Stream
 
 WIRINGS = RESIDUAL_WIRINGS  # the residual wirings; two_batch is traced too (trace_log), but is a schedule, not drawn
@@ -105,11 +105,10 @@ def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list
     "blocking" (waited on before any other module runs), "overlapped" (another module computes while
     it is in flight) or "none".
     """
-    if wiring not in WIRINGS:
-        raise ValueError(f"unknown wiring {wiring!r}; expected one of {WIRINGS}")
+    if wiring not in WIRING_SPECS:
+        raise ValueError(f"unknown wiring {wiring!r}; expected one of {tuple(WIRING_SPECS)}")
     layer_wirings = ModelConfig(n_layers=n_layers, dim=8, n_heads=2, n_kv_heads=2, ffn_dim=8, vocab_size=8,
-                                wiring=wiring, ladder_layers=ladder_layers if wiring == "hybrid" else 0
-                                ).layer_wirings()
+                                ).rewired(wiring, ladder_layers).layer_wirings()
     comm = _TracingComm()
     comm.log = trace_log(layer_wirings)
 
@@ -260,10 +259,11 @@ def overlap_table(config: ModelConfig, wirings=("standard", "parallel", "ladder"
     import pandas as pd
     rows = []
     for w in wirings:
-        n = (ladder_layers if ladder_layers is not None else config.n_layers // 2) if w == "hybrid" else 0
-        ov = step_overlap(config.replace(wiring=w, ladder_layers=n), tp=tp, batch=batch, prompt_len=prompt_len)
+        cfg = config.rewired(w, ladder_layers if ladder_layers is not None else config.n_layers // 2)
+        ov = step_overlap(cfg, tp=tp, batch=batch, prompt_len=prompt_len)
         hidden = [o for o in ov if o["overlapped"]]
-        rows.append({"wiring": w if w != "hybrid" else f"hybrid (top {n} of {config.n_layers} layers ladder)",
+        n = len(cfg.ladder_layer_indices())
+        rows.append({"wiring": f"hybrid (top {n} of {config.n_layers} layers ladder)" if cfg.spec.per_layer else w,
                      "all-reduces per step": len(ov), "behind a whole module": len(hidden),
                      "exposed": len(ov) - len(hidden),
                      "hidden behind": ", ".join(sorted({m.rstrip("0123456789") for o in hidden for m in o["hidden_behind"]})) or "-",

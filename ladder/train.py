@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import IGNORE_INDEX, TokenBlocks
-from .provenance import code_changed_since, git_commit, name_files
+from .provenance import code_changed_since, git_commit, name_files, package_deps
 
 
 @dataclass
@@ -240,7 +240,8 @@ def _started_at(out_dir: Path) -> str | None:
 def _code_drift_note(out_dir: Path, commit: str, doing: str) -> str | None:
     """Say when a run about to be reused or resumed was trained by other code: its folder's key holds the
     parameters, so a change to the package alone does not start a new run."""
-    changed = code_changed_since(commit)
+    # the code that trains: this module and what it imports (a change elsewhere in ladder/ does not count)
+    changed = code_changed_since(commit, package_deps("import ladder.train"))
     if not changed:
         return None
     from .paths import display_path  # a page shows the run's folder as a reader's path

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ladder import adapt
+from ladder import adapt, retraining_data
+from ladder import eval as evaluation
 from ladder.data import IGNORE_INDEX, pack
 from ladder.hf import LadderLlamaForCausalLM, load_pretrained
 
@@ -33,7 +34,7 @@ def chat_tok(stories_dir):
 
 
 def test_chat_example_masks_exactly_the_assistant_responses(chat_tok):
-    ids, mask = adapt.chat_example(CONV, chat_tok)
+    ids, mask = retraining_data.chat_example(CONV, chat_tok)
     assert len(ids) == len(mask)
     full = chat_tok.apply_chat_template(CONV, tokenize=True)
     assert ids == list(full["input_ids"] if hasattr(full, "keys") else full)
@@ -45,11 +46,11 @@ def test_chat_example_masks_exactly_the_assistant_responses(chat_tok):
 
 
 def test_chat_blocks_loss_only_on_responses(chat_tok):
-    blocks = adapt.chat_blocks([CONV] * 5, chat_tok, seq_len=32)
+    blocks = retraining_data.chat_blocks([CONV] * 5, chat_tok, seq_len=32)
     assert blocks.tokens.shape[1] == 33 and blocks.loss_mask.dtype == torch.bool
     x, y = blocks.inputs_targets()
     kept = y[y != IGNORE_INDEX]
-    ids, mask = adapt.chat_example(CONV, chat_tok)
+    ids, mask = retraining_data.chat_example(CONV, chat_tok)
     assert len(kept) <= 5 * sum(mask) and len(kept) >= 5 * sum(mask) - blocks.tokens.shape[0]
     assert 0 < blocks.loss_mask.float().mean() < 0.6
 
@@ -58,24 +59,24 @@ def test_chat_blocks_from_a_dataset_on_two_processes_equal_the_list_path(chat_to
     import datasets
     rows = [{"conversations": [{"from": "human", "value": f"Tell me {i}."}, {"from": "gpt", "value": f"It is {i}."}]}
             for i in range(12)] + [{"messages": CONV}]
-    from_list = adapt.chat_blocks([adapt.normalize_conversation(r) for r in rows], chat_tok, seq_len=16)
-    from_dataset = adapt.chat_blocks(datasets.Dataset.from_list(rows[:-1]).add_item({"conversations": None,
+    from_list = retraining_data.chat_blocks([retraining_data.normalize_conversation(r) for r in rows], chat_tok, seq_len=16)
+    from_dataset = retraining_data.chat_blocks(datasets.Dataset.from_list(rows[:-1]).add_item({"conversations": None,
                                                                                        "messages": CONV}),
                                      chat_tok, seq_len=16, num_proc=2)
     assert torch.equal(from_list.tokens, from_dataset.tokens)
     assert torch.equal(from_list.loss_mask, from_dataset.loss_mask)
     with pytest.raises(ValueError, match="no conversations"):
-        adapt.chat_blocks([], chat_tok, seq_len=16)
+        retraining_data.chat_blocks([], chat_tok, seq_len=16)
 
 
 def test_chat_data_errors(tok):
     with pytest.raises(ValueError, match="no chat template"):
-        adapt.chat_example(CONV, tok)
+        retraining_data.chat_example(CONV, tok)
     with pytest.raises(ValueError, match="unknown speaker 'robot'"):
-        adapt.normalize_conversation({"conversations": [{"from": "robot", "value": "hi"}]})
+        retraining_data.normalize_conversation({"conversations": [{"from": "robot", "value": "hi"}]})
     with pytest.raises(ValueError, match="neither 'conversations' nor 'messages'"):
-        adapt.normalize_conversation({"text": "hi"})
-    assert adapt.normalize_conversation({"conversations": [{"from": "human", "value": "a"},
+        retraining_data.normalize_conversation({"text": "hi"})
+    assert retraining_data.normalize_conversation({"conversations": [{"from": "human", "value": "a"},
                                                            {"from": "gpt", "value": "b"}]}) == \
         [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
 
@@ -89,18 +90,18 @@ def test_steps_for_budget():
 
 def test_sample_texts_is_seeded(stories_dir, tok):
     model = load_pretrained(stories_dir)
-    a = adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
-    b = adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
+    a = retraining_data.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
+    b = retraining_data.sample_texts(model, tok, 3, 20, batch_size=2, seed=1)
     assert a == b and len(a) == 3 and all(isinstance(t, str) and t for t in a)
-    assert adapt.sample_texts(model, tok, 3, 20, batch_size=2, seed=2) != a
+    assert retraining_data.sample_texts(model, tok, 3, 20, batch_size=2, seed=2) != a
 
 
 @pytest.fixture(scope="module")
 def adapted(stories_dir, tok, tmp_path_factory):
     out = tmp_path_factory.mktemp("adapt")
     source = load_pretrained(stories_dir)
-    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
-    val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
+    train = pack(retraining_data.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    val = pack(retraining_data.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
     result = adapt.adapt(stories_dir, 3, train, val, token_budget=4 * 32 * 6, out_dir=out, tokenizer=tok,
                          batch_size=4, lr=1e-3, n_points=3, keep_checkpoints=True, progress=False)
     return result, train, val, out
@@ -130,9 +131,9 @@ def test_quality_curve_starts_at_the_converted_model(adapted, stories_dir):
     for a, b in zip(logged, reloaded):
         assert a["ppl"] == pytest.approx(b["ppl"], rel=1e-5)
     converted = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
-    assert logged[0]["ppl"] == pytest.approx(adapt.perplexity(converted, val), rel=1e-6)
+    assert logged[0]["ppl"] == pytest.approx(evaluation.perplexity(converted, val), rel=1e-6)
     final = load_pretrained(result["checkpoint"])
-    assert logged[-1]["ppl"] == pytest.approx(adapt.perplexity(final, val), rel=1e-5)
+    assert logged[-1]["ppl"] == pytest.approx(evaluation.perplexity(final, val), rel=1e-5)
     assert logged[-1]["ppl"] < logged[0]["ppl"]  # retraining on the source's own text helps
     with pytest.raises(ValueError, match="needs val_blocks or start_ppl"):
         adapt.quality_curve(out, stories_dir, 3)
@@ -146,14 +147,21 @@ def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):
     s = src["sets"]["test"]
     assert len(s["losses"]) == len(s["tokens"]) == len(val)
     assert s["ppl"] == pytest.approx(math.exp(sum(s["losses"]) / sum(s["tokens"])))
-    assert s["ppl"] == pytest.approx(adapt.perplexity(load_pretrained(stories_dir), val), rel=1e-6)
+    assert s["ppl"] == pytest.approx(evaluation.perplexity(load_pretrained(stories_dir), val), rel=1e-6)
+
+
+def test_table_columns_keep_perplexity_as_it_is_and_accuracy_in_percent():
+    cols = adapt._flatten({"tasks": {"wikitext": {"word_perplexity,none": 23.5}, "piqa": {"acc,none": 0.625},
+                                     "other": {"word_perplexity,none": 40.0}, "empty": {}}})
+    assert cols["wikitext"] == 23.5 and cols["other"] == 40.0  # a perplexity is not a share
+    assert cols["piqa"] == pytest.approx(62.5) and cols["empty"] is None
 
 
 def test_primary_metric():
-    assert adapt.primary_metric({"acc,none": 0.5, "acc_norm,none": 0.6, "acc_stderr,none": 0.1}) == 0.6
-    assert adapt.primary_metric({"exact_match,strict-match": 0.3}) == 0.3
-    assert adapt.primary_metric({"alias": "x", "n": 5}) is None
-    assert adapt.primary_metric({"acc": 0.5, "acc_norm": 0.6}, "mmlu") == 0.5
+    assert evaluation.primary_metric({"acc,none": 0.5, "acc_norm,none": 0.6, "acc_stderr,none": 0.1}) == 0.6
+    assert evaluation.primary_metric({"exact_match,strict-match": 0.3}) == 0.3
+    assert evaluation.primary_metric({"alias": "x", "n": 5}) is None
+    assert evaluation.primary_metric({"acc": 0.5, "acc_norm": 0.6}, "mmlu") == 0.5
 
 
 @pytest.mark.parametrize("trainable_layers", [None, 2])
@@ -162,8 +170,8 @@ def test_adapt_on_two_torchrun_processes_with_fsdp_equals_one_process(stories_di
     accumulated micro-batches (the gpu profile's path for Llama-3.1-8B, here on CPU over gloo); also with
     only the top layers trained (frozen parameters inside FSDP's units)."""
     source = load_pretrained(stories_dir)
-    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
-    val = pack(adapt.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
+    train = pack(retraining_data.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    val = pack(retraining_data.sample_texts(source, tok, 4, 64, batch_size=4, seed=99), tok, 32)
     kw = dict(token_budget=8 * 32 * 3, tokenizer=tok, batch_size=4, lr=1e-3, n_points=1, progress=False,
               trainable_layers=trainable_layers)
     two = adapt.adapt(stories_dir, 3, train, val, out_dir=tmp_path / "two", nproc=2, fsdp=True,
@@ -212,7 +220,7 @@ def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_p
                                {"from": "gpt", "value": f"Answer number {i} is here."}]} for i in range(40)]
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 30,
+    data = retraining_data.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 30,
                                  eval_tokens=512 * 5, instruct_data=str(path))
     assert "30 " in data.note and "10 conversations before them (5 selection, 5 test)" in data.note
     assert data.train.loss_mask is not None and data.select.loss_mask is not None and data.real is None
@@ -222,12 +230,12 @@ def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_p
     train = chat_tok.decode(data.train.tokens.flatten())
     assert "Answer number 10 " in train and "Answer number 9 " not in train
     with pytest.raises(ValueError, match="too few"):
-        adapt.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
+        retraining_data.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
                               eval_tokens=512 * 20, instruct_data=str(path))
 
 
 def test_self_distilled_sets_share_no_sample(stories_dir, tok):
-    data = adapt.retraining_data(stories_dir, tok, kind="self", seq_len=32, corpus_tokens=31 * 24, eval_tokens=31 * 8)
+    data = retraining_data.retraining_data(stories_dir, tok, kind="self", seq_len=32, corpus_tokens=31 * 24, eval_tokens=31 * 8)
     rows = {name: {tuple(r) for r in getattr(data, name).tokens.tolist()} for name in ("train", "select", "test")}
     assert min(len(r) for r in rows.values()) >= 5
     assert not (rows["train"] & rows["select"]) and not (rows["train"] & rows["test"]) and not (rows["select"] & rows["test"])
@@ -236,7 +244,7 @@ def test_self_distilled_sets_share_no_sample(stories_dir, tok):
 
 def test_retraining_only_the_top_layers_leaves_the_rest_untouched(stories_dir, tok, tmp_path):
     source = load_pretrained(stories_dir)
-    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    train = pack(retraining_data.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
     model = load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     adapt.retrain(model, train, None, 4 * 32 * 3, tmp_path, batch_size=4, lr=1e-2, n_points=1, progress=False,
@@ -301,7 +309,7 @@ def test_killed_retraining_resumes_from_its_last_checkpoint(stories_dir, tok, tm
     """retrain() checkpoints at every evaluation point (keeping only the newest), so a killed run resumes."""
     import ladder.train
     source = load_pretrained(stories_dir)
-    train = pack(adapt.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
+    train = pack(retraining_data.sample_texts(source, tok, 16, 64, batch_size=16), tok, 32)
     kw = dict(token_budget=4 * 32 * 6, batch_size=4, lr=1e-3, n_points=2, progress=False)
     hybrid = lambda: load_pretrained(stories_dir, wiring="hybrid", ladder_layers=3)
     whole = hybrid()

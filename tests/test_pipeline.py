@@ -289,16 +289,58 @@ def test_skipped_notebook_says_when_the_package_changed_since_it_ran(tmp_path, m
     executed = pipeline.execute(nb, "smoke", **kw)
     ran_at = json.loads(pipeline.stamp_path(executed).read_text())["provenance"]["git_commit"]
     asked = []
-    monkeypatch.setattr(pipeline, "code_changed_since", lambda c: asked.append(c) or [])
+    monkeypatch.setattr(pipeline, "code_changed_since", lambda c, paths: asked.append(c) or [])
     lines.clear()
     assert pipeline.execute(nb, "smoke", **kw) is None
     assert asked == [ran_at] and not any("changed" in s for s in lines)
-    monkeypatch.setattr(pipeline, "code_changed_since", lambda c: [f"ladder/m{i}.py" for i in range(5)])
+    monkeypatch.setattr(pipeline, "code_changed_since", lambda c, paths: [f"ladder/m{i}.py" for i in range(5)])
     lines.clear()
     assert pipeline.execute(nb, "smoke", **kw) is None  # still skipped: a note, not a re-run
     note = [s for s in lines if "changed" in s]
     assert len(note) == 1 and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 2 more" in note[0]
     assert "--force" in note[0]
+
+
+def _package(root, modules: dict):
+    (root / "ladder").mkdir(parents=True, exist_ok=True)
+    for name, text in modules.items():
+        (root / "ladder" / f"{name}.py").write_text(text)
+    return root / "ladder"
+
+
+def test_package_deps_follow_imports_transitively_and_only_those(tmp_path):
+    from ladder.provenance import notebook_deps, package_deps
+    pkg = _package(tmp_path, {
+        "__init__": "from .config import C\n",
+        "config": "C = 1\n",
+        "model": "from .config import C\n\ndef f():\n    from . import stats  # lazy: still a dependency\n",
+        "stats": "x = 'ladder.model is mentioned in prose only'\n",
+        "train": "import os\n",
+        "runner": "ENTRY = 'ladder.train:main'  # started in another process\n",
+        "unrelated": "from .config import C\n"})
+    (pkg / "paper").mkdir()
+    (pkg / "paper" / "claims.csv").write_text("a\n")
+    base = ["ladder/__init__.py", "ladder/config.py", "ladder/paper/claims.csv"]
+    assert package_deps("from ladder.model import f", pkg) == sorted(base + ["ladder/model.py", "ladder/stats.py"])
+    assert package_deps("import ladder.runner", pkg) == sorted(base + ["ladder/runner.py", "ladder/train.py"])
+    assert package_deps("import os", pkg) == ["ladder/paper/claims.csv"]
+    nb = _notebook(tmp_path / "nb.ipynb", "%matplotlib inline\nfrom ladder import config")
+    assert notebook_deps(nb, pkg) == base
+
+
+def test_a_skipped_notebook_is_stale_only_when_a_module_it_imports_changed(tmp_path):
+    import subprocess
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path,
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    from ladder import provenance
+    pkg = _package(tmp_path, {"__init__": "", "config": "C = 1\n", "adapt": "A = 1\n"})
+    git("init", "-q"), git("add", "-A"), git("commit", "-qm", "first")
+    commit = git("rev-parse", "HEAD")
+    deps = provenance.package_deps("from ladder.config import C", pkg)
+    (pkg / "adapt.py").write_text("A = 1  # a comment\n")
+    assert provenance.code_changed_since(commit, deps, checkout=tmp_path) == []
+    (pkg / "config.py").write_text("C = 2\n")
+    assert provenance.code_changed_since(commit, deps, checkout=tmp_path) == ["ladder/config.py"]
 
 
 def test_every_module_a_notebook_imports_comes_with_the_package():

@@ -140,7 +140,7 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     import ladder.train as lt
     monkeypatch.setattr(lt, "git_commit", lambda: "aaaaaaaaaaaa")
     asked = []
-    monkeypatch.setattr(lt, "code_changed_since", lambda c: asked.append(c) or [])
+    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: asked.append(c) or [])
     cfg = TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=2, keep_checkpoints=5,
                       progress=False, device="cpu")
     data = blocks(n=8)
@@ -149,7 +149,7 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     assert asked == [] and "note:" not in capsys.readouterr().out  # a fresh run: nothing to compare
     train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
     assert asked == ["aaaaaaaaaaaa"] and "note:" not in capsys.readouterr().out  # unchanged code: silent
-    monkeypatch.setattr(lt, "code_changed_since", lambda c: [f"ladder/m{i}.py" for i in range(4)])
+    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: [f"ladder/m{i}.py" for i in range(4)])
     assert train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)["reused"]
     out = capsys.readouterr().out
     assert "reusing" in out and "aaaaaaaaaa" in out and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 1 more" in out

@@ -477,6 +477,7 @@ def estimate_s(cfgs: list[BenchConfig], hw="H100-SXM", efficiency: float = ESTIM
     all-reduce probe and the link-duration check; plus `compile_s` per distinct (shape, batch) compiled.
     Returns {"configs": [(label, s)], "measure_s", "compile_s", "total_s"}."""
     from . import perfmodel as pm
+    from .trace import n_allreduces
     hw = dataclasses.replace(pm.HARDWARE[hw] if isinstance(hw, str) else hw, efficiency=efficiency)
     rows, compiled = [], set()
     for cfg in cfgs:
@@ -484,14 +485,15 @@ def estimate_s(cfgs: list[BenchConfig], hw="H100-SXM", efficiency: float = ESTIM
         nb = DTYPES[cfg.dtype].itemsize
         cache = cfg.prompt_len + cfg.new_tokens
         lk = links.get(cfg.link)
-        n_ar = sum({"parallel": 1, "upper_bound": 0}.get(w, 2) for w in mcfg.layer_wirings())
+        n_ar = n_allreduces(mcfg)  # as the wiring code launches them (ladder.trace)
+        rows_per_message = -(-cfg.batch // mcfg.spec.batch_parts)  # two-batch overlap sends half-batch messages
 
         def compute(tokens):
             c = pm.module_costs(mcfg, cfg.tp, cfg.batch, tokens, cache, hw, nb, expand_kv=False)
             return mcfg.n_layers * (c["attn"] + c["mlp"]) + c["head"]
 
         def ar(tokens):
-            return lk.allreduce_time(cfg.batch * tokens * mcfg.dim * nb, cfg.tp) if lk else 0.0
+            return lk.allreduce_time(rows_per_message * tokens * mcfg.dim * nb, cfg.tp) if lk else 0.0
 
         step = compute(1) + n_ar * ar(1)
         gen = compute(cfg.prompt_len) + n_ar * ar(cfg.prompt_len) + (cfg.new_tokens - 1) * step

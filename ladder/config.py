@@ -24,6 +24,8 @@ class Wiring:
     per_layer: bool = False
     # a residual dataflow chapter 1 draws; two-batch overlap keeps the standard dataflow and changes the schedule
     residual: bool = True
+    # the batch is run in this many parts, each module and all-reduce once per part (two-batch overlap: 2)
+    batch_parts: int = 1
 
     @property
     def architecture(self) -> str:
@@ -37,7 +39,7 @@ WIRING_SPECS: dict[str, Wiring] = {w.name: w for w in (
     Wiring("hybrid", per_layer=True),
     Wiring("upper_bound", weights_of="standard"),
     # ladder's exact rival: the batch split in two halves whose all-reduces run behind each other's compute
-    Wiring("two_batch", weights_of="standard", residual=False),
+    Wiring("two_batch", weights_of="standard", residual=False, batch_parts=2),
 )}
 # The built-in wirings (chapter 1 draws the residual ones); tables and figures list these.
 RESIDUAL_WIRINGS = tuple(w.name for w in WIRING_SPECS.values() if w.residual)

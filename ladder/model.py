@@ -290,9 +290,10 @@ class Transformer(nn.Module):
         """
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (batch, seq), got shape {tuple(tokens.shape)}")
-        if self.config.wiring == "two_batch" and tokens.shape[0] < 2:
-            raise ValueError(f"wiring='two_batch' splits the batch in two halves: it needs a batch of at least 2, "
-                             f"got {tokens.shape[0]}")
+        parts = self.config.spec.batch_parts
+        if tokens.shape[0] < parts:
+            raise ValueError(f"wiring={self.config.wiring!r} splits the batch in {parts} parts: it needs a batch of "
+                             f"at least {parts}, got {tokens.shape[0]}")
         ctx = self.step_context(tokens.shape[1], input_pos)
         s = Stream(self.embed_tokens(tokens))
         for block, wiring in zip(self.layers, self.wirings):

@@ -19,14 +19,13 @@ grid (`fit`); everything else the paper reports is out of sample (`compare`).
 """
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, replace
 
 from .config import ModelConfig, preset
 from .link import PRESETS as LINKS
 from .link import Link
-from .trace import trace_log
+from .trace import event_log, n_allreduces
 
 
 @dataclass(frozen=True)
@@ -103,13 +102,6 @@ def _run(start: float, cost: float, busy_until: float, slow: float) -> float:
     return start + cost + overlap * slow
 
 
-@functools.lru_cache(maxsize=None)
-def _event_log(layer_wirings: tuple[str, ...]) -> tuple:
-    """The wiring functions' event log; it depends only on the per-layer wirings, and a calibration replays
-    the same few logs ~17k times."""
-    return tuple(trace_log(list(layer_wirings)))
-
-
 def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float = 0.0) -> tuple[float, list[tuple]]:
     """Replay one forward step's dependencies; returns (seconds, events).
 
@@ -124,7 +116,7 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
     comm_free = 0.0
     ready = 0.0    # latest end of the all-reduces waited on since the last compute
     ends = {}      # handle id -> end of its all-reduce
-    for ev in _event_log(tuple(cfg.layer_wirings())):
+    for ev in event_log(tuple(cfg.layer_wirings())):
         if ev[0] == "compute":
             name = ev[1]
             start = max(t_comp, ready)
@@ -165,19 +157,20 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
     if batch < 1 or prompt_len < 1 or new_tokens < 1 or tp < 1:
         raise ValueError("tp, batch, prompt_len and new_tokens must all be >= 1")
 
-    if cfg.wiring == "two_batch" and batch < 2:
-        raise ValueError("wiring='two_batch' splits the batch in two halves: it needs batch >= 2")
+    parts = cfg.spec.batch_parts
+    if batch < parts:
+        raise ValueError(f"wiring={cfg.wiring!r} splits the batch in {parts} parts: it needs batch >= {parts}")
     # two-batch overlap runs every module (and all-reduces a message) for half the batch, twice; the LM head
     # runs once on the whole batch
-    part = -(-batch // 2) if cfg.wiring == "two_batch" else batch
+    part = -(-batch // parts)
 
     def step(tokens, context):
         costs = module_costs(cfg, tp, part, tokens, context, hw, bytes_per)
         costs["head"] = module_costs(cfg, tp, batch, tokens, context, hw, bytes_per)["head"]
         ar = fab.allreduce(part * tokens * cfg.dim * bytes_per, tp)
         t, _ = timeline(cfg, costs, ar, hw.overlap_sm_share)
-        n_ar = sum(e[0] == "start" for e in _event_log(tuple(cfg.layer_wirings())))  # as the code launches them
-        n_modules = sum(e[0] == "compute" for e in _event_log(tuple(cfg.layer_wirings()))) // 2  # of each kind
+        n_ar = n_allreduces(cfg)  # as the code launches them
+        n_modules = sum(e[0] == "compute" for e in event_log(tuple(cfg.layer_wirings()))) // 2  # of each kind
         serial = n_modules * (costs["attn"] + costs["mlp"]) + costs["head"]
         return t, n_ar * ar, serial
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ModelConfig, preset
+from .config import WIRING_SPECS, ModelConfig, preset
 from .perfmodel import HARDWARE, Hardware, module_costs, timeline
-from .trace import trace_log
+from .trace import n_allreduces
 
 WIRINGS = ("standard", "parallel", "ladder", "upper_bound")
 
@@ -91,11 +91,6 @@ class Replay:
     comm_share: float          # all-reduce time / (all-reduce + compute) of the standard step, nothing overlapped
 
 
-def n_allreduces(cfg: ModelConfig) -> int:
-    """All-reduces per forward step, as the wiring code launches them."""
-    return sum(e[0] == "start" for e in trace_log(cfg.layer_wirings()))
-
-
 def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS, half_costs: dict | None = None) -> Replay:
     """Predicted decode step of each wiring with one all-reduce costing `ratio` x c (see `unit_compute`).
 
@@ -104,13 +99,14 @@ def replay(cfg: ModelConfig, costs: dict, ratio: float, wirings=WIRINGS, half_co
     The link is a latency (a pure alpha), so half a message costs the same a."""
     if ratio < 0:
         raise ValueError(f"a/c must be >= 0, got {ratio}")
-    if "two_batch" in wirings and half_costs is None:
-        raise ValueError("replaying two_batch needs half_costs: the module times at half the batch")
+    split = {w for w in wirings if WIRING_SPECS[w].batch_parts == 2}
+    if split and half_costs is None:
+        raise ValueError(f"replaying {', '.join(sorted(split))} needs half_costs: the module times at half the batch")
     a = ratio * unit_compute(costs)
-    step = {w: timeline(cfg.replace(wiring=w, ladder_layers=0),
-                        {**half_costs, "head": costs["head"]} if w == "two_batch" else costs, a)[0] for w in wirings}
+    step = {w: timeline(cfg.rewired(w), {**half_costs, "head": costs["head"]} if w in split else costs, a)[0]
+            for w in wirings}
     std, lad, ub = step["standard"], step["ladder"], step["upper_bound"]
-    comm = n_allreduces(cfg.replace(wiring="standard", ladder_layers=0)) * a
+    comm = n_allreduces(cfg.rewired("standard")) * a
     serial = cfg.n_layers * (costs["attn"] + costs["mlp"]) + costs["head"]
     return Replay(ratio, a, step, std / lad, std / ub, (std - lad) / (std - ub) if std > ub else float("nan"),
                   comm / (comm + serial))

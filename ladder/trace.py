@@ -14,6 +14,7 @@ Two tracers of the same question:
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +96,19 @@ def trace_log(layer_wirings: list[str]) -> list[tuple]:
         s = LAYER_WIRINGS[w](_TracingBlock(layer, comm.log), s, comm)
     s.settle(comm)
     return comm.log
+
+
+@functools.lru_cache(maxsize=None)
+def event_log(layer_wirings: tuple[str, ...]) -> tuple:
+    """`trace_log`, cached: it depends only on the per-layer wirings, and a calibration of the performance
+    model replays the same few logs ~17k times."""
+    return tuple(trace_log(list(layer_wirings)))
+
+
+def n_allreduces(cfg: ModelConfig) -> int:
+    """All-reduces one forward step launches, as the wiring code launches them (the one count the
+    performance model, the replay and the benchmark's time estimate all use)."""
+    return sum(e[0] == "start" for e in event_log(tuple(cfg.layer_wirings())))
 
 
 def trace_wiring(wiring: str, n_layers: int = 2, ladder_layers: int = 1) -> list[dict]:

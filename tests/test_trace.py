@@ -4,7 +4,7 @@ import torch
 
 from ladder import trace
 from ladder.config import ModelConfig
-from ladder.perfmodel import _event_log
+from ladder.trace import event_log as _event_log
 
 L = 4
 CFG = ModelConfig(n_layers=L, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=128, vocab_size=128, max_seq_len=32)
@@ -104,3 +104,14 @@ def test_overlap_table_rows():
     assert df.loc["ladder", "behind a whole module"] == 2 * L - 1 and df.loc["ladder", "exposed"] == 1
     assert df.loc["hybrid (top 2 of 4 layers ladder)", "behind a whole module"] == 3
     assert df.loc["upper_bound", "all-reduces per step"] == 0
+
+
+@pytest.mark.parametrize("wiring,n,expected", [("standard", 0, 2 * L), ("parallel", 0, L), ("ladder", 0, 2 * L),
+                                               ("upper_bound", 0, 0), ("two_batch", 0, 4 * L), ("hybrid", 1, 2 * L)])
+def test_one_all_reduce_count_for_every_consumer(wiring, n, expected):
+    """The performance model, the replay and the benchmark's estimate all count with trace.n_allreduces,
+    which is what a real step launches."""
+    cfg = CFG.rewired(wiring, n)
+    assert trace.n_allreduces(cfg) == expected
+    if wiring != "two_batch":  # a real step needs batch >= 2 there; step_overlap counts the same otherwise
+        assert len(trace.step_overlap(cfg)) == expected

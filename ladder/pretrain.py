@@ -7,12 +7,16 @@ re-run with the same parameters resumes or reuses finished runs and a changed pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import shutil
 from pathlib import Path
+from typing import Callable, Iterable, Mapping
 
 import pandas as pd
 import torch
 
+from . import claims as claim_rules
 from .claims import ClaimEntry
 from .config import ModelConfig, preset
 from .data import TokenBlocks
@@ -20,6 +24,8 @@ from .eval import PAPER_TASKS, headline, lm_eval_scores, perplexity  # lm_eval_s
 from .launch import release_memory
 from .model import build_model
 from .paths import paper_table, run_key
+from .provenance import REPO_ROOT, write_result
+from .stats import t_interval
 from .train import TrainConfig, read_metrics, save_hf, train
 
 TABLE_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande"]  # Table 3's columns
@@ -78,6 +84,80 @@ def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_block
                    val_ppl=math.exp(summary["val_loss"]))
     summary["model"] = model
     return summary
+
+
+def train_config(tokens_per_wiring: int, seq_len: int, nproc: int = 1, warmup_frac: float = 0.08,
+                 **fields) -> TrainConfig:
+    """The TrainConfig of every run: as many optimizer steps (at least 1) as `tokens_per_wiring` allows at
+    `seq_len` tokens per sequence on `nproc` processes, warm-up over `warmup_frac` of them (at least 1 step),
+    no progress bars. `fields`: any other TrainConfig field (batch_size, grad_accum, lr, amp, ...)."""
+    cfg = TrainConfig(**{"progress": False, **fields})
+    steps = max(1, tokens_per_wiring // cfg.tokens_per_step(seq_len, nproc))
+    return dataclasses.replace(cfg, max_steps=steps, warmup_steps=max(1, round(warmup_frac * steps)))
+
+
+def run_plan(sizes: list, wirings: list[str], seeds: list[int],
+             extra_standard_seeds: Iterable[int] = ()) -> list[tuple]:
+    """(size, wiring, seed) of every run, in training order: each seed in every wiring, then the standard
+    model's extra seeds (those not already in `seeds`)."""
+    plan = [(size, w, s) for size in sizes for s in seeds for w in wirings]
+    return plan + [(size, "standard", s) for size in sizes for s in extra_standard_seeds if s not in seeds]
+
+
+SUMMARY_COLUMNS = ("size", "wiring", "seed", "params_non_embedding", "params", "tokens", "train_loss", "val_loss",
+                   "val_ppl", "tokens_per_s", "wall_s")
+# how the summary table is shown (Styler.format): counts with thousands separators, losses to 3 decimals
+SUMMARY_FORMAT = {"params_non_embedding": "{:,}", "params": "{:,}", "tokens": "{:,}", "train_loss": "{:.3f}",
+                  "val_loss": "{:.3f}", "val_ppl": "{:.1f}", "tokens_per_s": "{:,.0f}", "wall_s": "{:.1f}"}
+
+
+def summary_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per run: its training summary, and "reused" (the run had already finished in an earlier
+    execution with identical parameters, so its measured summary is shown and nothing was retrained)."""
+    return pd.DataFrame([{**{k: r.get(k) for k in SUMMARY_COLUMNS}, "reused": r.get("reused", False)} for r in runs])
+
+
+def train_all(sizes: list, wirings: list[str], seeds: list[int], extra_standard_seeds: Iterable[int],
+              train_blocks: TokenBlocks, val_blocks: TokenBlocks, cfg: TrainConfig, tokenizer, root: str | Path,
+              data_key: str = "", nproc: int = 1,
+              log: Callable[[str], None] | None = print) -> tuple[list[dict], pd.DataFrame]:
+    """Train every run of `run_plan` (`train_run`; finished runs are reused) and return (runs, summary
+    table). `log` gets one line saying how many runs of how many tokens are trained."""
+    plan = run_plan(sizes, wirings, seeds, extra_standard_seeds)
+    step_tokens = cfg.tokens_per_step(train_blocks.seq_len, nproc)
+    if log:
+        log(f"{len(plan)} runs x {cfg.max_steps} steps x {step_tokens} tokens = "
+            f"{cfg.max_steps * step_tokens:,} tokens each")
+    runs = [train_run(size, w, s, train_blocks, val_blocks, cfg, tokenizer, root, data_key, nproc=nproc)
+            for size, w, s in plan]
+    return runs, summary_frame(runs)
+
+
+def plot_loss_curves(runs: list[dict], path: str | Path | None = None):
+    """Training loss (5-step running mean) and validation loss against training tokens, every wiring and
+    seed; the y range of the validation panel is cut 1.5 nats above its lowest point. Saved to `path` (png)
+    when given. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    curves = loss_curves(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    smooth = curves.assign(loss=curves.groupby("run")["loss"].transform(lambda s: s.rolling(5, min_periods=1).mean()))
+    sns.lineplot(data=smooth, x="tokens", y="loss", hue="wiring", style="seed", ax=axes[0])
+    axes[0].set(title="Training loss (5-step running mean)", xlabel="training tokens",
+                ylabel="cross-entropy (nats/token)")
+    val = curves.dropna(subset=["val_loss"])
+    sns.lineplot(data=val, x="tokens", y="val_loss", hue="wiring", style="seed", markers=True, ax=axes[1])
+    axes[1].set(title="Validation loss (held-out documents)", xlabel="training tokens",
+                ylabel="cross-entropy (nats/token)")
+    lo = val["val_loss"].min()
+    axes[1].set_ylim(lo - 0.1, lo + 1.5)
+    wirings = ", ".join(dict.fromkeys(r["wiring"] for r in runs))
+    sizes = ", ".join(dict.fromkeys(str(r["size"]) for r in runs))
+    fig.suptitle(f"Loss while training from scratch: {wirings} wirings ({sizes}), same data and token budget")
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 def train_and_export(model_cfg: ModelConfig, seed: int, train_blocks: TokenBlocks, val_blocks: TokenBlocks,
@@ -204,3 +284,139 @@ def training_claim(runs: list[dict], size: str, unigram: float, metric: str = "v
                       extra={"metric": metric, "parallel": [par[k] for k in sorted(par)], "seed_spread": spread,
                              "params_non_embedding": one["params_non_embedding"],
                              **({"unpaired": unpaired} if any(unpaired.values()) else {})})
+
+
+# ------------------------------------------------------------------------------------ the chapter's report
+def data_name(sources) -> str:
+    """What the runs were trained on, as the H5/H6 entry's "how" says it."""
+    return "FineWeb-edu" if sources else "a FineWeb/C4 substitute"
+
+
+def judge_claims(runs: list[dict], sizes: list, unigram: float, sources=None,
+                 thresholds: Mapping[str, Mapping] | None = None) -> tuple[dict, dict, dict]:
+    """The chapter's claims and their verdicts: H5 from the first size's runs (standing in for the paper's
+    1B), H6 when a "3B" size was trained. Returns (claims {id: ClaimEntry}, verdicts {id: (verdict,
+    reason)}, thresholds {id: thresholds of ladder/paper/claims.csv}); `thresholds` defaults to that file's."""
+    thr = dict(thresholds) if thresholds is not None else {r["id"]: r["thresholds"] for r in claim_rules.paper_claims()}
+    claims = {"H5": training_claim(runs, size_name(sizes[0]), unigram, data=data_name(sources), paper_size="1B")}
+    if any(size_name(s) == "3B" for s in sizes):
+        claims["H6"] = training_claim(runs, "3B", unigram, data=data_name(sources), paper_size="3B")
+    verdicts = {cid: claim_rules.judge(cid, e, thr[cid]) for cid, e in claims.items()}
+    return claims, verdicts, thr
+
+
+def verdict_table(claims: Mapping[str, ClaimEntry], verdicts: Mapping[str, tuple]) -> pd.DataFrame:
+    """One row per claim: what we measured, the verdict of ladder.claims and its reason."""
+    return pd.DataFrame({cid: {"ours": e["ours"], "verdict (ladder.claims)": verdicts[cid][0], "why": verdicts[cid][1]}
+                         for cid, e in claims.items()}).T
+
+
+def standard_run(runs: list[dict]) -> dict:
+    """The first standard run: the checkpoint chapter 4 converts, and the one the chapter's scale numbers
+    (parameters, tokens/s) describe."""
+    return next(r for r in runs if r["wiring"] == "standard")
+
+
+def _mean(xs) -> float:
+    """The mean; NaN for no values (e.g. a profile that trains no parallel wiring)."""
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def direction(standard: Iterable[float], ladder: Iterable[float]) -> str:
+    """Which wiring is ahead seed by seed (same initial weights and batches for both): lower loss is ahead."""
+    ahead = {"ladder" if l < s else "standard" for l, s in zip(ladder, standard)}
+    if ahead == {"ladder"}:
+        return "ladder ahead of standard for every seed"
+    if ahead == {"standard"}:
+        return "standard ahead of ladder for every seed"
+    return "ahead for some seeds, behind for others"
+
+
+def chapter_values(runs: list[dict], claims: Mapping[str, ClaimEntry], verdicts: Mapping[str, tuple],
+                   thresholds: Mapping[str, Mapping], unigram: float, steps: int,
+                   tokens_per_step: int) -> dict[str, object]:
+    """Every number and phrase chapter 3's prose cites ({glue:text}`name`), by glue name: the H5 verdict and its
+    inputs (thresholds of ladder/paper/claims.csv), mean held-out losses per wiring, the paired gap's interval,
+    the distance from the paper's scale, and the training budget (`steps` optimizer steps of `tokens_per_step`)."""
+    h5, t5, std0 = claims["H5"], thresholds["H5"], standard_run(runs)
+    paired = t_interval([b - a for a, b in zip(h5.standard, h5.ladder)]) if len(h5.seeds) > 1 else None
+    return {
+        "h5_verdict": verdicts["H5"][0],
+        "h5_unigram": unigram,
+        "h5_gap": h5["value"],
+        "h5_gap_ci": ("no interval with one seed" if paired is None else
+                      f"95% CI {paired['ci'][0]:+.3f} to {paired['ci'][1]:+.3f}"),
+        "h5_n_seeds": len(h5.seeds),
+        "h5_reason": verdicts["H5"][1],
+        "h5_margin": t5["margin_nats"],
+        "h5_min_seeds": int(t5["min_seeds"]),
+        "h5_learn_margin": t5["learn_margin_nats"],
+        "h5_min_scale": f"{t5['min_params'] / 1e9:g}B parameters and {t5['min_tokens'] / 1e9:g}B tokens",
+        # how far from the paper's 1B run: orders of magnitude in parameters and in tokens
+        "pretrain_params_orders": math.log10(preset("1B").num_params() / h5.params),
+        "pretrain_tokens_orders": math.log10(PAPER_TOKENS / h5.tokens),
+        "h5_std_loss": _mean(h5["standard"]),
+        "h5_ladder_loss": _mean(h5["ladder"]),
+        "h5_parallel_loss": _mean(h5["parallel"]),
+        "h5_worst_loss": max(r["val_loss"] for r in runs),
+        "pretrain_ppl": math.exp(_mean(h5["standard"])),
+        "h5_direction": direction(h5["standard"], h5["ladder"]),
+        "pretrain_tokens": steps * tokens_per_step,
+        "pretrain_steps": steps,
+        "pretrain_params": std0["params_non_embedding"],
+        "pretrain_tokens_per_s": std0["tokens_per_s"] or float("nan"),
+        "h6_verdict": verdicts["H6"][0] if "H6" in verdicts else "not run",
+    }
+
+
+# the notebook parameters stored in the result file's provenance block
+RESULT_PARAMS = ("profile", "sizes", "wirings", "seeds", "extra_standard_seeds", "sources", "max_docs", "tokenizer",
+                 "vocab_size", "seq_len", "batch_size", "grad_accum", "tokens_per_wiring", "lr", "warmup_frac", "amp",
+                 "eval_tasks", "eval_limit", "wikitext_limit", "threads")
+
+
+def write_chapter_result(results: str | Path, runs: list[dict], claims: Mapping[str, ClaimEntry], data_info: dict,
+                         cfg: TrainConfig, table: pd.DataFrame, unigram: float, params: Mapping, wall_s: float,
+                         export_standard: bool = True, repo_root: Path = REPO_ROOT,
+                         log: Callable[[str], None] | None = print) -> Path:
+    """Write <results>/pretraining.json (claims block, data, train config, every run's summary with its folders
+    relative to `repo_root`, the Table 3 layout, the unigram entropy, the notebook's wall time `wall_s`, and the
+    notebook `params` in the provenance block) and, with `export_standard`, copy the standard run's HF checkpoint
+    to <results>/checkpoints/standard (the one chapter 4 converts). Returns the result file's path."""
+    results, repo_root = Path(results), Path(repo_root)
+    if export_standard:
+        dest = results / "checkpoints" / "standard"
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(standard_run(runs)["hf_dir"], dest)
+        if log:
+            log(f"standard checkpoint: {dest.relative_to(repo_root)} "
+                f"{sum(f.stat().st_size for f in dest.iterdir()) / 1e6:.1f} MB")
+    records = [{k: v for k, v in r.items() if k != "model"} for r in runs]
+    for r in records:
+        r["run_dir"] = str(Path(r["run_dir"]).relative_to(repo_root))
+        r["hf_dir"] = str(Path(r["hf_dir"]).relative_to(repo_root))
+    payload = {"claims": claim_rules.block(claims), "data": data_info, "train_config": cfg.to_dict(), "runs": records,
+               "table": json.loads(table.reset_index().to_json(orient="records")), "unigram_entropy": unigram,
+               "notebook_wall_s": wall_s}
+    return write_result(results / "pretraining.json", payload, dict(params))
+
+
+def sample_texts(runs: list[dict], val_blocks: TokenBlocks, tokenizer, wirings=("standard", "ladder"),
+                 prompt_len: int = 24, new_tokens: int = 48) -> dict[str, str]:
+    """What the first run of each wiring writes after the start of the first held-out block: greedy, and
+    sampled (temperature 0.8, top-k 50, seed 0). The prompt (at most a third of the model's context) and the
+    new tokens together fit the model's context. Returns {"prompt": text, "<wiring>, greedy": text,
+    "<wiring>, sampled": text, ...}."""
+    from .generate import generate
+    room = runs[0]["model"].config.max_seq_len
+    prompt = val_blocks.tokens[:1, :min(prompt_len, room // 3)]
+    new = min(new_tokens, room - prompt.shape[1])
+    out = {"prompt": tokenizer.decode(prompt[0].tolist())}
+    for w in wirings:
+        model = next(r for r in runs if r["wiring"] == w)["model"].eval()
+        greedy, _ = generate(model, prompt, new)
+        sampled, _ = generate(model, prompt, new, temperature=0.8, top_k=50, seed=0)
+        out[f"{w}, greedy"] = tokenizer.decode(greedy[0, prompt.shape[1]:].tolist())
+        out[f"{w}, sampled"] = tokenizer.decode(sampled[0, prompt.shape[1]:].tolist())
+    return out

@@ -428,8 +428,10 @@ def cell_progress(stem: str, n_cells: int, expected, log=print, clock=time.perf_
 
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
             profiles_dir: Path = PROFILES_DIR, kernel: str = "python3", log=print,
-            log_output: bool = False) -> Path | None:
-    """Execute one notebook into <book_dir>/notebooks/<stem>.ipynb; None when skipped as up to date."""
+            log_output: bool = False, output_root: Path = REPO_ROOT) -> Path | None:
+    """Execute one notebook into <book_dir>/notebooks/<stem>.ipynb; None when skipped as up to date. The
+    notebook writes its results and training runs below `output_root` (the repository; ladder.stability's
+    repeated runs each pass a folder of their own)."""
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -465,7 +467,7 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
         p for p in (str(REPO_ROOT), str(ipython_dir / "site"), env_before["PYTHONPATH"]) if p)
     os.environ["LADDER_BOOK_DIR"] = str(Path(book_dir).resolve())
     os.environ["IPYTHONDIR"] = str(ipython_dir)
-    os.environ["LADDER_OUTPUT"] = str(REPO_ROOT)
+    os.environ["LADDER_OUTPUT"] = str(Path(output_root).resolve())
     os.environ["LADDER_DATA_LOG"] = str(data_log)
     import nbformat
     n_cells = len(nbformat.read(notebook, as_version=4).cells)  # source cells, as a failure counts them

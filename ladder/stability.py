@@ -1,0 +1,114 @@
+"""Does a chapter's evidence hold still? Re-execute it several times in a row and compare the verdicts.
+
+A verdict that flips when the same chapter is re-run on the same machine decides nothing. `python -m
+ladder.stability --profile cpu --only 02_speedup --runs 3` executes the chapter `runs` times, each into its
+own folder under _output/<profile>/stability/ (the committed book and results are never touched), judges
+every claim the chapter measures with the rules of ladder/paper/claims.csv after each run, and applies the
+rule below; the outcome goes to data/results/<profile>/stability_<chapter>.json with its provenance.
+
+The rule (fixed before any run, pinned in tests/test_stability.py):
+  stable        every claim's headline verdict is the same in every run, and each claim's share of the upper
+                bound's gain that ladder recovered (its deciding entry) spreads over at most MAX_RECOVERY_SPREAD
+                (10 percentage points) across the runs;
+  unstable      a verdict differs between runs, or a recovered share spreads further;
+  inconclusive  fewer than MIN_RUNS runs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+MIN_RUNS = 3
+MAX_RECOVERY_SPREAD = 0.10  # fraction of the upper bound's gain, i.e. 10 percentage points
+
+
+def claim_outcomes(profile: str, results_root: Path) -> dict[str, dict]:
+    """Per claim measured in `results_root`/<profile>: its headline verdict and the deciding entry's recovered
+    share (None when the entry has none)."""
+    from .claims import claims_table
+    out = {}
+    for row in claims_table(profile, results_root=results_root):
+        if not row["judged"]:
+            continue
+        head = row["headline"]
+        entry = None
+        if head.get("entry") is not None:
+            from .claims import result_claims
+            items = sorted(result_claims(profile, results_root)[row["id"]], key=lambda x: _rank(x["entry"].evidence))
+            entry = items[head["entry"]]["entry"]
+        out[row["id"]] = {"verdict": row["verdict"], "evidence": head.get("evidence"),
+                          "recovered": None if entry is None else entry.recovered,
+                          "speedup": None if entry is None else entry.speedup}
+    return out
+
+
+def _rank(evidence: str) -> int:
+    from .claims import EVIDENCE
+    return list(EVIDENCE).index(evidence)
+
+
+def judge_stability(runs: list[dict[str, dict]], min_runs: int = MIN_RUNS,
+                    max_spread: float = MAX_RECOVERY_SPREAD) -> dict:
+    """The rule of this module's docstring over `runs` (each `claim_outcomes`). Returns {"verdict", "reason",
+    "per_claim": {id: {"verdicts", "recovered", "spread", "same_verdict"}}} ("per_claim", not "claims": a
+    result file's "claims" block holds claim entries, which ladder.claims judges)."""
+    ids = sorted({cid for r in runs for cid in r})
+    claims, problems = {}, []
+    for cid in ids:
+        verdicts = [r.get(cid, {}).get("verdict", "missing") for r in runs]
+        rec = [r.get(cid, {}).get("recovered") for r in runs]
+        known = [x for x in rec if x is not None and x == x]
+        spread = max(known) - min(known) if len(known) == len(runs) and known else None
+        same = len(set(verdicts)) == 1
+        claims[cid] = {"verdicts": verdicts, "recovered": rec, "spread": spread, "same_verdict": same}
+        if not same:
+            problems.append(f"{cid}'s verdict changed ({', '.join(verdicts)})")
+        if spread is not None and spread > max_spread:
+            problems.append(f"{cid}'s recovered share spread {spread:.0%} > {max_spread:.0%}")
+    if len(runs) < min_runs:
+        return {"verdict": "inconclusive", "reason": f"{len(runs)} runs; the rule needs {min_runs}", "per_claim": claims}
+    if problems:
+        return {"verdict": "unstable", "reason": "; ".join(problems), "per_claim": claims}
+    return {"verdict": "stable", "reason": f"every verdict the same in {len(runs)} runs, every recovered share "
+                                           f"within {max_spread:.0%}", "per_claim": claims}
+
+
+def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
+    """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root), and
+    return each run's `claim_outcomes` with its wall time."""
+    from .pipeline import NOTEBOOKS_DIR, execute
+    outcomes = []
+    for i in range(n):
+        run_root = root / f"run{i + 1}"
+        t0 = time.perf_counter()
+        execute(NOTEBOOKS_DIR / f"{stem}.ipynb", profile, book_dir=run_root / "book", force=True,
+                output_root=run_root, log=log)
+        got = claim_outcomes(profile, run_root / "data" / "results")
+        log(f"[stability] run {i + 1}/{n}: " + ", ".join(f"{k} {v['verdict']}" for k, v in got.items()))
+        outcomes.append({"seconds": time.perf_counter() - t0, "outcomes": got})
+    return outcomes
+
+
+def main(argv=None) -> int:
+    from .provenance import REPO_ROOT, write_result
+    ap = argparse.ArgumentParser(prog="python -m ladder.stability", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--only", default="02_speedup", help="the chapter to re-run (a notebook stem)")
+    ap.add_argument("--runs", type=int, default=MIN_RUNS)
+    a = ap.parse_args(argv)
+    if a.runs < 1:
+        ap.error("--runs must be at least 1")
+    root = REPO_ROOT / "_output" / a.profile / "stability" / a.only
+    runs = rerun(a.only, a.profile, a.runs, root)
+    result = judge_stability([r["outcomes"] for r in runs])
+    path = REPO_ROOT / "data" / "results" / a.profile / f"stability_{a.only}.json"
+    write_result(path, {"chapter": a.only, "rule": {"min_runs": MIN_RUNS, "max_recovery_spread": MAX_RECOVERY_SPREAD},
+                        "runs": runs, **result}, {"profile": a.profile, "only": a.only, "runs": a.runs})
+    print(f"[stability] {a.only}: {result['verdict']} ({result['reason']}) -> {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

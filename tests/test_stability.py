@@ -1,0 +1,58 @@
+"""ladder.stability: the rule that decides whether a chapter's verdicts hold still across re-runs."""
+import json
+
+import pytest
+
+from ladder import stability as st
+from ladder import speedup as sp
+from ladder.claims import block
+
+
+def test_the_rule_is_pinned():
+    assert st.MIN_RUNS == 3 and st.MAX_RECOVERY_SPREAD == 0.10
+
+
+def runs(*recovered, verdicts=None):
+    verdicts = verdicts or ["consistent at small scale"] * len(recovered)
+    return [{"H1": {"verdict": v, "recovered": r}} for v, r in zip(verdicts, recovered)]
+
+
+@pytest.mark.parametrize("recovered,verdict", [
+    ((0.80, 0.85, 0.90), "stable"),          # spread 10 points: at the limit
+    ((0.80, 0.85, 0.9001), "unstable"),      # just past it
+    ((0.86, 0.86, 0.86), "stable"),
+    ((0.50, 0.95, 0.90), "unstable")])
+def test_recovered_spread_boundary(recovered, verdict):
+    assert st.judge_stability(runs(*recovered))["verdict"] == verdict
+
+
+def test_a_changed_verdict_is_unstable_even_with_the_same_recovery():
+    got = st.judge_stability(runs(0.8, 0.8, 0.8, verdicts=["consistent at small scale", "inconclusive",
+                                                            "consistent at small scale"]))
+    assert got["verdict"] == "unstable" and "H1's verdict changed" in got["reason"]
+    assert got["per_claim"]["H1"]["same_verdict"] is False
+
+
+def test_fewer_runs_than_the_rule_needs_are_inconclusive():
+    assert st.judge_stability(runs(0.8, 0.8))["verdict"] == "inconclusive"
+    assert st.judge_stability(runs(0.8, 0.8), min_runs=2)["verdict"] == "stable"
+
+
+def test_a_claim_missing_from_one_run_counts_as_a_changed_verdict():
+    r = runs(0.8, 0.8, 0.8)
+    r[1] = {}
+    got = st.judge_stability(r)
+    assert got["verdict"] == "unstable" and got["per_claim"]["H1"]["verdicts"][1] == "missing"
+    assert got["per_claim"]["H1"]["spread"] is None  # no spread from an incomplete set
+
+
+def test_claim_outcomes_reads_verdict_and_recovered_share_from_a_result_file(tmp_path):
+    rounds = [(1.0, 1.40, 1.5), (1.0, 1.42, 1.5), (1.0, 1.38, 1.52), (1.0, 1.41, 1.49), (1.0, 1.40, 1.5)]
+    e = sp.measured_entry(rounds, "cpu-emulated-link", "a shape", "CPU", link_ratio=0.43, replay_error=0.02)
+    folder = tmp_path / "cpu"
+    folder.mkdir()
+    (folder / "speedup.json").write_text(json.dumps({"claims": block({"H1": [e]}), "provenance": {}}))
+    got = st.claim_outcomes("cpu", tmp_path)
+    assert set(got) == {"H1"}
+    assert got["H1"]["recovered"] == pytest.approx(e.recovered) and got["H1"]["evidence"] == "cpu-emulated-link"
+    assert got["H1"]["verdict"] == "consistent at small scale"

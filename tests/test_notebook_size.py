@@ -17,7 +17,7 @@ def code_lines(stem: str) -> int:
     return sum(len(c.source.splitlines()) for c in nb.cells if c.cell_type == "code")
 
 
-@pytest.mark.parametrize("stem", ["01_architecture", "03_pretraining"])
+@pytest.mark.parametrize("stem", ["01_architecture", "02_speedup", "03_pretraining"])
 def test_notebook_code_fits_a_report(stem):
     n = code_lines(stem)
     assert n <= MAX_CODE_LINES, (f"notebooks/{stem}.ipynb has {n} code lines (at most {MAX_CODE_LINES}): "

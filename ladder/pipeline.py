@@ -561,9 +561,11 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 
     The build log is written to <book>/_build/build.log; warnings are printed.
     """
-    from .claims import write_claims_page
+    from .claims import RESULTS_ROOT, write_claims_page
+    from .stability import markdown as stability_markdown
     book_dir = Path(book_dir)
     write_claims_page(profile, book_dir / "_generated" / "claims.md")
+    (book_dir / "_generated" / "stability.md").write_text(stability_markdown(profile, RESULTS_ROOT))
     write_toc(book_dir)
     for executed in sorted((book_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         if not stamp_path(executed).is_file():

@@ -56,3 +56,13 @@ def test_claim_outcomes_reads_verdict_and_recovered_share_from_a_result_file(tmp
     assert set(got) == {"H1"}
     assert got["H1"]["recovered"] == pytest.approx(e.recovered) and got["H1"]["evidence"] == "cpu-emulated-link"
     assert got["H1"]["verdict"] == "consistent at small scale"
+
+
+def test_the_book_paragraph_says_what_was_found_or_that_nothing_was_recorded(tmp_path):
+    assert "No repeated run is recorded" in st.markdown("cpu", tmp_path)
+    from ladder.provenance import write_result
+    res = st.judge_stability(runs(0.80, 0.84, 0.86))
+    write_result(tmp_path / "cpu" / "stability_02_speedup.json",
+                 {"chapter": "02_speedup", "runs": [{}, {}, {}], **res}, {"runs": 3})
+    text = st.markdown("cpu", tmp_path)
+    assert "executed 3 times in a row" in text and "**stable**" in text and "H1: consistent at small scale, recovered 80%–86%" in text

@@ -35,3 +35,11 @@ def stories_dir(data_dir) -> Path:
 @pytest.fixture(autouse=True, scope="session")
 def _hf_home(tmp_path_factory):
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+
+
+@pytest.fixture(scope="session")
+def model_vs_paper():
+    """The performance model calibrated on the paper's 70B TP = 8 column and compared with its tables
+    (ladder.speedup.model_vs_paper): ~6 s, so computed once per test session. Read it, never change it."""
+    from ladder import speedup
+    return speedup.model_vs_paper(fit_tp=8)

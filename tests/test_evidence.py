@@ -98,8 +98,8 @@ def test_hybrid_entry_carries_the_step_time_the_rule_needs():
 
 # ---------------------------------------------------------------------------------------- performance model
 @pytest.fixture(scope="module")
-def model_claims():
-    mv = sp.model_vs_paper(fit_tp=8)
+def model_claims(model_vs_paper):
+    mv = model_vs_paper
     return sp.model_entries(mv, sp.model_slow_links(mv["hw"], mv["fab"]))
 
 
@@ -302,11 +302,11 @@ def test_hybrid_entry_stores_exactly_this():
         sp.hybrid_entry(row(sp.NO_LINK), ranks="x", batch=1, what="w")
 
 
-def test_model_entries_values_and_texts(model_claims):
+def test_model_entries_values_and_texts(model_claims, model_vs_paper):
     import pandas as pd
 
     import ladder.perfmodel as pm
-    mv = sp.model_vs_paper(fit_tp=8)
+    mv = model_vs_paper
     h1, h2, h3, h4 = (model_claims[c][0] for c in ("H1", "H2", "H3", "H4"))
     assert h1.value == h1.speedup == pytest.approx(float(mv["batch"][mv["batch"].batch == 1].model_speedup.iloc[0]))
     assert h1.upper_bound_speedup == pytest.approx(pm.speedup("llama3-70B", mv["hw"], mv["fab"], 8, 1, wiring="upper_bound"))

@@ -125,9 +125,9 @@ def test_mechanism_section_counts_hidden_all_reduces_per_wiring():
     assert [r["wiring"] for r in s.data["mechanism"]][:3] == ["standard", "parallel", "ladder"]
 
 
-def test_regimes_section_reads_each_claims_ratio_off_the_regimes():
+def test_regimes_section_reads_each_claims_ratio_off_the_regimes(model_vs_paper):
     from ladder import replay
-    mv = sp.model_vs_paper()
+    mv = model_vs_paper
     s = sp.regimes_section(mv, {"H1": "paper, NVLink", "H2": "paper, P2P off"})
     want = {r["short"]: r["a/c"] for r in replay.regimes(mv["hw"], sp.paper_table("speed_grid.csv"), 1.6)}
     assert s.values == {"ratio_H1": pytest.approx(want["paper, NVLink"]), "ratio_H2": pytest.approx(0.6)}

@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -38,12 +39,33 @@ import yaml
 from .paths import CorruptDataError, DataFolderError, display_path
 from .provenance import REPO_ROOT, code_changed_since, name_files, notebook_deps, provenance
 
-PROFILES = ("smoke", "cpu", "gpu", "gpu1")
-# The profile the committed book is published with: only it writes book/. Every other profile executes into
-# and builds its own copy, _output/<profile>/book (git-ignored), so trying a profile never touches the book.
-PUBLISHED = "cpu"
-# Profiles that may cover only some chapters (a notebook without a parameter file is skipped, and said so).
-PARTIAL_PROFILES = ("gpu1",)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the pipeline needs to know about a profile besides its parameter files
+    (profiles/<name>/<stem>.yaml). Adding a profile is one record here and its folder of parameter files
+    (the Makefile's OFFLINE default mirrors `offline`)."""
+    name: str
+    # reads the data folder (LADDER_DATA) only, never the Hugging Face hub
+    offline: bool = True
+    # the committed book: only it writes book/; every other profile executes into and builds its own copy,
+    # _output/<profile>/book (git-ignored), so trying a profile never touches the book
+    published: bool = False
+    # may cover only some chapters: a notebook without a parameter file is skipped, and said so
+    partial: bool = False
+    # CUDA devices it needs: None for none, 0 for as many as its parameters ask (TP degrees, process counts)
+    gpus: int | None = None
+
+
+PROFILE_SPECS: dict[str, Profile] = {p.name: p for p in (
+    Profile("smoke"),
+    Profile("cpu", published=True),
+    Profile("gpu", offline=False, gpus=0),
+    Profile("gpu1", partial=True, gpus=1),
+)}
+PROFILES = tuple(PROFILE_SPECS)
+PUBLISHED = next(p.name for p in PROFILE_SPECS.values() if p.published)
 BRANCH = "main"
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES_DIR = REPO_ROOT / "profiles"
@@ -173,8 +195,8 @@ def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR, 
 
     With `notebook`, every name must be a parameter its `parameters` cell declares (papermill would
     only warn, and the run would silently use the default)."""
-    if profile not in PROFILES:
-        raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if profile not in PROFILE_SPECS:
+        raise PipelineError(f"unknown profile {profile!r}; expected one of {tuple(PROFILE_SPECS)}")
     path = Path(profiles_dir) / profile / f"{stem}.yaml"
     if not path.is_file():
         raise PipelineError(f"missing parameter file {_rel(path)} for notebook {stem} in profile {profile!r} "
@@ -591,9 +613,6 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-OFFLINE_PROFILES = ("smoke", "cpu")
-
-
 def gpus_needed(params_by_stem: dict) -> int:
     """The most CUDA devices any notebook's parameters ask for (TP degrees, grid TP degrees, process counts)."""
     need = 1
@@ -607,10 +626,11 @@ def gpus_needed(params_by_stem: dict) -> int:
 
 
 def check_gpus(profile: str, params_by_stem: dict) -> None:
-    if not profile.startswith("gpu"):
+    spec = PROFILE_SPECS[profile]
+    if spec.gpus is None:
         return
     import torch
-    need = 1 if profile == "gpu1" else gpus_needed(params_by_stem)
+    need = spec.gpus or gpus_needed(params_by_stem)
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if have < need:
         found = f"{have} x {torch.cuda.get_device_name(0)}" if have else "no CUDA GPU"
@@ -621,13 +641,13 @@ def check_gpus(profile: str, params_by_stem: dict) -> None:
 def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
         book_dir: Path | None = None, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
         log=print, log_output: bool = False) -> None:
-    if profile not in PROFILES:
-        raise PipelineError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+    if profile not in PROFILE_SPECS:
+        raise PipelineError(f"unknown profile {profile!r}; expected one of {tuple(PROFILE_SPECS)}")
     if book_only and no_book:
         raise PipelineError("--book-only and --no-book exclude each other")
     if book_dir is None:
         book_dir = output_book_dir(profile)
-    if profile in OFFLINE_PROFILES:  # as the Makefile does: these profiles read LADDER_DATA, never the hub
+    if PROFILE_SPECS[profile].offline:  # as the Makefile does: these profiles read LADDER_DATA, never the hub
         for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ.setdefault(var, "1")
     notebooks = []
@@ -635,7 +655,7 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         notebooks = discover(notebooks_dir, only)
         if not notebooks:
             raise PipelineError(f"no notebooks matching NN_*.ipynb in {_rel(notebooks_dir)}")
-        if profile in PARTIAL_PROFILES:
+        if PROFILE_SPECS[profile].partial:
             missing = [nb.stem for nb in notebooks if not (Path(profiles_dir) / profile / f"{nb.stem}.yaml").is_file()]
             if missing:
                 log(f"[pipeline] profile {profile} covers {len(notebooks) - len(missing)} of {len(notebooks)} "

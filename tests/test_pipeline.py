@@ -62,7 +62,7 @@ def test_profile_names_must_be_notebook_parameters(tmp_path):
 @pytest.mark.parametrize("profile", pipeline.PROFILES)
 def test_every_profile_of_the_repository_sets_only_declared_parameters(profile):
     for nb in pipeline.discover():
-        if profile in pipeline.PARTIAL_PROFILES and not (pipeline.PROFILES_DIR / profile / f"{nb.stem}.yaml").is_file():
+        if pipeline.PROFILE_SPECS[profile].partial and not (pipeline.PROFILES_DIR / profile / f"{nb.stem}.yaml").is_file():
             continue
         params = pipeline.load_parameters(profile, nb.stem, notebook=nb)
         assert len(params) > 1
@@ -196,6 +196,28 @@ def test_only_the_published_profile_writes_book():
     for p in ("smoke", "gpu", "gpu1"):
         d = pipeline.output_book_dir(p)
         assert d == pipeline.REPO_ROOT / "_output" / p / "book"
+
+
+def test_a_new_profile_is_one_record_and_its_parameter_files(tmp_path, monkeypatch):
+    monkeypatch.setitem(pipeline.PROFILE_SPECS, "laptop", pipeline.Profile("laptop", partial=True))
+    _notebook(tmp_path / "nb" / "01_a.ipynb", "y = x * 2")
+    _notebook(tmp_path / "nb" / "02_b.ipynb", "print(x)")
+    logs = []
+    pipeline.run("laptop", no_book=True, notebooks_dir=tmp_path / "nb", book_dir=tmp_path / "book", log=logs.append,
+                 profiles_dir=_profile(tmp_path / "profiles", "laptop", "01_a", "x: 3\n").parents[1])
+    assert (tmp_path / "book" / "notebooks" / "01_a.ipynb").is_file()
+    assert not (tmp_path / "book" / "notebooks" / "02_b.ipynb").exists()  # partial: no parameter file, skipped
+    assert any("covers 1 of 2 chapters" in m for m in logs)
+    monkeypatch.delitem(pipeline.PROFILE_SPECS, "laptop")
+    with pytest.raises(PipelineError, match="unknown profile 'laptop'"):
+        pipeline.run("laptop", no_book=True, notebooks_dir=tmp_path / "nb", book_dir=tmp_path / "book")
+
+
+def test_profile_records():
+    specs = pipeline.PROFILE_SPECS
+    assert pipeline.PUBLISHED == "cpu" and [p for p in specs if specs[p].published] == ["cpu"]
+    assert [p for p in specs if not specs[p].offline] == ["gpu"]  # the only profile that reaches the hub
+    assert specs["gpu1"].gpus == 1 and specs["gpu"].gpus == 0 and specs["cpu"].gpus is None
 
 
 def test_partial_profile_runs_what_exists_and_says_what_is_skipped(tmp_path):

@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from .generate import decode_one
 from .model import MLP, Attention, RMSNorm, Transformer
+from .tp import WrappedComm
 
 
 def compile_modules(model: Transformer, **compile_kwargs) -> Transformer:
@@ -53,7 +54,7 @@ def compile_modules(model: Transformer, **compile_kwargs) -> Transformer:
     return model
 
 
-class StreamCollectives:
+class StreamCollectives(WrappedComm):
     """Real all-reduces (NCCL) on one dedicated communication stream, joined by events.
 
     `start` makes the communication stream wait for the current stream, issues the in-place all-reduce
@@ -63,8 +64,7 @@ class StreamCollectives:
     """
 
     def __init__(self, comm, device=None):
-        self.comm, self.size, self.rank = comm, comm.size, comm.rank
-        self.group = getattr(comm, "group", None)
+        super().__init__(comm)
         self.stream = torch.cuda.Stream(device)
         self.n_collectives = 0
 
@@ -82,9 +82,6 @@ class StreamCollectives:
             return self.comm.wait(handle)
         torch.cuda.current_stream().wait_event(handle.done)
         return handle.tensor
-
-    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
-        return self.wait(self.start(partial))
 
     def count(self) -> int:
         return self.n_collectives

@@ -98,6 +98,29 @@ class TensorParallel(SingleDevice):
         return self.n_collectives
 
 
+class WrappedComm:
+    """A communicator around another (`comm`): an emulated link (ladder.link), a recorder (ladder.trace), real
+    collectives on a CUDA stream of their own (ladder.cudagraph). It keeps the wrapped one's place in the
+    group (size, rank, group); a subclass changes `start` and/or `wait`, and `all_reduce` follows."""
+
+    def __init__(self, comm):
+        self.comm = comm
+        self.size, self.rank = comm.size, comm.rank
+        self.group = getattr(comm, "group", None)
+
+    def start(self, partial: torch.Tensor):
+        return self.comm.start(partial)
+
+    def wait(self, handle):
+        return self.comm.wait(handle)
+
+    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
+        return self.wait(self.start(partial))
+
+    def count(self) -> int:
+        return self.comm.count()
+
+
 def init_distributed(backend: str | None = None, device: str | None = None) -> tuple[TensorParallel, torch.device]:
     """Initialise the default process group from torchrun's environment and return (comm, device).
 

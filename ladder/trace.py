@@ -21,6 +21,7 @@ import torch
 
 from .config import RESIDUAL_WIRINGS, WIRING_SPECS, ModelConfig
 from .model import LAYER_WIRINGS, Stream
+from .tp import WrappedComm
 
 WIRINGS = RESIDUAL_WIRINGS  # the residual wirings; two_batch is traced too (trace_log), but is a schedule, not drawn
 
@@ -156,19 +157,18 @@ class _Recorded:
         self.inner, self.index = inner, index
 
 
-class RecordingComm:
+class RecordingComm(WrappedComm):
     """Wraps a model's communicator and logs, in program order, ("start", i, bytes) when all-reduce i is
     launched and ("wait", i) when the model waits on it; the collectives themselves are the wrapped
     communicator's (a real process group, VirtualRanks, an emulated link)."""
 
     def __init__(self, inner, log: list | None = None):
-        self.inner = inner
-        self.size, self.rank = inner.size, inner.rank
+        super().__init__(inner)
         self.log = [] if log is None else log
         self.n = 0
 
     def start(self, partial: torch.Tensor):
-        h = _Recorded(self.inner.start(partial), self.n)
+        h = _Recorded(self.comm.start(partial), self.n)
         self.log.append(("start", self.n, partial.numel() * partial.element_size()))
         self.n += 1
         return h
@@ -176,14 +176,8 @@ class RecordingComm:
     def wait(self, handle):
         if isinstance(handle, _Recorded):
             self.log.append(("wait", handle.index))
-            return self.inner.wait(handle.inner)
-        return self.inner.wait(handle)  # None or an already reduced tensor: no collective is waited on
-
-    def all_reduce(self, partial: torch.Tensor) -> torch.Tensor:
-        return self.wait(self.start(partial))
-
-    def count(self) -> int:
-        return self.inner.count()
+            return self.comm.wait(handle.inner)
+        return self.comm.wait(handle)  # None or an already reduced tensor: no collective is waited on
 
 
 def _module_cost(module: torch.nn.Module, tokens: int, context: int | None) -> tuple[int, int]:

@@ -216,7 +216,7 @@ def derive_stories260k(root: Path, entries: list[Entry]) -> None:
 # --------------------------------------------------------------------------------------------- fetch
 def fetch(root: Path | None = None, only=None, base_url: str | None = None, log=print) -> list[str]:
     """Make every manifest file present and valid under `root`; returns the paths fetched or derived."""
-    from .paths import fetch_root
+    from .root import fetch_root
     root = Path(root) if root else fetch_root()
     base_url = base_url or os.environ.get("LADDER_FETCH_BASE")
     entries = [e for e in manifest() if e.fetch != "skip" and (not only or any(e.path.startswith(p) for p in only))]
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     ap.add_argument("--base-url", help=f"replaces {ORIGIN} in the manifest's URLs (a mirror)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
-    from .paths import DataFolderError, fetch_root
+    from .root import DataFolderError, fetch_root
     try:
         root = args.dest or fetch_root()
         done = fetch(root, args.only, args.base_url)

@@ -5,7 +5,8 @@ import os
 import sys
 from pathlib import Path
 
-from .provenance import REPO_ROOT
+from .root import (REPO_ROOT, DataFolderError, _data_root_choice, data_root, fetch_root,  # noqa: F401
+                   user_cache)
 
 
 def is_hub_id(name) -> bool:
@@ -37,46 +38,6 @@ def paper_table(name: str):
     """A paper table as a pandas DataFrame, e.g. paper_table("speed_grid.csv")."""
     import pandas as pd
     return pd.read_csv(paper_file(name))
-
-
-def user_cache() -> Path:
-    """Where `python -m ladder.fetch` puts the data by default: $XDG_CACHE_HOME/ladder or ~/.cache/ladder."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "ladder"
-
-
-class DataFolderError(RuntimeError):
-    """$LADDER_DATA names a folder that does not exist (a typo, or a copy not mounted): never silently
-    replaced by another folder or created, since the notebooks would then fall back to hub models."""
-
-
-def _data_root_choice() -> tuple[Path, str]:
-    """(the data folder, how it was chosen): the one rule of the notebooks, the tests and ladder.fetch."""
-    from .provenance import CHECKOUT
-    env = os.environ.get("LADDER_DATA")
-    if env:
-        return Path(env).expanduser(), "LADDER_DATA"
-    shared = CHECKOUT.parent / "shared" / "data" if CHECKOUT else None
-    if shared is not None and shared.is_dir():
-        return shared, "../shared/data beside the checkout"
-    return user_cache(), "the user cache"
-
-
-def fetch_root() -> Path:
-    """The folder `python -m ladder.fetch` fills: the data folder, by the same rule as data_root()."""
-    return data_root()
-
-
-def data_root() -> Path:
-    """The data directory: $LADDER_DATA (which must exist), else ../shared/data beside the checkout, else the
-    user cache ~/.cache/ladder (created; data_path fetches into it what is missing)."""
-    root, how = _data_root_choice()
-    if how == "LADDER_DATA" and not root.is_dir():
-        raise DataFolderError(f"LADDER_DATA={os.environ['LADDER_DATA']}: no such folder; fix the variable (a copy "
-                              "of the data folder holds text/, eval/, tokenizers/ and models/), or create the "
-                              "folder and run `make data` (python -m ladder.fetch) to fetch the data into it")
-    if how == "the user cache":  # the cache fills itself (data_path fetches what is missing)
-        root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 # ----------------------------------------------------------------------------------- data verification

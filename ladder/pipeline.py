@@ -583,11 +583,10 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 
     The build log is written to <book>/_build/build.log; warnings are printed.
     """
-    from .claims import RESULTS_ROOT, write_claims_page
-    from .stability import markdown as stability_markdown
+    from .claims import stability_markdown, write_claims_page
     book_dir = Path(book_dir)
     write_claims_page(profile, book_dir / "_generated" / "claims.md")
-    (book_dir / "_generated" / "stability.md").write_text(stability_markdown(profile, RESULTS_ROOT))
+    (book_dir / "_generated" / "stability.md").write_text(stability_markdown(profile))
     write_toc(book_dir)
     for executed in sorted((book_dir / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         if not stamp_path(executed).is_file():

@@ -8,21 +8,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _checkout() -> Path | None:
-    """The source checkout this package is imported from (an editable install or PYTHONPATH), or None
-    when it is an installed wheel (site-packages has no pyproject.toml or notebooks/ beside it)."""
-    root = PACKAGE_DIR.parent
-    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
-
-
-CHECKOUT = _checkout()
-# The working directory the user owns: results (data/results/), runs (runs/) and the book go below it.
-# $LADDER_WORKDIR, else the checkout, else the current directory (an installed wheel must never write into
-# site-packages). Notebooks write `REPO_ROOT / "runs" / ...`, so this is the one root they all share.
-REPO_ROOT = Path(os.environ.get("LADDER_WORKDIR") or CHECKOUT or Path.cwd()).expanduser().resolve()
+from .root import CHECKOUT, PACKAGE_DIR, REPO_ROOT  # noqa: F401  (re-exported: where results go)
 
 
 def git_commit() -> str:

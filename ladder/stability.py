@@ -75,32 +75,6 @@ def judge_stability(runs: list[dict[str, dict]], min_runs: int = MIN_RUNS,
                                            f"within {max_spread:.0%}", "per_claim": claims}
 
 
-def markdown(profile: str, results_root: Path) -> str:
-    """The book's paragraph on whether the chapters' verdicts hold still, from
-    <results_root>/<profile>/stability_*.json (what `python -m ladder.stability` wrote)."""
-    import json
-    files = sorted((Path(results_root) / profile).glob("stability_*.json"))
-    if not files:
-        return (f"**Does it hold still?** No repeated run is recorded for the {profile} profile "
-                f"(`python -m ladder.stability --profile {profile}` re-runs a chapter and records it).\n")
-    out = []
-    for f in files:
-        r = json.loads(f.read_text())
-        prov = r.get("provenance", {})
-        per = []
-        for cid, c in r.get("per_claim", {}).items():
-            rec = [x for x in c["recovered"] if x is not None]
-            spread = f", recovered {min(rec):.0%}–{max(rec):.0%}" if rec else ""
-            per.append(f"{cid}: {' / '.join(dict.fromkeys(c['verdicts']))}{spread}")
-        out.append(f"**Does it hold still?** Chapter `{r['chapter']}` was executed {len(r['runs'])} times in a row "
-                   f"on {str(prov.get('date', ''))[:10]} (commit `{str(prov.get('git_commit', ''))[:10]}`): "
-                   f"**{r['verdict']}** ({r['reason']}). Per claim, its verdicts over the runs and the range of "
-                   f"the share of the upper bound's gain recovered: {'; '.join(per)}. The rule (every verdict the "
-                   f"same, recovered within {MAX_RECOVERY_SPREAD:.0%} points, at least {MIN_RUNS} runs) is "
-                   f"`ladder/stability.py`.\n")
-    return "\n".join(out)
-
-
 def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
     """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root), and
     return each run's `claim_outcomes` with its wall time."""

@@ -135,7 +135,7 @@ def test_data_path_fetches_into_the_user_cache(server, tmp_path, monkeypatch):
     monkeypatch.delenv("LADDER_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.setenv("LADDER_FETCH_BASE", server.url)
-    monkeypatch.setattr("ladder.provenance.CHECKOUT", None)  # as an installed wheel: no ../shared/data
+    monkeypatch.setattr("ladder.root.CHECKOUT", None)  # as an installed wheel: no ../shared/data
     p = data_path("eval", "llm_foundry_icl", "copa.jsonl")
     assert p == tmp_path / "ladder" / "eval" / "llm_foundry_icl" / "copa.jsonl" and p.is_file()
     with pytest.raises(FileNotFoundError, match="run `make data`"):

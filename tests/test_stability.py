@@ -59,10 +59,13 @@ def test_claim_outcomes_reads_verdict_and_recovered_share_from_a_result_file(tmp
 
 
 def test_the_book_paragraph_says_what_was_found_or_that_nothing_was_recorded(tmp_path):
-    assert "No repeated run is recorded" in st.markdown("cpu", tmp_path)
+    from ladder.claims import stability_markdown
+    assert "No repeated run is recorded" in stability_markdown("cpu", tmp_path)
     from ladder.provenance import write_result
     res = st.judge_stability(runs(0.80, 0.84, 0.86))
     write_result(tmp_path / "cpu" / "stability_02_speedup.json",
-                 {"chapter": "02_speedup", "runs": [{}, {}, {}], **res}, {"runs": 3})
-    text = st.markdown("cpu", tmp_path)
+                 {"chapter": "02_speedup", "runs": [{}, {}, {}], **res,
+                  "rule": {"min_runs": st.MIN_RUNS, "max_recovery_spread": st.MAX_RECOVERY_SPREAD}}, {"runs": 3})
+    text = stability_markdown("cpu", tmp_path)
     assert "executed 3 times in a row" in text and "**stable**" in text and "H1: consistent at small scale, recovered 80%–86%" in text
+    assert "within 10 points, at least 3 runs" in text

@@ -1,0 +1,173 @@
+"""Chapter 2 as a report: each section of the speed chapter as one call that returns what its page shows.
+
+A `Section` holds the numbers the chapter's prose cites (`values`, glued by the notebook), its table or
+figure, and the data its result file keeps. The measurements and estimators live in ladder.replay (the a/c
+replay, the rivals), ladder.trace (the overlap count) and ladder.speedup (paired-round estimators, the
+performance model against the paper); this module only assembles them, so notebooks/02_speedup.ipynb stays
+a page of calls, figures and prose.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import speedup as sp
+from .claims import ClaimEntry
+from .paths import paper_table
+
+
+@dataclass
+class Section:
+    """One part of chapter 2: what its page shows (`table`, `figure`), the numbers its prose cites (`values`,
+    name -> value, glued by the notebook) and what goes into the result file (`data`)."""
+    values: dict = field(default_factory=dict)
+    table: Any = None
+    figure: Any = None
+    data: dict = field(default_factory=dict)
+
+
+# the names chapter 2's prose cites from the CPU-only replay and rivals sections
+CPU_ONLY_VALUES = ("replay_max_err", "module_ms", "late_us", "tbo_speedup", "ladder_rival_speedup", "tbo_replay",
+                   "ladder_rival_replay")
+CPU_ONLY_FIGURES = ("fig_replay", "fig_rivals")
+
+
+def cpu_only_placeholders(profile: str) -> Section:
+    """On a GPU profile, the replay and the rivals (measured on CPU only) say so where their results would be."""
+    import matplotlib.pyplot as plt
+    values = dict.fromkeys(CPU_ONLY_VALUES, float("nan"))
+    for name in CPU_ONLY_FIGURES:
+        fig = plt.figure(figsize=(6, 1))
+        fig.text(0.5, 0.5, f"measured on CPU only (profile {profile})", ha="center")
+        values[name] = fig
+        plt.close(fig)
+    return Section(values)
+
+
+def mechanism_section(shape, tp: int, on_cpu: bool = True) -> Section:
+    """Which all-reduce runs behind which module, counted from one real decode step (ladder.trace). The order
+    of starts and waits depends on the layers and wirings, not on the width: a paper-scale shape is counted on
+    the same depth at a width this machine holds (the weight and FLOP columns are then that width's)."""
+    from .config import preset
+    from .trace import overlap_table
+    mech = overlap_table(shape if on_cpu else preset("cpu-bench", n_layers=shape.n_layers), tp=tp, batch=2)
+    values = {f"mech_{w.split(' ')[0]}": int(n) for w, n in zip(mech.wiring, mech["behind a whole module"])}
+    values |= {"mech_n": int(mech.set_index("wiring").loc["standard", "all-reduces per step"]), "mech_tp": tp}
+    table = mech.style.hide(axis="index").format({"MB of weights behind each": "{:.2f}", "MFLOPs behind each": "{:.2f}"})
+    return Section(values, table, data={"mechanism": mech.to_dict(orient="records")})
+
+
+def regimes_section(mv: dict, claim_regimes: dict) -> Section:
+    """Real hardware on the a/c axis (ladder.replay.regimes), and the ratio each claim is measured at."""
+    import pandas as pd
+
+    from .replay import regimes
+    regs = regimes(mv["hw"], paper_table("speed_grid.csv"), paper_slow_speedup=1.6)
+    reg = pd.DataFrame(regs)
+    values = {f"ratio_{k}": float(reg.set_index("short").loc[name, "a/c"]) for k, name in claim_regimes.items()}
+    table = reg[["short", "name", "shape", "tp", "allreduce_us", "c_us", "a/c", "note", "source"]].rename(columns={
+        "short": "regime", "name": "setting", "allreduce_us": "a (µs)", "c_us": "c (µs, model)"}).style.hide(
+        axis="index").format({"a (µs)": "{:.1f}", "c (µs, model)": "{:.1f}", "a/c": "{:.2f}"}, na_rep="–")
+    ratios = {r["short"]: r["a/c"] for r in regs}
+    return Section(values, table, data={"regimes": regs, "ratios": ratios})
+
+
+def replay_section(shape, ratios: dict[str, float], *, tp: int, prompt_len: int, new_tokens: int, samples: int,
+                   warmup: int, module_reps: int, figure_path=None, regimes: list[dict] | None = None) -> Section:
+    """Measure standard, ladder and the upper bound with the link set to each regime's a/c (`ratios`), replay
+    the same from module times (ladder.replay.validate), and draw the replay's curves with the measurements."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from . import replay as rp
+    val = rp.validate(shape, ratios, tp=tp, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
+                      warmup=warmup, reps=module_reps)
+    curve = rp.curves(shape, val["costs"], [x / 20 for x in range(0, 41)])
+    meas = pd.DataFrame(val["rows"])
+    pts = meas.assign(**{"speed-up": meas.speedup, "lo": [c[0] for c in meas.speedup_ci],
+                         "hi": [c[1] for c in meas.speedup_ci]})
+    ax = rp.plot_curves(curve, regimes, pts, title=f"{shape.n_layers}-layer d{shape.dim} rank of TP={tp}, batch 1")
+    if figure_path is not None:
+        ax.figure.savefig(figure_path, dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    values = {"fig_replay": ax.figure, "replay_max_err": float(meas.replay_error.abs().max()),
+              "module_ms": 1e3 * rp.unit_compute(val["costs"]), "late_us": float(meas.standard_wait_late_us.max())}
+    return Section(values, rp.validation_table(val["rows"]).style.hide(axis="index"), ax.figure,
+                   data={"module_costs": val["costs"], "replay_curve": curve.to_dict(orient="records"),
+                         "validation": val["rows"], "raw_records": val["records"], "_records": val["records"]})
+
+
+def rivals_section(shape, ratio: float, *, batch: int, tp: int, prompt_len: int, new_tokens: int, samples: int,
+                   warmup: int, module_reps: int, figure_path=None) -> Section:
+    """Ladder beside the exact rivals (a faster all-reduce, two-batch overlap) at one a/c and batch, measured
+    and replayed (ladder.replay.rivals)."""
+    import matplotlib.pyplot as plt
+
+    from . import replay as rp
+    rv = rp.rivals(shape, ratio, batch=batch, tp=tp, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
+                   warmup=warmup, reps=module_reps)
+    ax = rp.plot_rivals(rv["rows"], title=f"decode speed-up over standard (batch {batch}, a/c = {ratio:.2f})")
+    if figure_path is not None:
+        ax.figure.savefig(figure_path, dpi=120, bbox_inches="tight")
+    plt.close(ax.figure)
+    by = {r["method"]: r for r in rv["rows"]}
+    values = {"fig_rivals": ax.figure, "tbo_speedup": by["two-batch overlap"]["speedup"],
+              "ladder_rival_speedup": by["ladder"]["speedup"], "tbo_replay": by["two-batch overlap"]["replay_speedup"],
+              "ladder_rival_replay": by["ladder"]["replay_speedup"]}
+    return Section(values, figure=ax.figure, data={"rivals": rv["rows"], "raw_records": rv["records"]})
+
+
+def model_section(mv: dict, figure_path=None) -> Section:
+    """The performance model against the paper's tables (`model_vs_paper`): its fitted efficiencies, its
+    errors in and out of the column it was fitted on, and the figure."""
+    import matplotlib.pyplot as plt
+    fig = sp.plot_model_vs_paper(mv)
+    if figure_path is not None:
+        fig.savefig(figure_path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    values = {"gpu_eff": mv["fit"]["gpu_efficiency"], "link_eff": mv["fit"]["link_efficiency"],
+              "ins_grid": mv["in_sample_error"], "oos_grid": mv["out_of_sample_error"],
+              "batch_table_max_err": mv["batch_table_max_error"], "oos_size_speedup": mv["size_speedup_error"],
+              "h4_paper_grid": sp.paper_comm_share(), "fig_model": fig}
+    model = {k: mv[k] for k in ("fit", "in_sample_error", "out_of_sample_error", "batch_table_max_error",
+                                "size_speedup_error")}
+    return Section(values, figure=fig, data={"model": model})
+
+
+def cpu_claim_entries(claim_regimes: dict, replayed: Section, shape, tp: int) -> dict[str, list[ClaimEntry]]:
+    """H1-H3 on CPU: each claim's `replay_section` row at the regime it is measured at (ladder.replay.claim_entry)."""
+    from .replay import claim_entry
+    rows, records = replayed.data["validation"], replayed.data["_records"]
+    return {cid: [claim_entry(next(r for r in rows if r["name"] == name), records, shape, tp)]
+            for cid, name in claim_regimes.items()}
+
+
+def write_chapter(path, claims: dict, sections: list[Section], params: dict, elapsed_s: float):
+    """data/results/<profile>/speedup.json: the claims block, every section's data (raw records merged), the
+    run's wall time and its parameters (with provenance)."""
+    from .claims import block
+    from .provenance import write_result
+    payload = {"experiment": "speedup", "claims": block(claims)}
+    raw = []
+    for s in sections:
+        for k, v in s.data.items():
+            if k == "raw_records":
+                raw += v
+            elif not k.startswith("_") and k != "ratios":
+                payload[k] = v
+    payload |= {"raw_records": raw, "elapsed_s": elapsed_s}
+    return write_result(path, payload, params)
+
+
+# the parameters of chapter 2 stored with its result (the notebook's parameters cell, less the GPU-only switches)
+CHAPTER_PARAMS = ("profile", "mode", "preset_name", "model_overrides", "tp", "prompt_len", "new_tokens", "warmup",
+                  "samples", "module_reps", "claim_regimes", "extra_regimes", "rivals_batch", "grid", "wirings",
+                  "links", "main_link", "device", "threads", "extra_shapes")
+
+
+def chapter_params(namespace: dict) -> dict:
+    """Chapter 2's parameters, read from the notebook's namespace (its parameters cell)."""
+    missing = [k for k in CHAPTER_PARAMS if k not in namespace]
+    if missing:
+        raise KeyError(f"chapter 2's parameters cell lacks {missing}")
+    return {k: namespace[k] for k in CHAPTER_PARAMS}

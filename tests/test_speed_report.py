@@ -1,0 +1,51 @@
+"""ladder.speed_report: chapter 2's sections, each one call returning the values its prose cites, its table
+or figure and its result data."""
+import pytest
+
+from ladder import speed_report as report
+from ladder import speedup as sp
+
+
+def test_mechanism_section_counts_hidden_all_reduces_per_wiring():
+    from ladder.config import ModelConfig
+    shape = ModelConfig(n_layers=4, dim=64, n_heads=4, n_kv_heads=2, ffn_dim=128, vocab_size=128, max_seq_len=32)
+    s = report.mechanism_section(shape, tp=2)
+    assert s.values["mech_standard"] == 0 and s.values["mech_ladder"] == 7 and s.values["mech_hybrid"] == 3
+    assert s.values["mech_n"] == 8 and s.values["mech_tp"] == 2
+    assert [r["wiring"] for r in s.data["mechanism"]][:3] == ["standard", "parallel", "ladder"]
+
+
+def test_regimes_section_reads_each_claims_ratio_off_the_regimes(model_vs_paper):
+    from ladder import replay
+    mv = model_vs_paper
+    s = report.regimes_section(mv, {"H1": "paper, NVLink", "H2": "paper, P2P off"})
+    want = {r["short"]: r["a/c"] for r in replay.regimes(mv["hw"], sp.paper_table("speed_grid.csv"), 1.6)}
+    assert s.values == {"ratio_H1": pytest.approx(want["paper, NVLink"]), "ratio_H2": pytest.approx(0.6)}
+    assert s.data["ratios"] == want
+    with pytest.raises(KeyError):
+        report.regimes_section(mv, {"H1": "a regime nobody published"})
+
+
+def test_placeholders_fill_every_cpu_only_value():
+    s = report.cpu_only_placeholders("gpu1")
+    assert set(s.values) == set(report.CPU_ONLY_VALUES) | set(report.CPU_ONLY_FIGURES)
+    assert all(s.values[k] != s.values[k] for k in report.CPU_ONLY_VALUES)  # NaN
+
+
+def test_chapter_params_names_what_the_parameters_cell_lacks():
+    ns = {k: i for i, k in enumerate(report.CHAPTER_PARAMS)}
+    assert report.chapter_params({**ns, "other": 1}) == ns
+    del ns["rivals_batch"]
+    with pytest.raises(KeyError, match="rivals_batch"):
+        report.chapter_params(ns)
+
+
+def test_write_chapter_merges_sections_and_their_raw_records(tmp_path):
+    import json
+    sections = [report.Section(data={"mechanism": [1], "raw_records": [{"a": 1}], "_records": ["kept out"]}),
+                report.Section(data={"regimes": [2], "ratios": {"x": 0.4}}),
+                report.Section(data={"raw_records": [{"b": 2}]})]
+    out = json.loads(report.write_chapter(tmp_path / "speedup.json", {}, sections, {"tp": 2}, 12.5).read_text())
+    assert out["raw_records"] == [{"a": 1}, {"b": 2}] and out["mechanism"] == [1] and out["regimes"] == [2]
+    assert "_records" not in out and "ratios" not in out and out["elapsed_s"] == 12.5
+    assert out["experiment"] == "speedup" and out["provenance"]["params"] == {"tp": 2}

@@ -429,12 +429,13 @@ def recovery(rows: list[dict], metric: str = "test_ppl") -> dict[int, dict]:
     return out
 
 
-def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = None):
+def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = None, split_labels: bool = False):
     """Our rows beside the paper's adaptation table (a pandas DataFrame): one row per variant (the
     source, then each converted depth without and with retraining; the smaller depth is matched to the
     paper's 16L, the larger to its 20L), columns (benchmark, ours | paper) for the benchmarks we ran
     that the paper has, our perplexity on the test set (and on real text, for a self-distilled model),
-    and each side's average over its own benchmarks."""
+    and each side's average over its own benchmarks. `split_labels`: the index is (model, variant) and the
+    paper's matching row is a column ("paper row"), instead of one long label holding all three."""
     import pandas as pd
     from .paths import paper_file
     paper = pd.read_csv(paper_csv or paper_file("adaptation.csv"))
@@ -450,10 +451,11 @@ def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = Non
         if not r["variant"].startswith("source, retrained"):
             sel = paper[(paper.ladder_layers == (paper_depth.get(n) if n else 0)) & (paper.retrained == retrained)]
             p = sel.iloc[0] if len(sel) else None
-        label = f"{r['model']}: {r['variant']}"
-        if p is not None:
-            label += f"  [paper: {p['model'] if p['variant'] == 'source' else p['variant']}]"
-        row = {("model", ""): label, ("perplexity", "ours"): r.get("test_ppl", r.get("ppl"))}
+        paper_row = None if p is None else (p["model"] if p["variant"] == "source" else p["variant"])
+        label = f"{r['model']}: {r['variant']}" + (f"  [paper: {paper_row}]" if paper_row else "")
+        row = {("model", ""): label} if not split_labels else \
+            {("model", ""): r["model"], ("variant", ""): r["variant"], ("paper row", ""): paper_row}
+        row[("perplexity", "ours")] = r.get("test_ppl", r.get("ppl"))
         if any(x.get("real_ppl") is not None for x in rows):
             row[("real-text perplexity", "ours")] = r.get("real_ppl")
         for b in bench:
@@ -463,7 +465,354 @@ def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = Non
         row[("avg", "ours")] = sum(ours) / len(ours) if ours else None
         row[("avg", "paper")] = None if p is None else float(p["avg"])
         out.append(row)
-    df = pd.DataFrame(out).set_index(("model", ""))
-    df.index.name = "model"
+    df = pd.DataFrame(out)
+    if split_labels:
+        df = df.set_index([("model", ""), ("variant", "")])
+        df.index.names = ["model", "variant"]
+    else:
+        df = df.set_index(("model", ""))
+        df.index.name = "model"
     df.columns = pd.MultiIndex.from_tuples(df.columns)
     return df
+
+
+# --------------------------------------------------------------------------------------------- the chapter
+# What notebooks/04_llama_adaptation.ipynb runs, shows and records, so that the notebook holds only its
+# parameters, the calls and their tables and figures (glue and display stay in the notebook).
+PER_MODEL = ("retrain_tokens", "corpus_tokens", "lr", "control")  # parameters that may be {model: value}
+RESULT_PARAMS = ("models", "fractions", "data_kind", "retrain_tokens", "corpus_tokens", "eval_tokens", "seq_len",
+                 "batch_size", "lr", "explore", "n_points", "control", "tasks", "limit", "speed", "speed_tp",
+                 "speed_links", "speed_batch", "speed_prompt_len", "speed_new_tokens", "speed_samples", "device",
+                 "threads")  # the notebook parameters recorded in the result file's provenance
+BENCH_LABELS = {"mmlu": "MMLU", "arc_challenge": "ARC-C", "openbookqa": "OBQA", "hellaswag": "HellaSwag",
+                "truthfulqa_mc2": "TruthfulQA", "gsm8k": "GSM8K", "ifeval": "IFEval"}
+DEPTH_NAMES = ("upper half", "larger fraction")  # the converted depths, smallest first (16 and 20 of 32)
+CONTROL = "source, retrained (control)"  # run_adaptation's variant name of the control
+
+
+def setup_chapter(threads: int = 1, device: str = "auto") -> str:
+    """Quiet the libraries' progress output and warnings, set torch's threads and the plots' theme; returns
+    the device ("auto": cuda when there is one, else cpu)."""
+    import logging
+    import warnings
+
+    import seaborn as sns
+    import transformers
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    torch.set_num_threads(threads)
+    sns.set_theme(style="whitegrid", context="notebook")
+    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def per_model(value, name: str):
+    """A parameter given for every model, or per model as {model: value} (a model it does not name gets
+    its first value)."""
+    return value.get(name, next(iter(value.values()))) if isinstance(value, dict) else value
+
+
+def run_models(models: Sequence[str], work: str | os.PathLike, *, explore: dict | None = None, nproc: int = 1,
+               **params) -> list[dict]:
+    """`run_adaptation` on each model in turn, under `work`: the parameters in PER_MODEL may be
+    {model: value} (see `per_model`), `explore` is {model: search}; the rest go as they are. A model
+    whose local checkpoint is missing is skipped (run_adaptation prints a note); none at all is an error.
+    Each result gets "seconds", its wall time."""
+    import time
+    results = []
+    for name in models:
+        t0 = time.perf_counter()
+        kw = {k: per_model(v, name) if k in PER_MODEL else v for k, v in params.items()}
+        res = run_adaptation(name, work, explore=(explore or {}).get(name), nproc=nproc, progress=nproc > 1, **kw)
+        if res is None:
+            continue
+        res["seconds"] = time.perf_counter() - t0
+        results.append(res)
+        print(f"{name}: {res['n_layers']} layers, converted {res['ladder_layers']}, {res['seconds']:.0f} s")
+        print("  " + res["data"])
+    if not results:
+        raise RuntimeError(f"none of the models {list(models)} could be loaded")
+    return results
+
+
+# ------------------------------------------------------------------------------------ tables and figures
+UNIT_FORMATS = {"(%)": "{:.1f}", "(×)": "{:.2f}", "(ms)": "{:.1f}", "(tokens/s)": "{:,.0f}", "(nats)": "{:.3f}"}
+
+
+def styled(df, caption: str | None = None, precision: int = 2):
+    """A pandas Styler for a chapter table: numbers rounded by the unit in their column label (UNIT_FORMATS,
+    else `precision` decimals), missing values as "–", cells padded and kept on one line, a default
+    (0, 1, ...) index hidden."""
+    import pandas as pd
+    label = lambda c: " ".join(map(str, c)) if isinstance(c, tuple) else str(c)
+    fmt = {c: next((f for unit, f in UNIT_FORMATS.items() if unit in label(c)), f"{{:.{precision}f}}")
+           for c in df.columns if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object}
+    fmt = {c: (lambda f: lambda v: v if isinstance(v, str) else f.format(v))(f) for c, f in fmt.items()}
+    st = df.style.format(fmt, na_rep="–").set_table_styles([
+        {"selector": "th, td", "props": [("padding", "3px 12px"), ("white-space", "nowrap")]},
+        {"selector": "td", "props": [("text-align", "right")]},
+        {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"), ("padding", "4px 0")]}])
+    if isinstance(df.index, pd.RangeIndex):
+        st = st.hide(axis="index")
+    return st.set_caption(caption) if caption else st
+
+
+def adaptation_table(results: list[dict]):
+    """All models' `comparison_table`s in one DataFrame for the page: index (model, variant), the paper's
+    matching row, perplexity on the test set (and on real text), each benchmark's accuracy (ours | paper) and
+    the averages, with short labels that carry the unit."""
+    import pandas as pd
+    df = pd.concat([comparison_table([{**x, "model": display_name(x["model"])} for x in r["rows"]], split_labels=True)
+                    for r in results])
+    rename = {("perplexity", "ours"): ("perplexity", "test"), ("real-text perplexity", "ours"): ("perplexity", "real text"),
+              ("paper row", ""): ("paper's row", "")}
+    df.columns = pd.MultiIndex.from_tuples([rename.get(c) or (f"{BENCH_LABELS.get(c[0], c[0])} (%)", c[1])
+                                            for c in df.columns])
+    return df
+
+
+def recovery_table(results: list[dict], metric: str = "test_ppl"):
+    """Per model and converted depth: `recovery`'s perplexities and the share of the conversion's cost that
+    retraining recovered, towards the source and towards the control, in %."""
+    import pandas as pd
+    out = []
+    for r in results:
+        for n, v in recovery(r["rows"], metric).items():
+            out.append({"model": display_name(r["model"]), "converted layers": f"last {n} of {r['n_layers']}",
+                        "source ppl": v["source"], "converted ppl": v["converted"], "retrained ppl": v["retrained"],
+                        "control ppl": v.get("control"), "recovered vs source (%)": 100 * v["recovered"],
+                        "recovered vs control (%)": 100 * v["recovered_vs_control"] if "control" in v else None})
+    return pd.DataFrame(out)
+
+
+def _refs(result: dict, loss: bool = False) -> dict:
+    """The reference lines of a result's plots: the source's and (if run) the control's selection-set
+    perplexity, or loss in nats."""
+    rows = {x["variant"]: x for x in result["rows"]}
+    f = math.log if loss else float
+    return {"source": f(rows["source"]["ppl"]), "control": f(rows[CONTROL]["ppl"]) if CONTROL in rows else None}
+
+
+def recovery_curve(results: list[dict]):
+    """The quality-vs-retraining-tokens points of every converted depth (selection-set perplexity; 0 tokens:
+    right after conversion), a DataFrame: model, converted, layers, k tokens, ppl."""
+    import pandas as pd
+    return pd.DataFrame([{"model": display_name(r["model"]), "converted": DEPTH_NAMES[i],
+                          "layers": f"last {n} of {r['n_layers']}", "k tokens": p["tokens"] / 1000, "ppl": p["ppl"]}
+                         for r in results for i, (n, pts) in enumerate(r["curves"].items()) for p in pts])
+
+
+def plot_recovery(results: list[dict], path: str | os.PathLike | None = None):
+    """One panel per model: perplexity along retraining for each converted depth, with the source (dotted)
+    and the control (dashed). Saved to `path` if given; returns the figure."""
+    import seaborn as sns
+    g = sns.relplot(data=recovery_curve(results), x="k tokens", y="ppl", hue="converted", col="model", kind="line",
+                    marker="o", facet_kws={"sharey": False, "sharex": False}, height=3.6, aspect=1.3)
+    for ax, r in zip(g.axes.flat, results):
+        ref = _refs(r)
+        lines = [ax.axhline(ref["source"], color="k", ls=":", label="source")]
+        if ref["control"] is not None:
+            lines.append(ax.axhline(ref["control"], color="grey", ls="--", label="source, retrained"))
+        ax.set(xlabel="retraining tokens (thousands)", ylabel="held-out perplexity")
+        ax.set_title(f"{display_name(r['model'])}: last {' or '.join(map(str, r['ladder_layers']))} "
+                     f"of {r['n_layers']}", fontsize="small")
+        ax.legend(handles=lines, loc="upper right", fontsize="small")
+    g.figure.suptitle("Converted models recover with retraining", y=1.03)
+    if path:
+        g.figure.savefig(path, dpi=120, bbox_inches="tight")
+    return g.figure
+
+
+def recipe_study(results: list[dict]) -> list[dict]:
+    """For each model whose recipe was searched: {"caption", "table"}, the table one row per recipe with its
+    final selection-set loss, the share of the conversion's cost it recovered (against the control when there
+    is one, else the source; selection set) and whether it was chosen."""
+    import pandas as pd
+    out = []
+    for r in results:
+        if len(r["study"]) < 2:
+            continue
+        rows = {x["variant"]: x for x in r["rows"]}
+        n = r["ladder_layers"][0]
+        conv = math.log(rows[f"Hybrid-{n}L, no retraining"]["ppl"])
+        ref = rows.get(CONTROL, rows["source"])
+        table = pd.DataFrame([{"recipe": s["name"], "selection loss (nats)": s["select_loss"],
+                               "recovered (%)": 100 * (conv - s["select_loss"]) / (conv - math.log(ref["ppl"])),
+                               "chosen": "✓" if s["recipe"] == r["recipe"] else ""} for s in r["study"]])
+        caption = (f"{display_name(r['model'])}: last {n} of {r['n_layers']} converted, {r['study'][0]['tokens']:,} "
+                   f"retraining tokens each; share of the conversion's cost recovered against the {ref['variant']} "
+                   "(selection set; the control ran the chosen recipe for the full budget)")
+        out.append({"caption": caption, "table": table})
+    return out
+
+
+def recipe_curves(results: list[dict]):
+    """Selection-set loss (nats) along retraining for every recipe tried, of the models with a search."""
+    import pandas as pd
+    return pd.DataFrame([{"model": display_name(r["model"]), "recipe": s["name"], "k tokens": p["tokens"] / 1000,
+                          "loss": math.log(p["ppl"])}
+                         for r in results if len(r["study"]) > 1 for s in r["study"] for p in s["curve"]])
+
+
+def plot_recipes(results: list[dict], path: str | os.PathLike | None = None):
+    """The recipe search's curves, one panel per searched model, with the source and control lines; None when
+    no model had a search. Saved to `path` if given."""
+    import seaborn as sns
+    searched = [r for r in results if len(r["study"]) > 1]
+    if not searched:
+        return None
+    g = sns.relplot(data=recipe_curves(results), x="k tokens", y="loss", hue="recipe", col="model", kind="line",
+                    marker="o", facet_kws={"sharey": False}, height=3.6, aspect=1.4)
+    for ax, r in zip(g.axes.flat, searched):
+        ref = _refs(r, loss=True)
+        lines = [ax.axhline(ref["source"], color="k", ls=":", label="source")]
+        if ref["control"] is not None:
+            lines.append(ax.axhline(ref["control"], color="grey", ls="--", label=CONTROL))
+        ax.set(xlabel="retraining tokens (thousands)", ylabel="selection-set loss (nats)")
+        ax.legend(handles=lines, loc="upper right", fontsize="small")
+    g.figure.suptitle("Recipe search: selection-set loss along retraining", y=1.03)
+    if path:
+        g.figure.savefig(path, dpi=120, bbox_inches="tight")
+    return g.figure
+
+
+# ------------------------------------------------------------------------------------------------ speed
+def gpu_speed_commands(results: list[dict]) -> list[str]:
+    """The ladder.bench command lines that measure each retrained hybrid against its source on a GPU node."""
+    run = "torchrun --nproc-per-node 8 -m ladder.bench --batch 1 4 16 --prompt-len 1024 --new-tokens 512 --compile"
+    out = []
+    for r in results:
+        out.append(f"{run} --checkpoint {r['path']} --wiring standard --out speed.jsonl")
+        out += [f"{run} --checkpoint {r['checkpoints'][f'hybrid{n}']} --wiring hybrid --ladder-layers {n} "
+                "--out speed.jsonl" for n in r["ladder_layers"]]
+    return out
+
+
+def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 2, links: Sequence = ("none",),
+                         batch: int = 1, prompt_len: int = 32, new_tokens: int = 32, samples: int = 3,
+                         virtual: dict | None = None, warmup: int = 1) -> tuple[list[dict], list[ClaimEntry]]:
+    """The converted models' tensor-parallel speed (ladder.bench, as in the speed-up chapter) and claim H8's
+    entries: (rows of `speedup.hybrid_table` with "model", entries).
+
+    On CPU, each retrained hybrid and its source run on `tp` local gloo processes, once per link of `links`
+    ("none": the real link alone), samples interleaved round-robin over the configurations so that warm-up and
+    load drift hit all alike; the first model at its smallest converted depth gives the "processes" entries.
+    `virtual` ({"preset", "overrides", "ladder_layers", "link"}) adds a shape whose decode step is well above
+    timer noise, one rank's shard with its peers emulated (random weights): the "virtual" entry. On another
+    device nothing runs: the GPU node's commands are printed and ([], []) returned."""
+    from . import bench, speedup
+    if device != "cpu":
+        print("\n".join(gpu_speed_commands(results)))
+        print("(run the printed commands on the GPU node; see the book's GPU page)")
+        return [], []
+    kw = dict(batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples, warmup=warmup)
+    rows = []
+    for r in results:
+        records = bench.run_local(speedup.hybrid_configs(r, tp=tp, links=links, **kw), progress=False, interleave=True)
+        rows += [{"model": display_name(r["model"]), **row} for row in speedup.hybrid_table(records)]
+    first, n = display_name(results[0]["model"]), results[0]["ladder_layers"][0]
+    entries = [speedup.hybrid_entry(row, ranks="processes", batch=batch, device=device,
+                                    what=f"{row['model']} hybrid with {row['ladder_layers']} converted layers vs its source")
+               for row in rows if row["model"] == first and row["ladder_layers"] == n]
+    if virtual:
+        v = dict(preset=virtual["preset"], overrides=virtual.get("overrides", {}), tp=tp, link=virtual["link"],
+                 ranks="virtual", **kw)
+        vrec = bench.run_local([bench.BenchConfig(**v, wiring="standard"),
+                                bench.BenchConfig(**v, wiring="hybrid", ladder_layers=virtual["ladder_layers"])],
+                               progress=False, interleave=True)
+        name = f"{virtual['preset']} {vrec[0]['n_layers']}L d{vrec[0]['dim']} (virtual ranks)"
+        vrows = [{"model": name, **row} for row in speedup.hybrid_table(vrec)]
+        rows += vrows
+        entries += [speedup.hybrid_entry(row, ranks="virtual", batch=batch, device=device,
+                                         what=f"{row['model']}: hybrid with {row['ladder_layers']} ladder layers vs standard")
+                    for row in vrows]
+    return rows, entries
+
+
+def speed_table(rows: list[dict]):
+    """`measure_hybrid_speed`'s rows for the page: tokens/s of source and hybrid, their ratio with its 95% CI,
+    the source's decode step and the number of runs."""
+    import pandas as pd
+    return pd.DataFrame([{"model": r["model"], "link": r["link"], "converted layers": r["ladder_layers"],
+                          "source (tokens/s)": r["standard_tokens_per_s"], "hybrid (tokens/s)": r["hybrid_tokens_per_s"],
+                          "speed-up (×)": r["speedup"], "95% CI (×)": f"{r['speedup_ci'][0]:.2f}–{r['speedup_ci'][1]:.2f}",
+                          "decode step (ms)": r["step_ms"], "runs": r["samples"]} for r in rows])
+
+
+def plot_speed(rows: list[dict], tp: int):
+    """One horizontal bar per measured (model, link, depth): the hybrid's tokens/s over its source's, with the
+    95% CI as whiskers and a line at 1 (no change); each (model, link) in its own colour, named on the axis."""
+    import matplotlib.pyplot as plt
+    groups = list(dict.fromkeys((r["model"], r["link"]) for r in rows))
+    colours = dict(zip(groups, plt.get_cmap("tab10").colors))
+    fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.55 * len(rows)))
+    for i, r in enumerate(rows):
+        lo, hi = r["speedup_ci"]
+        ax.barh(i, r["speedup"], color=colours[(r["model"], r["link"])], height=0.6,
+                xerr=[[r["speedup"] - lo], [hi - r["speedup"]]], capsize=3)
+    ax.set_yticks(range(len(rows)), [f"{r['model']}\n{r['link']}, {r['ladder_layers']} converted" for r in rows],
+                  fontsize="small")
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set(xlabel=f"speed-up: hybrid tokens/s ÷ source tokens/s (×, TP = {tp})",
+           title="Converted hybrid vs its source: decode speed (whiskers: 95% CI)")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------- claims and record
+def chapter_claims(results: list[dict], h8: Sequence[ClaimEntry] = ()) -> dict:
+    """The chapter's claim entries (measurements only; ladder.claims judges them): H7 for every model, each
+    against its own control; H8 from `measure_hybrid_speed` when it measured something."""
+    return {"H7": [recovery_entry(r) for r in results], **({"H8": list(h8)} if h8 else {})}
+
+
+def claim_lines(claims: dict) -> str:
+    """Each entry judged by its claim's rule (ladder/paper/claims.csv): claim, verdict, reason | what we measured."""
+    from . import claims as rules
+    thr = {r["id"]: r["thresholds"] for r in rules.paper_claims()}
+    return "\n".join(" ".join([k, *rules.judge(k, e, thr[k]), "|", e["ours"]]) for k, v in claims.items() for e in v)
+
+
+def chapter_values(results: list[dict], claims: dict) -> dict:
+    """Every number the chapter's text cites ({glue:text} name -> value), from the first model (the one the
+    page discusses) at its smallest converted depth, its H7 entry and the H8 entries."""
+    from . import claims as rules
+    first = results[0]
+    n_half, n_large = first["ladder_layers"][0], first["ladder_layers"][-1]
+    rec = recovery(first["rows"], "test_ppl")
+    h, h7 = rec[n_half], claims["H7"][0]
+    towards = "recovered_vs_control" if h7["recovered_towards"] == "control" else "recovered"
+    verdict, reason = rules.judge("H7", h7, {r["id"]: r["thresholds"] for r in rules.paper_claims()}["H7"])
+    by_variant = {x["variant"]: x for x in first["rows"]}
+    real = lambda variant: (by_variant.get(variant) or {}).get("real_ppl") or float("nan")
+    h8 = claims.get("H8", [])
+    steps = [e["step_ms"] for e in h8 if e["subject"] == display_name(first["model"])]
+    values = {
+        "adapt_model": first["model"], "adapt_n_layers": first["n_layers"], "adapt_half": n_half,
+        "adapt_large": n_large, "adapt_ppl_source": h["source"], "adapt_ppl_converted": h["converted"],
+        "adapt_ppl_retrained": h["retrained"], "adapt_ppl_control": h.get("control", float("nan")),
+        "adapt_recovered": 100 * h7["recovered"], "adapt_recovered_large": 100 * rec[n_large][towards],
+        "adapt_reference": h7["recovered_towards"], "adapt_tokens": first["train_summaries"][n_half]["tokens"],
+        "adapt_recipe": recipe_name(first["recipe"]), "adapt_recipes_tried": len(first["study"]),
+        "adapt_drop": h7["drop"], "adapt_real_source": real("source"), "adapt_real_control": real(CONTROL),
+        "adapt_real_retrained": real(f"Hybrid-{n_half}L, retrained"), "h7_gap_source": h7["gap_to_source"],
+        "h7_gap_control": h7.get("gap_to_control", float("nan")),
+        "adapt_step_ms": f"{min(steps):.1f} to {max(steps):.1f} ms" if steps else "(not measured)",
+        "h7_verdict": verdict, "h7_reason": reason}
+    if h8:  # the emulated-link shape's speed-up when it ran, else the first entry's
+        values["adapt_speedup"] = next((e["speedup"] for e in h8 if e["evidence"] == "cpu-emulated-link"), h8[0]["speedup"])
+    return values
+
+
+def write_chapter_result(path: str | os.PathLike, results: list[dict], claims: dict, speed_rows: list[dict],
+                         params: dict, seconds: float) -> Path:
+    """data/results/<profile>/adaptation.json: the claims block, every model's result, the recovery per
+    depth (test set), the speed rows and the wall time, with `params` in the provenance."""
+    from .claims import block
+    from .provenance import write_result
+    payload = {"experiment": "llama_adaptation", "claims": block(claims), "results": [dict(r) for r in results],
+               "recovery": {r["model"]: recovery(r["rows"], "test_ppl") for r in results}, "speed": list(speed_rows),
+               "seconds": seconds}
+    return write_result(path, payload, params)

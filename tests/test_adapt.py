@@ -343,3 +343,286 @@ def test_recovery_is_the_share_of_the_conversion_cost_in_nats():
     assert r["recovered"] == pytest.approx(0.4 / 0.5)          # towards the source (2.0 nats)
     assert r["recovered_vs_control"] == pytest.approx(0.4 / 0.6)  # towards the control (1.9 nats)
     assert r["control"] == pytest.approx(e ** 1.9)
+
+
+# ------------------------------------------------------------------------------- the chapter's functions
+# Hand-made results in run_adaptation's shape (no training): four test sequences of 10 tokens; losses per
+# token 2.0 (source), 1.8 (control), 3.0 (converted), 1.9 (retrained); the selection-set "ppl" beside them.
+def _row(variant, n, tokens, losses, select_loss, real=None, **more):
+    return {"model": "stories260K", "variant": variant, "ladder_layers": n, "retrain_tokens": tokens,
+            "test_losses": losses, "test_tokens": [10] * 4, "test_ppl": math.exp(sum(losses) / 40),
+            "ppl": math.exp(select_loss), "real_ppl": real, **more}
+
+
+def chapter_result(control=True, model="stories260K", searched=True):
+    rows = [_row("source", 0, 0, [20.0, 21.0, 19.0, 20.0], 2.0, real=7.0, arc_challenge=25.0),
+            _row("Hybrid-3L, no retraining", 3, 0, [30.0, 31.0, 29.0, 30.0], 3.0, real=30.0, arc_challenge=20.0),
+            _row("Hybrid-3L, retrained", 3, 100, [19.0, 20.0, 18.0, 19.0], 2.2, real=9.0, arc_challenge=30.0)]
+    if control:
+        rows.insert(1, _row("source, retrained (control)", 0, 100, [18.0, 19.0, 17.0, 18.0], 1.9, real=8.0,
+                            arc_challenge=None))
+    for r in rows:
+        r["model"] = model
+    best, other = {"lr": 1e-3, "train": "all"}, {"lr": 1e-3, "train": "converted"}
+    study = [{"recipe": best, "name": adapt.recipe_name(best), "tokens": 100, "select_loss": 2.2,
+              "curve": [{"tokens": 0, "ppl": math.exp(3.0)}, {"tokens": 100, "ppl": math.exp(2.2)}]}]
+    if searched:
+        study.append({"recipe": other, "name": adapt.recipe_name(other), "tokens": 100, "select_loss": 2.6,
+                      "curve": [{"tokens": 0, "ppl": math.exp(3.0)}, {"tokens": 100, "ppl": math.exp(2.6)}]})
+    return {"model": model, "path": "/nowhere", "n_layers": 5, "params": 260_032, "ladder_layers": [3],
+            "data": "text; more", "rows": rows, "recipe": best, "study": study,
+            "curves": {3: [{"tokens": 0, "ppl": math.exp(3.0)}, {"tokens": 2000, "ppl": math.exp(2.2)}]},
+            "checkpoints": {"source": "/nowhere", "hybrid3": "/ckpt/h3"}, "train_summaries": {3: {"tokens": 100}}}
+
+
+def _speed_row(model, link, n, speedup, step_ms=12.0, lo=None, hi=None):
+    return {"model": model, "link": link, "tp": 2, "ladder_layers": n, "standard_tokens_per_s": 100.0,
+            "hybrid_tokens_per_s": 100.0 * speedup, "speedup": speedup,
+            "speedup_ci": [lo or speedup - 0.05, hi or speedup + 0.05], "step_ms": step_ms, "samples": 5}
+
+
+def test_per_model_takes_a_models_own_value_or_the_first():
+    assert adapt.per_model(3, "a") == 3 and adapt.per_model([1, 2], "a") == [1, 2]
+    assert adapt.per_model({"a": 1, "b": 2}, "b") == 2
+    assert adapt.per_model({"a": 1, "b": 2}, "c") == 1
+
+
+def test_run_models_passes_each_model_its_own_parameters_and_skips_missing_ones(monkeypatch, capsys):
+    calls = []
+
+    def fake(name, work, **kw):
+        calls.append((name, work, kw))
+        return None if name == "missing" else {"model": name, "n_layers": 5, "ladder_layers": [3], "data": "d"}
+    monkeypatch.setattr(adapt, "run_adaptation", fake)
+    res = adapt.run_models(["a", "missing", "b"], "w", explore={"b": {"lr": [1]}}, nproc=2, lr={"a": 0.1, "b": 0.2},
+                           retrain_tokens={"b": 7, "a": 9}, control=True, corpus_tokens=5, tasks=["x"], seq_len=8)
+    assert [r["model"] for r in res] == ["a", "b"] and all(r["seconds"] >= 0 for r in res)
+    a, missing, b = (kw for _, _, kw in calls)
+    assert [c[:2] for c in calls] == [("a", "w"), ("missing", "w"), ("b", "w")]
+    assert (a["lr"], a["retrain_tokens"], a["explore"], b["lr"], b["retrain_tokens"], b["explore"]) == \
+        (0.1, 9, None, 0.2, 7, {"lr": [1]})
+    assert missing["lr"] == 0.1  # a model not named gets the first value
+    assert a["tasks"] == ["x"] and a["seq_len"] == 8 and a["corpus_tokens"] == 5 and a["control"] is True
+    assert a["nproc"] == 2 and a["progress"] is True
+    assert "a: 5 layers, converted [3]" in capsys.readouterr().out
+    monkeypatch.setattr(adapt, "run_adaptation", lambda name, work, **kw: None)
+    with pytest.raises(RuntimeError, match=r"none of the models \['x'\] could be loaded"):
+        adapt.run_models(["x"], "w")
+
+
+def test_setup_chapter_resolves_the_device_and_sets_threads():
+    before = torch.get_num_threads()
+    try:
+        assert adapt.setup_chapter(1, "cpu") == "cpu" and torch.get_num_threads() == 1
+        assert adapt.setup_chapter(1, "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_styled_rounds_by_unit_marks_missing_values_and_pads_cells():
+    import pandas as pd
+    df = pd.DataFrame({"name": ["a", "b"], "acc (%)": [12.345, None], "speed-up (×)": [1.23456, 0.5],
+                       "ppl": [5.0712, 12.0], "runs": [3, 4]})
+    html = adapt.styled(df, caption="cap").to_html()
+    assert "12.3<" in html and "12.35" not in html and "1.23<" in html and "5.07<" in html and "–" in html
+    assert "padding: 3px 12px" in html and "white-space: nowrap" in html and "cap" in html
+    assert ">0<" not in html  # a 0, 1, ... index is hidden
+    assert "5.071<" in adapt.styled(df, precision=3).to_html()
+
+
+def test_adaptation_table_has_one_row_per_variant_with_short_labels_and_the_papers_row():
+    table = adapt.adaptation_table([chapter_result()])
+    assert list(table.index) == [("stories260K", v) for v in ("source", "source, retrained (control)",
+                                                              "Hybrid-3L, no retraining", "Hybrid-3L, retrained")]
+    assert list(table.columns) == [("paper's row", ""), ("perplexity", "test"), ("perplexity", "real text"),
+                                   ("ARC-C (%)", "ours"), ("ARC-C (%)", "paper"), ("avg (%)", "ours"),
+                                   ("avg (%)", "paper")]
+    src = table.loc[("stories260K", "source")]
+    assert src[("paper's row", "")] == "Llama-3.1-8B-Instruct" and src[("avg (%)", "paper")] == pytest.approx(56.11)
+    assert src[("perplexity", "test")] == pytest.approx(math.exp(2.0)) and src[("perplexity", "real text")] == 7.0
+    assert table.loc[("stories260K", "Hybrid-3L, retrained"), ("paper's row", "")] == "Hybrid-16L, retrained"
+    assert pd_isna(table.loc[("stories260K", "source, retrained (control)"), ("paper's row", "")])
+    # the joined labels of comparison_table are unchanged
+    joined = adapt.comparison_table(chapter_result()["rows"])
+    assert joined.index[0] == "stories260K: source  [paper: Llama-3.1-8B-Instruct]"
+
+
+def test_recovery_table_gives_the_share_recovered_in_percent():
+    t = adapt.recovery_table([chapter_result(), chapter_result(control=False, model="b")])
+    assert list(t["model"]) == ["stories260K", "b"] and list(t["converted layers"]) == ["last 3 of 5"] * 2
+    assert t["recovered vs source (%)"][0] == pytest.approx(100 * 1.1 / 1.0)
+    assert t["recovered vs control (%)"][0] == pytest.approx(100 * 1.1 / 1.2)
+    assert t["control ppl"][0] == pytest.approx(math.exp(1.8)) and pd_isna(t["recovered vs control (%)"][1])
+
+
+def pd_isna(v):
+    import pandas as pd
+    return pd.isna(v)
+
+
+def test_recovery_curve_and_its_figure():
+    res = [chapter_result(), chapter_result(control=False, model="b")]
+    curve = adapt.recovery_curve(res)
+    assert list(curve["k tokens"]) == [0, 2, 0, 2] and set(curve["converted"]) == {"upper half"}
+    assert curve["ppl"][1] == pytest.approx(math.exp(2.2)) and curve["layers"][0] == "last 3 of 5"
+    fig = adapt.plot_recovery(res)
+    a, b = fig.axes[:2]
+    assert [line.get_label() for line in a.get_legend().get_lines()] == ["source", "source, retrained"]
+    assert [line.get_label() for line in b.get_legend().get_lines()] == ["source"]  # no control, no dashed line
+    assert a.get_ylabel() == "held-out perplexity" and "last 3 of 5" in a.get_title()
+
+
+def test_recipe_study_compares_recipes_on_the_selection_set():
+    res = [chapter_result(), chapter_result(model="b", searched=False)]
+    (study,) = adapt.recipe_study(res)  # "b" tried one recipe: nothing to compare
+    t = study["table"]
+    assert list(t["recipe"]) == ["lr 0.001, train all", "lr 0.001, train converted"]
+    assert list(t["chosen"]) == ["✓", ""]
+    # converted 3.0 nats on the selection set, control 1.9: the chosen recipe's 2.2 recovers 0.8 of 1.1
+    assert t["recovered (%)"][0] == pytest.approx(100 * 0.8 / 1.1)
+    assert t["recovered (%)"][1] == pytest.approx(100 * 0.4 / 1.1)
+    assert "last 3 of 5 converted, 100 retraining tokens" in study["caption"]
+    assert "against the source, retrained (control)" in study["caption"]
+    assert "against the source (" in adapt.recipe_study([chapter_result(control=False)])[0]["caption"]
+    pts = adapt.recipe_curves(res)
+    assert len(pts) == 4 and set(pts["model"]) == {"stories260K"} and pts["loss"].iloc[-1] == pytest.approx(2.6)
+    assert adapt.plot_recipes(res).axes[0].get_ylabel() == "selection-set loss (nats)"
+    assert adapt.plot_recipes([chapter_result(searched=False)]) is None
+
+
+def test_gpu_speed_commands_name_every_checkpoint():
+    cmds = adapt.gpu_speed_commands([chapter_result()])
+    assert len(cmds) == 2 and cmds[0].endswith("--checkpoint /nowhere --wiring standard --out speed.jsonl")
+    assert "--checkpoint /ckpt/h3 --wiring hybrid --ladder-layers 3" in cmds[1]
+    assert all(c.startswith("torchrun --nproc-per-node 8 -m ladder.bench") for c in cmds)
+
+
+def test_measure_hybrid_speed_runs_the_configurations_and_labels_the_h8_entries(stories_dir, monkeypatch):
+    """bench.run_local faked: a hybrid is 1.2x its source on every link; the virtual shape 1.5x."""
+    from ladder import bench
+    seen = []
+
+    def fake_run_local(cfgs, progress=True, interleave=False, **kw):
+        seen.append((cfgs, interleave))
+        gain = 1.5 if cfgs[0].ranks == "virtual" else 1.2
+        return [{"wiring": c.wiring, "link": {"name": c.link} if c.link else None, "tp": c.tp,
+                 "ladder_layers": c.ladder_layers, "n_layers": c.model_config().n_layers, "dim": c.model_config().dim,
+                 "tokens_per_s": 100.0 * (gain if c.wiring == "hybrid" else 1.0), "decode_s_per_token": 0.01,
+                 "samples_tokens_per_s": [100.0 * (gain if c.wiring == "hybrid" else 1.0)] * 3} for c in cfgs]
+    monkeypatch.setattr(bench, "run_local", fake_run_local)
+    first = {**chapter_result(), "path": str(stories_dir), "ladder_layers": [3, 4],
+             "checkpoints": {"hybrid3": str(stories_dir), "hybrid4": str(stories_dir)}}
+    other = {**chapter_result(model="other"), "path": str(stories_dir), "checkpoints": {"hybrid3": str(stories_dir)}}
+    virtual = {"preset": "tiny", "overrides": {"n_layers": 4}, "ladder_layers": 2, "link": "pcie5-nop2p"}
+    rows, entries = adapt.measure_hybrid_speed([first, other], tp=2, links=["none", "pcie5-nop2p"], samples=3,
+                                               prompt_len=8, new_tokens=4, virtual=virtual)
+    assert all(inter for _, inter in seen) and len(seen) == 3
+    assert [(c.wiring, c.ladder_layers, c.link) for c in seen[0][0]] == [
+        ("standard", 0, None), ("hybrid", 3, None), ("hybrid", 4, None),
+        ("standard", 0, "pcie5-nop2p"), ("hybrid", 3, "pcie5-nop2p"), ("hybrid", 4, "pcie5-nop2p")]
+    assert [(r["model"], r["link"], r["ladder_layers"]) for r in rows] == [
+        ("stories260K", "none (measured gloo)", 3), ("stories260K", "none (measured gloo)", 4),
+        ("stories260K", "pcie5-nop2p", 3), ("stories260K", "pcie5-nop2p", 4), ("other", "none (measured gloo)", 3),
+        ("other", "pcie5-nop2p", 3), ("tiny 4L d64 (virtual ranks)", "pcie5-nop2p", 2)]
+    assert [r["speedup"] for r in rows] == pytest.approx([1.2] * 6 + [1.5])
+    # H8: the first model at its smallest converted depth on every link (real processes) and the virtual shape
+    # (emulated link); not its larger depth, not "other"
+    assert [(e.subject, e.evidence, e["link"], e["ladder_layers"]) for e in entries] == [
+        ("stories260K", "cpu-real-processes", "none (measured gloo)", 3),
+        ("stories260K", "cpu-real-processes", "pcie5-nop2p", 3),
+        ("tiny 4L d64 (virtual ranks)", "cpu-emulated-link", "pcie5-nop2p", 2)]
+    assert "stories260K hybrid with 3 converted layers vs its source" in entries[0].ours
+    assert "tiny 4L d64 (virtual ranks): hybrid with 2 ladder layers vs standard" in entries[2].ours
+    assert entries[2].speedup == pytest.approx(1.5) and entries[0].step_ms == pytest.approx(10.0)
+    rows, entries = adapt.measure_hybrid_speed([first], links=["pcie5-nop2p"], samples=3)  # no virtual shape
+    assert len(rows) == 2 and len(entries) == 1
+
+
+def test_measure_hybrid_speed_on_a_gpu_prints_the_commands(capsys, monkeypatch):
+    from ladder import bench
+    monkeypatch.setattr(bench, "run_local", lambda *a, **k: pytest.fail("nothing runs off the CPU"))
+    assert adapt.measure_hybrid_speed([chapter_result()], device="cuda") == ([], [])
+    out = capsys.readouterr().out
+    assert "--checkpoint /ckpt/h3 --wiring hybrid" in out and "run the printed commands on the GPU node" in out
+
+
+def test_speed_table_and_chart():
+    rows = [_speed_row("stories260K", "none (measured gloo)", 3, 0.9, lo=0.8, hi=1.1),
+            _speed_row("stories260K", "pcie5-nop2p", 3, 1.1), _speed_row("tiny (virtual ranks)", "pcie5-nop2p", 2, 1.3)]
+    t = adapt.speed_table(rows)
+    assert list(t.columns) == ["model", "link", "converted layers", "source (tokens/s)", "hybrid (tokens/s)",
+                               "speed-up (×)", "95% CI (×)", "decode step (ms)", "runs"]
+    assert t["95% CI (×)"][0] == "0.80–1.10" and t["hybrid (tokens/s)"][1] == pytest.approx(110.0)
+    fig = adapt.plot_speed(rows, tp=2)
+    ax = fig.axes[0]
+    colours = [tuple(p.get_facecolor()) for p in ax.patches]
+    assert len(colours) == 3 and len(set(colours)) == 3  # each (model, link) its own colour
+    assert "TP = 2" in ax.get_xlabel() and "95% CI" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "stories260K\nnone (measured gloo), 3 converted"
+    same = adapt.plot_speed(rows[:1] * 2, tp=2).axes[0].patches
+    assert same[0].get_facecolor() == same[1].get_facecolor()
+
+
+def test_chapter_claims_values_and_lines():
+    from ladder import claims as rules
+    thr = {r["id"]: r["thresholds"] for r in rules.paper_claims()}
+    res = [chapter_result(), chapter_result(model="b")]
+    h8 = [sp_entry("stories260K", 1.1, 12.0, "processes"), sp_entry("stories260K", 1.2, 14.0, "processes"),
+          sp_entry("tiny (virtual ranks)", 1.3, 90.0, "virtual")]
+    claims = adapt.chapter_claims(res, h8)
+    assert [e.subject for e in claims["H7"]] == ["stories260K", "b"] and claims["H8"] == h8
+    assert "H8" not in adapt.chapter_claims(res, [])
+    v = adapt.chapter_values(res, claims)
+    assert v["adapt_model"] == "stories260K" and (v["adapt_n_layers"], v["adapt_half"], v["adapt_large"]) == (5, 3, 3)
+    assert v["adapt_ppl_source"] == pytest.approx(math.exp(2.0)) and v["adapt_ppl_control"] == pytest.approx(math.exp(1.8))
+    assert v["adapt_ppl_converted"] == pytest.approx(math.exp(3.0)) and v["adapt_ppl_retrained"] == pytest.approx(math.exp(1.9))
+    assert v["adapt_recovered"] == pytest.approx(100 * 1.1 / 1.2) == v["adapt_recovered_large"]
+    assert v["adapt_reference"] == "control" and v["adapt_tokens"] == 100 and v["adapt_recipes_tried"] == 2
+    assert v["adapt_recipe"] == "lr 0.001, train all" and v["adapt_drop"] == pytest.approx(1.2)
+    assert (v["adapt_real_source"], v["adapt_real_control"], v["adapt_real_retrained"]) == (7.0, 8.0, 9.0)
+    assert v["h7_gap_source"] == pytest.approx(-0.1) and v["h7_gap_control"] == pytest.approx(0.1)
+    assert (v["h7_verdict"], v["h7_reason"]) == rules.judge("H7", claims["H7"][0], thr["H7"])
+    assert v["adapt_step_ms"] == "12.0 to 14.0 ms" and v["adapt_speedup"] == pytest.approx(1.3)
+    lines = adapt.claim_lines(claims).splitlines()
+    assert len(lines) == 5 and lines[0].startswith(f"H7 {v['h7_verdict']} ") and " | stories260K, last 3" in lines[0]
+    assert lines[2].startswith("H8 ") and lines[2].endswith(h8[0].ours)
+    # without a control or a speed measurement: NaN, "(not measured)", no speed-up
+    alone = adapt.chapter_values([chapter_result(control=False)], adapt.chapter_claims([chapter_result(control=False)]))
+    assert math.isnan(alone["adapt_ppl_control"]) and math.isnan(alone["h7_gap_control"])
+    assert math.isnan(alone["adapt_real_control"]) and alone["adapt_reference"] == "source"
+    assert alone["adapt_recovered"] == pytest.approx(100 * 1.1 / 1.0)
+    assert alone["adapt_step_ms"] == "(not measured)" and "adapt_speedup" not in alone
+    only_real = adapt.chapter_values(res, adapt.chapter_claims(res, h8[:2]))
+    assert only_real["adapt_speedup"] == pytest.approx(1.1)  # no emulated-link entry: the first
+
+
+def sp_entry(model, speedup, step_ms, ranks):
+    from ladder import speedup as sp
+    return sp.hybrid_entry(_speed_row(model, "pcie5-nop2p", 3, speedup, step_ms), ranks=ranks, batch=1, what="x")
+
+
+def test_every_glued_name_of_the_chapter_text_is_a_chapter_value():
+    import json
+    import re
+    from ladder.provenance import REPO_ROOT
+    cells = json.loads((REPO_ROOT / "notebooks" / "04_llama_adaptation.ipynb").read_text())["cells"]
+    text = "".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    cited = set(re.findall(r"\{glue:text\}`([a-z0-9_]+)", text))
+    res = [chapter_result()]
+    values = adapt.chapter_values(res, adapt.chapter_claims(res, [sp_entry("stories260K", 1.1, 12.0, "processes")]))
+    assert cited and cited <= set(values), sorted(cited - set(values))
+
+
+def test_write_chapter_result_records_claims_recovery_speed_and_parameters(tmp_path):
+    import json
+    res = [chapter_result()]
+    speed = [_speed_row("stories260K", "pcie5-nop2p", 3, 1.1)]
+    claims = adapt.chapter_claims(res, [sp_entry("stories260K", 1.1, 12.0, "processes")])
+    out = adapt.write_chapter_result(tmp_path / "r" / "adaptation.json", res, claims, speed, {"models": ["x"]}, 12.5)
+    d = json.loads(out.read_text())
+    assert d["experiment"] == "llama_adaptation" and d["seconds"] == 12.5 and d["speed"] == speed
+    assert set(d["claims"]) == {"H7", "H8"} and d["claims"]["H7"][0]["subject"] == "stories260K"
+    assert d["recovery"]["stories260K"]["3"]["recovered_vs_control"] == pytest.approx(1.1 / 1.2)
+    assert d["results"][0]["rows"][0]["variant"] == "source" and d["provenance"]["params"]["models"] == ["x"]
+    assert "H8" not in json.loads(adapt.write_chapter_result(tmp_path / "a.json", res, adapt.chapter_claims(res), [],
+                                                             {}, 1.0).read_text())["claims"]

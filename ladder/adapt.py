@@ -272,8 +272,10 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
     # one folder per data and training setup: re-executing with the same parameters reuses finished runs
     # (and resumes killed ones) instead of retraining; a changed parameter gets a new folder
+    # (the process count sets the tokens of an optimizer step, so a run is not resumed with another; a
+    # one-process run keeps the key it always had)
     key = run_key(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
-                  export_dtype)
+                  export_dtype, *([f"nproc={nproc}"] if nproc > 1 else []))
     out = Path(out_root) / f"{_slug(name)}-{key}"
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     hf_config = AutoConfig.from_pretrained(str(path))

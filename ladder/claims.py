@@ -583,18 +583,23 @@ def _ours(e: ClaimEntry) -> str:
 def claims_table(profile: str, paper_path: Path = PAPER_CLAIMS, results_root: Path = RESULTS_ROOT) -> list[dict]:
     """One row per paper claim: id, claim, paper, ours, how, evidence, verdict (the headline), headline
     (its evidence and reason), judged (every entry's verdict, evidence, reason, subject), profile, date,
-    files. Entries are ordered strongest evidence first."""
+    files. Entries are ordered strongest evidence first. For the book's table (`to_markdown`): entries
+    (each entry with its file, date and hardware, aligned with judged), deciding (the indices of the entries
+    the headline rests on), headline_number (the deciding entry's number and 95% interval, short),
+    evidence_phrase (what it was measured on, in words), chapter (the book page that measures it), noise."""
     paper = paper_claims(paper_path)
     found = result_claims(profile, results_root, known_ids={r["id"] for r in paper})
     order = list(EVIDENCE)
     rows = []
     for p in paper:
         base = {"id": p["id"], "claim": p["claim"], "paper": p["paper_value"], "source": p["source"],
-                "rule": p["rule"], "profile": profile}
+                "rule": p["rule"], "noise": p["noise"], "profile": profile, "chapter": CHAPTERS.get(p["id"])}
         items = sorted(found.get(p["id"], []), key=lambda x: order.index(x["entry"].evidence))
         if not items:
             rows.append({**base, "ours": "—", "how": f"no result in data/results/{profile}/", "evidence": [],
-                         "date": "—", "verdict": "not run", "headline": None, "judged": [], "files": []})
+                         "date": "—", "verdict": "not run", "headline": None, "judged": [], "files": [],
+                         "entries": [], "deciding": [], "headline_number": "—",
+                         "evidence_phrase": f"no result in data/results/{profile}/"})
             continue
         judged = []
         for x in items:
@@ -611,57 +616,303 @@ def claims_table(profile: str, paper_path: Path = PAPER_CLAIMS, results_root: Pa
                      "evidence": list(dict.fromkeys(e.evidence for e in entries)),
                      "date": max(x["date"] for x in items) or "—",
                      "verdict": head["verdict"], "headline": head, "judged": judged,
-                     "files": list(dict.fromkeys(str(x["file"]) for x in items))})
+                     "files": list(dict.fromkeys(str(x["file"]) for x in items)),
+                     **_presented(items, judged, head)})
     return rows
+
+
+# ------------------------------------------------------------------------------------------ presentation
+# The book's table shows, per claim, the paper's number, the deciding entry's number with its interval, the
+# evidence in words and one verdict badge; everything else (every entry's text, how it was obtained, its
+# verdict and reason, the rule, the files) goes to a details block per claim below the table. Nothing here
+# decides anything: it formats what the rules above returned and the entries' own fields.
+
+# the chapter (book page) that measures each claim
+CHAPTERS = {"H1": "notebooks/02_speedup", "H2": "notebooks/02_speedup", "H3": "notebooks/02_speedup",
+            "H4": "notebooks/02_speedup", "H5": "notebooks/03_pretraining", "H6": "notebooks/03_pretraining",
+            "H7": "notebooks/04_llama_adaptation", "H8": "notebooks/04_llama_adaptation"}
+# phrases of the table linked to their glossary entry (book/methods.md), the first occurrence in a cell
+CELL_TERMS = {"upper bound's gain": "share of the upper bound's gain", "upper bound": "upper bound", "a/c": "a/c", "regime": "regime", "link emulated": "emulated link",
+              "emulated link": "emulated link", "gloo": "gloo", "performance model": "performance model",
+              "in sample": "in sample", "out of sample": "out of sample", "gap to control": "gap to the control"}
+_CELL_TERMS = re.compile("|".join(rf"(?<![\w/]){re.escape(k)}(?![\w/])" for k in CELL_TERMS))
+_LINK_SPEC = re.compile(r"(?:\blink )?(?<![\w:])((?:custom:[0-9.eE+-]+:[0-9.eE+-]+(?::[0-9.eE+-]+)?|nvlink4|pcie5-nop2p|"
+                        r"net100g|net400g)(?![\w:]))")
+
+
+def _deciding(judged: list[dict], head: dict | None) -> list[int]:
+    """Indices of the entries the headline verdict rests on: its entry, or every entry of its evidence
+    (those not applicable here left out while another remains)."""
+    if head is None or not judged:
+        return []
+    if head.get("entry") is not None:
+        return [head["entry"]]
+    same = [i for i, j in enumerate(judged) if j["evidence"] == head["evidence"]]
+    return [i for i in same if judged[i]["verdict"] != "not applicable here"] or same
+
+
+def _signed(x: float, fmt: str) -> str:
+    return format(x, "+" + fmt).replace("-", "−")
+
+
+def _range(lo: float, hi: float, fmt: str, signed: bool = False) -> str:
+    """'1.30–1.43', or '−0.090 to +0.170' for signed quantities and intervals reaching below 0."""
+    if signed or lo < 0:
+        return f"{_signed(lo, fmt)} to {_signed(hi, fmt)}"
+    return f"{lo:{fmt}}–{hi:{fmt}}"
+
+
+def _share(x: float, ci, what: str) -> str:
+    """'87% (75–100%) of ...': a share with its interval, in whole percent."""
+    pct = lambda v: f"{v * 100:.0f}".replace("-", "−")
+    if ci is None:
+        return f"{pct(x)}% {what} (no interval)"
+    return f"{pct(x)}% ({pct(ci[0])}{' to ' if ci[0] < 0 else '–'}{pct(ci[1])}%) {what}"
+
+
+def _training_number(e: ClaimEntry) -> str:
+    std, lad = e.standard, e.ladder
+    seeds = (f"{len(std)} seed{'' if len(std) == 1 else 's'} per wiring" if len(std) == len(lad)
+             else f"{len(std)} standard / {len(lad)} ladder seeds")
+    if e.seeds is not None and len(std) == len(lad) >= 2:
+        got = t_interval([b - a for a, b in zip(std, lad)])
+        return (f"ladder − standard {_signed(got['mean'], '.3f')} nats ({_range(*got['ci'], '.3f', True)}), "
+                f"{seeds}")
+    gap = sum(lad) / len(lad) - sum(std) / len(std)
+    why = "seeds not recorded" if e.seeds is None else "fewer than 2 paired seeds"
+    return f"ladder − standard {_signed(gap, '.3f')} nats (no interval: {why}), {seeds}"
+
+
+def entry_number(e: ClaimEntry) -> str:
+    """One entry's number and its 95% interval, short: '1.37× (1.30–1.43), 87% (75–100%) of the upper
+    bound's gain'; 'gap to control +0.068 nats (+0.063 to +0.074), ...'; '(no interval)' where none."""
+    e = ClaimEntry.from_dict(e)
+    if e.speedup is not None:
+        ci = e.interval("speedup")
+        text = f"{e.speedup:.2f}×" + (f" ({_range(*ci, '.2f')})" if ci else " (no interval)")
+        if e.recovered is not None:
+            text += ", " + _share(e.recovered, e.interval("recovered"), "of the upper bound's gain")
+        return text
+    if e.comm_share is not None:
+        return _share(e.comm_share, e.interval("comm_share"), "of standard's time in all-reduce")
+    if e.standard is not None and e.ladder is not None:
+        return _training_number(e)
+    if e.gap_to_control is not None:
+        ci = e.interval("gap_to_control")
+        text = (f"gap to control {_signed(e.gap_to_control, '.3f')} nats"
+                + (f" ({_range(*ci, '.3f', True)})" if ci else " (no interval)"))
+        if e.recovered is not None:
+            text += f", {e.recovered * 100:.0f}% of the conversion's cost recovered".replace("-", "−")
+        return text
+    if e.value is not None:
+        ci = e.interval(e.quantity) if e.quantity else None
+        return (f"{e.quantity or 'value'} {e.value:.3g}"
+                + (f" ({_range(*ci, '.3g')})" if ci else " (no interval)"))
+    return "no number recorded"
+
+
+def _count(x, unit: str) -> str | None:
+    """2557632 -> '2.6M parameters'."""
+    if x is None:
+        return None
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K"), (1, "")):
+        if x >= div:
+            v = x / div
+            return (f"{v:.1f}".rstrip("0").rstrip(".") if v < 10 else f"{v:.0f}") + f"{suffix} {unit}"
+    return f"{x:g} {unit}"
+
+
+def _message_bytes(e: ClaimEntry) -> int | None:
+    """The all-reduce message of a performance-model entry's decode step (batch x dim x 2 bytes, the model's
+    16-bit activations); None where the shape or batch is not recorded."""
+    from .config import preset
+    try:
+        return int(e.extra["batch"]) * preset(e.extra["shape"]).dim * 2
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def link_words(spec, ranks=None, nbytes=None) -> str | None:
+    """A link spec in words with one all-reduce's time (ladder.link.describe); None for no link or a
+    spec that is not one ('none (measured gloo)')."""
+    from .link import describe
+    try:
+        words = describe(spec, int(ranks) if ranks else None, nbytes)
+    except (ValueError, TypeError):
+        return None
+    return None if words == "no emulated link" else words
+
+
+def evidence_phrase(e: ClaimEntry, hardware: Mapping | None = None) -> str:
+    """What an entry was measured on, in a short phrase: its evidence kind, the regime or link it was set to,
+    the hardware ('2-core CPU, link emulated at a/c = 0.43 (the “paper, NVLink” regime)')."""
+    e, hw = ClaimEntry.from_dict(e), dict(hardware or {})
+    tp = e.extra.get("tp")
+    link = link_words(e.extra.get("link"), tp, _message_bytes(e) if e.evidence in MODEL_EVIDENCE else None)
+    cpu = f"{hw['cpu_count']}-core CPU" if hw.get("cpu_count") else "CPU"
+    if e.link_ratio is not None:
+        regime = e.extra.get("regime")
+        emulated = f"link emulated at a/c = {e.link_ratio:.2f}" + (f" (the “{regime}” regime)" if regime else "")
+    else:
+        emulated = f"emulated link: {link}" if link else "emulated link"
+    if e.evidence == "multi-gpu":
+        gpus = f"{hw['gpu_count']}× {hw['gpu']}" if hw.get("gpu") and hw.get("gpu_count") else "several GPUs"
+        return gpus + (f", {e.nodes} nodes" if e.nodes else "") + (f", TP = {tp}" if tp else "")
+    if e.evidence == "gpu1-emulated-link":
+        return f"one {hw.get('gpu') or 'GPU'}, {emulated}"
+    if e.evidence == "cpu-real-processes":
+        return f"{cpu}, {f'{tp} ' if tp else ''}real gloo processes" + (f", plus an emulated link: {link}" if link else "")
+    if e.evidence == "cpu-emulated-link":
+        return f"{cpu}, {emulated}"
+    if e.evidence == "small-scale-training":
+        bits = [e.subject, _count(e.params, "parameters"), _count(e.tokens, "tokens")]
+        return f"{cpu}, small-scale training" + "".join(f"{': ' if i == 0 else ', '}{b}" for i, b in
+                                                         enumerate(b for b in bits if b))
+    what = " at ".join(b for b in (e.extra.get("shape"), f"TP = {tp}" if tp else None) if b)
+    return ("performance model" + (f" of {what}" if what else "") + (f" on {link}" if link else "")
+            + ("; in sample: does not count" if e.evidence == "model-in-sample" else "; out of sample"))
+
+
+def _presented(items: list[dict], judged: list[dict], head: dict) -> dict:
+    """The row keys the book's table reads: the deciding entries' number and evidence, in words."""
+    deciding = _deciding(judged, head)
+    first = items[deciding[0]]
+    number = entry_number(first["entry"])
+    if len(deciding) > 1:
+        number = (f"{first['entry'].subject}: " if first["entry"].subject else "") + number + \
+            f" (and {len(deciding) - 1} more {'entry' if len(deciding) == 2 else 'entries'}: details)"
+    return {"entries": items, "deciding": deciding, "headline_number": number,
+            "evidence_phrase": evidence_phrase(first["entry"], first["hardware"])}
 
 
 _ESCAPE = re.compile(r"([\\`*_{}\[\]<>$|#])")
 
 
+# a dot inside a word ('paper-numbers.md', 'ladder.replay'): escaped, so linkify does not make a web address of it
+_DOT = re.compile(r"(?<=\w)\.(?=[A-Za-z])")
+
+
+def _escape(text: str) -> str:
+    return _DOT.sub(r"\\.", _ESCAPE.sub(r"\\\1", text))
+
+
 def _md(text) -> str:
     """Plain text for a table cell: one line, MyST markup characters escaped."""
-    return _ESCAPE.sub(r"\\\1", " ".join(str(text).split())) or "—"
+    return _escape(" ".join(str(text).split())) or "—"
+
+
+def _terms(md: str) -> str:
+    """Escaped cell text with the first occurrence of each glossary phrase linked ({term})."""
+    seen = set()
+
+    def link(m):
+        term = CELL_TERMS[m.group(0)]
+        if term in seen:
+            return m.group(0)
+        seen.add(term)
+        return f"{{term}}`{m.group(0)} <{term}>`" if m.group(0) != term else f"{{term}}`{term}`"
+    return _CELL_TERMS.sub(link, md)
+
+
+def _with_link_names(text: str, ranks=None) -> str:
+    """`text` escaped (as `_md`), each link spec in it ('pcie5-nop2p', 'custom:0.0004:2e8') named in words
+    with one all-reduce's time at `ranks` ranks, the spec kept as code."""
+    text = " ".join(str(text).split())
+    out, at = [], 0
+    for m in _LINK_SPEC.finditer(text):
+        words = link_words(m.group(1), ranks)
+        if words is not None:  # 'link pcie5-nop2p' -> 'PCIe 5.0 without peer-to-peer, ... (`pcie5-nop2p`)'
+            out += [_escape(text[at:m.start()]), f"{_md(words)} (`{m.group(1)}`)"]
+            at = m.end()
+    out.append(_escape(text[at:]))
+    return "".join(out) or "—"
 
 
 def _label(j: dict) -> str:
     return ", ".join(x for x in (EVIDENCE[j["evidence"]][0], j.get("subject")) if x)
 
 
-def _verdict_cell(row: dict) -> str:
-    """The headline verdict (badge, its evidence and reason), then every entry's own verdict under it."""
-    head = row.get("headline")
-    if head is None:  # no entry at all
-        return f"{{{BADGES['not run']}}}`not run`"
-    parts = [f"{{{BADGES[head['verdict']]}}}`{head['verdict']}` {_md('(' + _label(head) + ')')}: {_md(head['reason'])}"]
-    if len(row["judged"]) > 1:
+def _anchor(row: dict) -> str:
+    return f"claim-{row['id'].lower()}"
+
+
+def _chapter(doc: str) -> str:
+    """{doc} link to a chapter page: 'chapter 2'."""
+    number = re.match(r"notebooks/(\d+)_", doc)
+    return f"{{doc}}`chapter {int(number.group(1))} </{doc}>`" if number else f"{{doc}}`/{doc}`"
+
+
+def _verdict_cell(row: dict, chapters=None) -> str:
+    """One badge (the headline verdict), then links to the claim's details block and to its chapter."""
+    links = [f"{{ref}}`details <{_anchor(row)}>`"]
+    if row.get("chapter") and (chapters is None or row["chapter"] in chapters):
+        links.append(_chapter(row["chapter"]))
+    return f"{{{BADGES[row['verdict']]}}}`{row['verdict']}` <br> " + " · ".join(links)
+
+
+def _entry_lines(row: dict, i: int) -> list[str]:
+    """One entry in a details block: its verdict and reason, then what was measured, how, on what, where."""
+    j, x = row["judged"][i], row["entries"][i]
+    e = x["entry"]
+    tp = e.extra.get("tp")
+    lines = [f"- *{j['verdict']}* {_md('(' + _label(j) + ')')}: {_md(j['reason'])}"
+             + (" — **the headline rests on it**" if i in row["deciding"] else "")]
+    lines.append(f"  - Ours: {_terms(_with_link_names(_ours(e) or '—', tp))}")
+    if e.how:
+        lines.append(f"  - How: {_with_link_names(e.how, tp)}")
+    lines.append(f"  - Measured on: {_terms(_md(evidence_phrase(e, x['hardware'])))}")
+    lines.append(f"  - Result file: `{x['file']}`" + (f", {x['date']}" if x["date"] else ""))
+    return lines
+
+
+def _details(row: dict, chapters=None) -> list[str]:
+    """The details block of one claim: a dropdown named claim-<id> that the table links to."""
+    v, head = row["verdict"], row.get("headline")
+    lines = [f"````{{dropdown}} {row['id']}: {_md(row['claim'])} — {v}", f":name: {_anchor(row)}",
+             ":class-container: claims-details", "",
+             f"**Claim.** {_md(row['claim'])}. **Paper:** {_md(row['paper'])}. **Where in the paper:** "
+             f"{_md(row['source'])}.", ""]
+    if head is None:
+        lines += [f"**Verdict:** {{{BADGES[v]}}}`{v}` — no result in `data/results/{row['profile']}/` "
+                  "addresses this claim yet.", ""]
+    else:
+        lines += [f"**Verdict:** {{{BADGES[v]}}}`{v}`, from its strongest {{term}}`evidence` "
+                  f"({_md(_label(head))}): {_md(head['reason'])}.", "",
+                  "**Every entry**, strongest evidence first:", ""]
         seen = set()
-        for i, j in enumerate(row["judged"]):
-            if i == head.get("entry"):
-                continue  # the headline itself
-            key = (j["verdict"], j["evidence"], j.get("subject"), j["reason"])
-            if key in seen:
-                continue
-            seen.add(key)
-            parts.append(f"under it: *{j['verdict']}* {_md('(' + _label(j) + ')')}: {_md(j['reason'])}")
-    return " <br> ".join(parts)
+        for i in range(len(row["judged"])):
+            entry = _entry_lines(row, i)
+            key = "\n".join(entry).replace(" — **the headline rests on it**", "")
+            if key not in seen:  # an entry written twice is shown once
+                seen.add(key)
+                lines += entry
+        lines.append("")
+    lines += ["```{container} claims-rule", f"**Decision rule** (`ladder/paper/claims.csv`): {_md(row['rule'])}", "",
+              f"**Noise it is judged against:** {_md(row.get('noise', '—'))}", "```", ""]
+    if row.get("chapter") and (chapters is None or row["chapter"] in chapters):
+        lines += [f"Measured in {_chapter(row['chapter'])}.", ""]
+    elif row.get("chapter"):
+        lines += [f"Its chapter (`{row['chapter']}`) is not part of this build.", ""]
+    return lines + ["````", ""]
 
 
-def to_markdown(rows: list[dict], profile: str) -> str:
-    """A MyST list-table (id `claims-table`) of the rows, with a note on where they came from."""
+def to_markdown(rows: list[dict], profile: str, chapters=None) -> str:
+    """A compact MyST list-table (id `claims-table`): per claim the paper's number, ours with its interval,
+    the evidence in words, one verdict badge and links to the claim's details block (below the table) and
+    chapter. `chapters`: the chapter pages in the book (None: all), the others are not linked."""
     lines = [
         f"<!-- Generated by ladder.claims from ladder/paper/claims.csv and data/results/{profile}/*.json. "
         "Do not edit: re-run the pipeline. -->",
         "```{list-table} Headline claims: the paper's value and ours "
-        f"(profile **{profile}**; generated from the result files; verdicts by the rules in ladder/paper/claims.csv)",
-        ":header-rows: 1", ":name: claims-table", ":class: claims-table",
-        ":widths: 18 13 24 13 10 7 15", "",
-        "* - Claim", "  - Paper", "  - Ours", "  - How ours was obtained", "  - Evidence", "  - Profile, date",
-        "  - Verdict"]
+        f"(profile **{profile}**; generated from the result files; verdicts by the rules in "
+        "ladder/paper/claims.csv). Every entry, its reasoning and its rule: in the details below the table.",
+        ":header-rows: 1", ":name: claims-table", ":class: claims-table", ":widths: 22 17 24 21 16", "",
+        "* - Claim", "  - Paper", "  - Ours ({term}`95% CI`)", "  - {term}`Evidence <evidence>`",
+        "  - {term}`Verdict <verdict>`"]
     for r in rows:
-        evidence = " ".join(f"{{{EVIDENCE[e][1]}}}`{EVIDENCE[e][0]}`" for e in r["evidence"]) or "—"
-        lines += [f"* - **{r['id']}** {_md(r['claim'])}", f"  - {_md(r['paper'])}", f"  - {_md(r['ours'])}",
-                  f"  - {_md(r['how'])}", f"  - {evidence}", f"  - {_md(r['profile'])}, {_md(r['date'])}",
-                  f"  - {_verdict_cell(r)}"]
+        lines += [f"* - **{r['id']}** {_md(r['claim'])}", f"  - {_md(r['paper'])}",
+                  f"  - {_terms(_md(r['headline_number']))}", f"  - {_terms(_md(r['evidence_phrase']))}",
+                  f"  - {_verdict_cell(r, chapters)}"]
     lines += ["```", ""]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     lines.append(f"Claims by headline verdict ({len(rows)} claims, each judged on its strongest evidence: "
@@ -669,16 +920,51 @@ def to_markdown(rows: list[dict], profile: str) -> str:
                  "Sources of the paper's values and of the decision rules: `ladder/paper/claims.csv`; ours: "
                  + (", ".join(f"`{f}`" for f in sorted({f for r in rows for f in r["files"]})) or "none yet")
                  + ".")
-    return "\n".join(lines) + "\n"
+    lines += ["", "**What each verdict rests on** (open a claim: every entry, how it was obtained, its verdict "
+              "and reason, the rule, the result files):", ""]
+    for r in rows:
+        lines += _details(r, chapters)
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def write_claims_page(profile: str, path: Path, paper_path: Path = PAPER_CLAIMS,
                       results_root: Path = RESULTS_ROOT) -> Path:
-    """Write the markdown table included by the book's opening page."""
+    """Write the markdown table included by the book's opening page. Where the page sits in a book
+    (<book>/_generated/), only the chapters executed into <book>/notebooks/ are linked."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(to_markdown(claims_table(profile, paper_path, results_root), profile))
+    book_notebooks = path.parent.parent / "notebooks"
+    chapters = ({f"notebooks/{p.stem}" for p in book_notebooks.glob("[0-9][0-9]_*.ipynb")}
+                if book_notebooks.is_dir() else None)
+    path.write_text(to_markdown(claims_table(profile, paper_path, results_root), profile, chapters))
     return path
+
+
+def stability_markdown(profile: str, results_root: Path = RESULTS_ROOT) -> str:
+    """The book's paragraph on whether the chapters' verdicts hold still, from
+    <results_root>/<profile>/stability_*.json (what `python -m ladder.stability` wrote, with its rule)."""
+    files = sorted((Path(results_root) / profile).glob("stability_*.json"))
+    if not files:
+        return (f"**Does it hold still?** No repeated run is recorded for the {profile} profile "
+                f"(`python -m ladder.stability --profile {profile}` re-runs a chapter and records it).\n")
+    out = []
+    for f in files:
+        r = json.loads(f.read_text())
+        prov, rule = r.get("provenance", {}), r.get("rule") or {}
+        per = []
+        for cid, c in r.get("per_claim", {}).items():
+            rec = [x for x in c["recovered"] if x is not None]
+            spread = f", recovered {min(rec):.0%}–{max(rec):.0%}" if rec else ""
+            per.append(f"{cid}: {' / '.join(dict.fromkeys(c['verdicts']))}{spread}")
+        said = (f"every verdict the same, recovered within {rule['max_recovery_spread'] * 100:.0f} points, at least "
+                f"{rule['min_runs']:g} runs" if {"max_recovery_spread", "min_runs"} <= set(rule)
+                else "not recorded in the result file")
+        out.append(f"**Does it hold still?** Chapter `{r['chapter']}` was executed {len(r['runs'])} times in a row "
+                   f"on {str(prov.get('date', ''))[:10]} (commit `{str(prov.get('git_commit', ''))[:10]}`): "
+                   f"**{r['verdict']}** ({r['reason']}). Per claim, its verdicts over the runs and the range of "
+                   f"the share of the upper bound's gain recovered: {'; '.join(per)}. The rule ({said}) is "
+                   f"`ladder/stability.py`.\n")
+    return "\n".join(out)
 
 
 def main(argv=None) -> int:

@@ -115,7 +115,7 @@ def describe(link: "str | Link | dict | None", ranks: int | None = None, nbytes:
         return "no emulated link"
     spec = link if isinstance(link, str) else got.name
     bw = got.bandwidth_Bps / GB
-    name = NAMES.get(spec) or f"a custom link ({f'{bw / 1e3:g} TB/s' if bw >= 1e3 else f'{bw:g} GB/s'})"
+    name = NAMES.get(spec) or f"custom link at {f'{bw / 1e3:g} TB/s' if bw >= 1e3 else f'{bw:g} GB/s'}"
     if not ranks or ranks < 2:
         return name
     t = got.allreduce_time(nbytes or 0.0, ranks)

@@ -8,6 +8,7 @@ the refusal of stored verdicts, one headline verdict per claim, and the committe
 from the committed result files."""
 import json
 import math
+import re
 
 import pytest
 
@@ -426,15 +427,19 @@ def test_one_headline_per_claim_from_the_strongest_evidence(tmp_path):
     assert [j["verdict"] for j in h1["judged"]] == ["not applicable here", "consistent at small scale", "not run"]
     assert h1["evidence"] == ["cpu-real-processes", "cpu-emulated-link", "model-in-sample"]
     md = claims.to_markdown(list(rows.values()), "cpu")
-    cell = next(line for line in md.splitlines() if "bdg-success-line" in line and "emulated" in line)
-    assert cell.startswith("  - {bdg-success-line}`consistent at small scale` (CPU, emulated interconnect):")
+    cell = table_cells(md)[0][-1]
+    assert cell.startswith("{bdg-success-line}`consistent at small scale` <br> ")
+    assert cell.count("{bdg-") == 1  # one badge: the headline
     # with nothing else, "not applicable here" is what the claim shows
     assert claims.headline([{"verdict": "not applicable here", "evidence": "cpu-real-processes", "reason": "r",
                              "subject": None}])["verdict"] == "not applicable here"
-    assert "under it: *not applicable here* (CPU, real processes)" in cell
-    assert cell.count("{bdg-") == 1  # one badge: the headline
-    assert "under it: *consistent at small scale*" not in cell  # the headline is not repeated under itself
-    assert "under it: *not run* (performance model, in sample)" in cell
+    details = details_of(md, "H1")
+    assert "**Verdict:** {bdg-success-line}`consistent at small scale`, from its strongest {term}`evidence` " \
+           "(CPU, emulated interconnect): recovered CI low 70% ≥ 50%" in details
+    assert "\n- *not applicable here* (CPU, real processes): " in details
+    assert "\n- *not run* (performance model, in sample): " in details
+    decides = [line for line in details.splitlines() if "the headline rests on it" in line]
+    assert len(decides) == 1 and decides[0].startswith("- *consistent at small scale* (CPU, emulated interconnect)")
     assert rows["H2"]["verdict"] == "not run" and md.count("\n* - **H") == 8
     assert "(8 claims, each judged on its strongest evidence: multi-GPU > one GPU > CPU real processes > " \
            "CPU emulated link > small-scale training > performance model; evidence not applicable here does not " \
@@ -821,20 +826,24 @@ def test_headline_dicts_are_exactly_these():
         "verdict": "reproduced", "evidence": "multi-gpu", "reason": "q", "subject": "m", "entry": 0}
 
 
-def test_verdict_cell_lists_every_distinct_entry_once(tmp_path):
+def test_details_list_every_distinct_entry_once(tmp_path):
     write_result(tmp_path / "cpu" / "a.json", {"claims": {"H8": [
         {**hyb(1.1, 1.3, ev="cpu-real-processes"), "subject": "s"},
         {**hyb(1.1, 1.3), "subject": "a"}, {**hyb(1.1, 1.3), "subject": "a"}, {**hyb(1.1, 1.3), "subject": "b"},
         {**hyb(0.9, 1.1), "subject": "c"}], "H4": {"evidence": "model-in-sample", "comm_share": 0.3}}})
     rows = claims.claims_table("cpu", results_root=tmp_path)
     md = claims.to_markdown(rows, "cpu")
-    h8 = next(line for line in md.splitlines() if "CPU, real processes, s" in line)
-    assert h8.count("under it:") == 3  # a (once), b, c; the headline's own entry is not repeated
-    assert "(CPU, emulated interconnect, a)" in h8 and "(CPU, emulated interconnect, b)" in h8
-    assert "*inconclusive* (CPU, emulated interconnect, c)" in h8
-    h4 = next(line for line in md.splitlines() if "performance model, in sample" in line and "bdg-secondary}" in line)
-    assert h4 == ("  - {bdg-secondary}`not run` (performance model, in sample): a performance-model value fitted on "
-                  "the compared data does not count")
+    h8 = details_of(md, "H8")
+    entries = [line for line in h8.splitlines() if line.startswith("- *")]
+    assert len(entries) == 4  # s (the headline), a (written twice: once), b, c
+    assert entries[0].startswith("- *consistent at small scale* (CPU, real processes, s): ")
+    assert entries[0].endswith(" — **the headline rests on it**")
+    assert sum("(CPU, emulated interconnect, a)" in x for x in entries) == 1
+    assert "(CPU, emulated interconnect, b)" in entries[2] and "*inconclusive* (CPU, emulated interconnect, c)" in entries[3]
+    assert table_cells(md)[7][-1].count("{bdg-") == 1
+    assert table_cells(md)[3][-1].startswith("{bdg-secondary}`not run` <br> ")
+    assert ("**Verdict:** {bdg-secondary}`not run`, from its strongest {term}`evidence` (performance model, in "
+            "sample): a performance-model value fitted on the compared data does not count.") in details_of(md, "H4")
     assert rows[3]["headline"] == {"verdict": "not run", "evidence": "model-in-sample", "subject": None,
                                    "reason": "a performance-model value fitted on the compared data does not count"}
 
@@ -851,7 +860,7 @@ def test_result_file_details_reach_the_row(tmp_path):
     got = claims.result_claims("cpu", tmp_path)
     assert got["H8"][0]["hardware"] and len(got["H8"][0]["date"]) == 10
     md = claims.to_markdown(claims.claims_table("cpu", results_root=tmp_path / "none"), "cpu")
-    assert md.endswith("ours: none yet.\n")
+    assert "ours: none yet." in md and md.count("{bdg-secondary}`not run` <br> ") == 8
     assert claims._md("") == "—" and claims._md("  ") == "—"
 
 
@@ -922,3 +931,170 @@ def test_command_line_defaults_help_and_module(capsys):
     r = subprocess.run([sys.executable, "-m", "ladder.claims", "--profile", "nope"], capture_output=True, text=True,
                        cwd=REPO_ROOT, timeout=120)
     assert r.returncode == 0 and r.stdout.startswith("H1  not run")
+
+
+# ------------------------------------------------------------------------------------------ the book's table
+def table_cells(md: str) -> list[list[str]]:
+    """The source of each body row's cells of the list-table in `md` (the header row left out)."""
+    table = md.split("```{list-table}", 1)[1].split("\n```", 1)[0]
+    rows = [[c.strip() for c in re.split(r"\n  - ", row)] for row in table.split("\n* - ")[1:]]
+    return rows[1:]
+
+
+def details_of(md: str, cid: str) -> str:
+    """The body of claim `cid`'s details block (a dropdown named claim-<id>)."""
+    block = md.split(f":name: claim-{cid.lower()}\n", 1)[1]
+    return block.split("\n````\n", 1)[0]
+
+
+def glossary_terms() -> set[str]:
+    text = (REPO_ROOT / "book" / "methods.md").read_text()
+    body = text.split("```{glossary}", 1)[1].split("\n```", 1)[0]
+    return {line.strip().lower() for line in body.splitlines() if line.strip() and not line.startswith((" ", ":"))}
+
+
+def test_the_table_numbers_come_from_the_entry():
+    e = ClaimEntry(evidence="cpu-emulated-link", speedup=1.37, recovered=0.87, link_ratio=0.43,
+                   ci={"speedup": (1.30, 1.43), "recovered": (0.75, 1.0)}, extra={"regime": "paper, NVLink", "tp": 2})
+    assert claims.entry_number(e) == "1.37× (1.30–1.43), 87% (75–100%) of the upper bound's gain"
+    assert claims.entry_number({"evidence": "cpu-emulated-link", "speedup": 1.37, "ci": {"speedup": [1.3, 1.43]}}) \
+        == "1.37× (1.30–1.43)"
+    assert claims.entry_number(ClaimEntry(evidence="model-in-sample", speedup=1.287)) == "1.29× (no interval)"
+    assert claims.entry_number(ClaimEntry(evidence="cpu-emulated-link", speedup=0.95, recovered=-0.1,
+                                          ci={"speedup": (0.9, 1.0), "recovered": (-0.3, 0.1)})) \
+        == "0.95× (0.90–1.00), −10% (−30 to 10%) of the upper bound's gain"
+    assert claims.entry_number(ClaimEntry(evidence="cpu-emulated-link", speedup=1.2, recovered=0.5)) \
+        == "1.20× (no interval), 50% of the upper bound's gain (no interval)"
+    assert claims.entry_number(ClaimEntry(evidence="model-in-sample", comm_share=0.3)) \
+        == "30% of standard's time in all-reduce (no interval)"
+    assert claims.entry_number(ClaimEntry(evidence="multi-gpu", comm_share=0.38, ci={"comm_share": (0.35, 0.41)})) \
+        == "38% (35–41%) of standard's time in all-reduce"
+    # the training gap: a Student-t interval over the per-seed gaps (+0.00, +0.02: mean +0.01, t(0.975, 1) = 12.706)
+    paired = ClaimEntry(evidence="small-scale-training", standard=(5.0, 5.2), ladder=(5.0, 5.22), seeds=(0, 1))
+    assert claims.entry_number(paired) == "ladder − standard +0.010 nats (−0.117 to +0.137), 2 seeds per wiring"
+    unpaired = ClaimEntry(evidence="small-scale-training", standard=(5.0, 5.2), ladder=(5.0, 5.22))
+    assert claims.entry_number(unpaired) == \
+        "ladder − standard +0.010 nats (no interval: seeds not recorded), 2 seeds per wiring"
+    assert claims.entry_number(ClaimEntry(evidence="small-scale-training", standard=(5.0,), ladder=(5.1,), seeds=(0,))) \
+        == "ladder − standard +0.100 nats (no interval: fewer than 2 paired seeds), 1 seed per wiring"
+    h7 = ClaimEntry(evidence="small-scale-training", gap_to_control=0.068, recovered=0.91,
+                    ci={"gap_to_control": (0.063, 0.074)})
+    assert claims.entry_number(h7) == "gap to control +0.068 nats (+0.063 to +0.074), 91% of the conversion's cost recovered"
+    assert claims.entry_number(ClaimEntry(evidence="small-scale-training", standard=(5.0, 5.2, 5.4), ladder=(5.2, 5.4))) \
+        == "ladder − standard +0.100 nats (no interval: seeds not recorded), 3 standard / 2 ladder seeds"
+    assert claims.entry_number(ClaimEntry(evidence="small-scale-training", gap_to_control=-0.01)) \
+        == "gap to control −0.010 nats (no interval)"
+    assert claims.entry_number(ClaimEntry(evidence="multi-gpu", quantity="q", value=2.5, ci={"q": (2, 3)})) == "q 2.5 (2–3)"
+    assert claims.entry_number(ClaimEntry(evidence="multi-gpu", value=2.5)) == "value 2.5 (no interval)"
+    assert claims.entry_number(ClaimEntry(evidence="multi-gpu")) == "no number recorded"
+
+
+def test_the_evidence_in_words_names_the_regime_link_and_hardware():
+    phrase = claims.evidence_phrase
+    cpu = {"cpu_count": 2}
+    regime = ClaimEntry(evidence="cpu-emulated-link", link_ratio=0.43, extra={"regime": "paper, NVLink"})
+    assert phrase(regime, cpu) == "2-core CPU, link emulated at a/c = 0.43 (the “paper, NVLink” regime)"
+    assert phrase(ClaimEntry(evidence="cpu-emulated-link", link_ratio=0.5)) == "CPU, link emulated at a/c = 0.50"
+    assert phrase(ClaimEntry(evidence="gpu1-emulated-link", link_ratio=0.43, extra={"regime": "paper, NVLink"}),
+                  {"gpu": "NVIDIA H100 80GB HBM3"}) == \
+        "one NVIDIA H100 80GB HBM3, link emulated at a/c = 0.43 (the “paper, NVLink” regime)"
+    assert phrase(ClaimEntry(evidence="cpu-emulated-link", extra={"link": "custom:0.0004:2e8", "tp": 2}), cpu) == \
+        "2-core CPU, emulated link: custom link at 0.2 GB/s, at least 400 µs per all-reduce at 2 ranks"
+    assert phrase(ClaimEntry(evidence="cpu-real-processes", extra={"link": "pcie5-nop2p", "tp": 2}), cpu) == \
+        ("2-core CPU, 2 real gloo processes, plus an emulated link: PCIe 5.0 without peer-to-peer, at least 15 µs "
+         "per all-reduce at 2 ranks")
+    assert phrase(ClaimEntry(evidence="cpu-real-processes", extra={"link": "none (measured gloo)", "tp": 2}), cpu) \
+        == "2-core CPU, 2 real gloo processes"
+    # a performance-model entry: the decode step's message (batch x dim x 2 bytes) on the named link
+    model = ClaimEntry(evidence="model-out-of-sample", extra={"shape": "llama3-70B", "tp": 8, "batch": 1,
+                                                              "link": "pcie5-nop2p"})
+    assert phrase(model) == ("performance model of llama3-70B at TP = 8 on PCIe 5.0 without peer-to-peer, 46 µs per "
+                             "all-reduce at 8 ranks; out of sample")
+    assert phrase(ClaimEntry(evidence="model-in-sample", extra={"link": "nvlink4"})) == \
+        "performance model on NVLink 4 (H100 SXM); in sample: does not count"
+    assert phrase(ClaimEntry(evidence="multi-gpu", nodes=2, extra={"tp": 16}), {"gpu": "H100", "gpu_count": 8}) == \
+        "8× H100, 2 nodes, TP = 16"
+    assert phrase(ClaimEntry(evidence="multi-gpu")) == "several GPUs"
+    assert phrase(ClaimEntry(evidence="small-scale-training", params=2557632, tokens=2457600), cpu) == \
+        "2-core CPU, small-scale training: 2.6M parameters, 2.5M tokens"
+    assert phrase(ClaimEntry(evidence="small-scale-training", subject="stories260K", params=260032), cpu) == \
+        "2-core CPU, small-scale training: stories260K, 260K parameters"
+    assert phrase(ClaimEntry(evidence="small-scale-training")) == "CPU, small-scale training"
+
+
+def test_rows_carry_the_number_and_evidence_of_the_deciding_entries(tmp_path):
+    write_result(tmp_path / "cpu" / "speedup.json", {"claims": {"H1": [
+        {**speed("cpu-emulated-link", s=1.37, ci=(1.30, 1.43), rec=0.87, rec_ci=(0.75, 1.0)), "regime": "paper, NVLink"},
+        {**speed("cpu-real-processes", s=1.02, ci=(1.01, 1.03))}]}})
+    write_result(tmp_path / "cpu" / "adaptation.json", {"claims": {"H8": [
+        {**hyb(1.1, 1.3), "speedup": 1.2, "subject": "one"}, {**hyb(1.0, 1.4), "subject": "two"},
+        {**hyb(1.0, 1.4), "subject": "three"}]}})
+    rows = {r["id"]: r for r in claims.claims_table("cpu", results_root=tmp_path)}
+    h1 = rows["H1"]  # real processes are not applicable here: the emulated link decides, and is what the row shows
+    assert h1["deciding"] == [1] and h1["headline_number"] == "1.37× (1.30–1.43), 87% (75–100%) of the upper bound's gain"
+    assert h1["evidence_phrase"].endswith("-core CPU, link emulated at a/c = 0.43 (the “paper, NVLink” regime)")
+    assert h1["entries"][1]["entry"].speedup == 1.37 and h1["chapter"] == "notebooks/02_speedup"
+    h8 = rows["H8"]  # three entries of one evidence, disagreeing: the first is shown, the others counted
+    assert h8["verdict"] == "inconclusive" and h8["deciding"] == [0, 1, 2]
+    assert h8["headline_number"] == "one: 1.20× (1.10–1.30) (and 2 more entries: details)"
+    h5 = rows["H5"]
+    assert h5["headline_number"] == "—" and h5["evidence_phrase"] == "no result in data/results/cpu/"
+    assert h5["entries"] == [] and h5["deciding"] == [] and h5["chapter"] == "notebooks/03_pretraining"
+
+
+def test_committed_table_is_compact_with_one_badge_details_and_a_chapter_per_claim():
+    rows = claims.claims_table("cpu")
+    md = (REPO_ROOT / "book" / "_generated" / "claims.md").read_text()
+    cells = table_cells(md)
+    assert [c[0].split()[0] for c in cells] == [f"**H{i}**" for i in range(1, 9)]
+    for r, row in zip(rows, cells):
+        assert len(row) == 5, row  # claim, paper, ours, evidence, verdict
+        assert all(len(c) <= 200 for c in row), [c for c in row if len(c) > 200]
+        assert row[-1].count("{bdg-") == 1 and row[-1].startswith(f"{{{claims.BADGES[r['verdict']]}}}`{r['verdict']}`")
+        assert f"{{ref}}`details <claim-{r['id'].lower()}>`" in row[-1]
+        chapter = f"{{doc}}`chapter {int(r['chapter'][10:12])} </{r['chapter']}>`"
+        assert chapter in row[-1], row[-1]
+        details = details_of(md, r["id"])
+        assert f"Measured in {chapter}." in details
+        assert f"{{{claims.BADGES[r['verdict']]}}}`{r['verdict']}`" in details
+        for j in r["judged"]:  # every entry's verdict and reason is in the details, not in the table
+            assert f"*{j['verdict']}*" in details and claims._md(j["reason"]) in details
+            assert claims._md(j["reason"]) not in "\n".join(" ".join(c) for c in cells)
+        unlinked = lambda cell: re.sub(r"\{term\}`([^`<]*?)\s*(?:<[^`>]*>)?`", r"\1", cell)
+        assert unlinked(row[2]) == claims._md(r["headline_number"]) and unlinked(row[3]) == claims._md(r["evidence_phrase"])
+    # link presets and custom links are named in words with one all-reduce's time; their specs only as code
+    assert "PCIe 5.0 without peer-to-peer, at least 15 µs per all-reduce at 2 ranks (`pcie5-nop2p`)" in md
+    assert "custom link at 0.2 GB/s, at least 400 µs per all-reduce at 2 ranks (`custom:0.0004:2e8`)" in md
+    assert "NVLink 4 (H100 SXM), 15 µs per all-reduce at 8 ranks" in md
+    bare = re.sub(r"`[^`]*`", "", md)
+    assert not claims._LINK_SPEC.search(bare), claims._LINK_SPEC.search(bare)
+    # every term the table and its details link to is in the glossary of book/methods.md
+    used = {m.group(2) or m.group(1) for m in re.finditer(r"\{term\}`([^`<]*?)\s*(?:<([^`>]*)>)?`", md)}
+    assert used and {t.lower() for t in used} <= glossary_terms(), used - glossary_terms()
+    assert {"all-reduce", "tp", "a/c", "regime", "virtual ranks", "replay", "paired bootstrap",
+            *claims.VERDICTS} <= glossary_terms()
+
+
+def test_chapters_not_in_the_book_are_not_linked(tmp_path):
+    rows = claims.claims_table("cpu")
+    md = claims.to_markdown(rows, "cpu", chapters={"notebooks/02_speedup"})
+    cells = table_cells(md)
+    assert "{doc}`chapter 2 </notebooks/02_speedup>`" in cells[0][-1]
+    assert "{doc}" not in cells[4][-1] and "{ref}`details <claim-h5>`" in cells[4][-1]
+    assert "Its chapter (`notebooks/03_pretraining`) is not part of this build." in details_of(md, "H5")
+    # a page written into a book links the chapters executed into it; outside a book, all of them
+    book = tmp_path / "book"
+    (book / "notebooks").mkdir(parents=True)
+    (book / "notebooks" / "02_speedup.ipynb").write_text("{}")
+    assert claims.write_claims_page("cpu", book / "_generated" / "claims.md").read_text() == md
+    assert claims.write_claims_page("cpu", tmp_path / "x" / "claims.md").read_text() == claims.to_markdown(rows, "cpu")
+
+
+def test_link_specs_in_entry_text_are_named_in_words():
+    named = claims._with_link_names("TP=2, link pcie5-nop2p; decode step 14.5 ms", 2)
+    assert named == "TP=2, PCIe 5.0 without peer-to-peer, at least 15 µs per all-reduce at 2 ranks (`pcie5-nop2p`); decode step 14.5 ms"
+    assert claims._with_link_names("link none (measured gloo) a*b", 2) == r"link none (measured gloo) a\*b"
+    assert claims._with_link_names("custom:0.001:1e9 and net400g", 16) == (
+        "custom link at 1 GB/s, at least 1 ms per all-reduce at 16 ranks (`custom:0.001:1e9`) and 400 Gb/s InfiniBand "
+        "(NDR), at least 40 µs per all-reduce at 16 ranks (`net400g`)")
+    assert claims.link_words("none (measured gloo)", 2) is None and claims.link_words(None) is None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ladder import build_model, preset
-from ladder.link import PRESETS, EmulatedLink, Link, custom, get
+from ladder.link import NAMES, PRESETS, EmulatedLink, Link, custom, describe, get
 from ladder.launch import launch_local
 from ladder.tp import SingleDevice
 
@@ -51,6 +51,20 @@ def test_presets_and_lookup():
     assert get(None) is None and get("none") is None
     assert get("custom:0.005:1e9").alpha_s == 0.005
     assert get({"alpha_s": 0.002, "bandwidth_Bps": 1e8}).bandwidth_Bps == 1e8
+
+
+def test_links_in_words_with_one_all_reduce_time():
+    assert set(NAMES) == set(PRESETS)  # every preset has a name a reader understands
+    # 10 us + 14 steps x 2.5 us + 2 x 7/8 x 16 KB / 25 GB/s: a 70B decode message (8192 x 2 bytes) at 8 ranks
+    assert describe("pcie5-nop2p", 8, 8192 * 2) == "PCIe 5.0 without peer-to-peer, 46 µs per all-reduce at 8 ranks"
+    assert describe("pcie5-nop2p", 2) == "PCIe 5.0 without peer-to-peer, at least 15 µs per all-reduce at 2 ranks"
+    assert describe("custom:0.0004:2e8", 2) == "custom link at 0.2 GB/s, at least 400 µs per all-reduce at 2 ranks"
+    assert describe("custom:0.002:1e12", 4) == "custom link at 1 TB/s, at least 2 ms per all-reduce at 4 ranks"
+    assert describe("nvlink4", 2) == "NVLink 4 (H100 SXM), at least 6.4 µs per all-reduce at 2 ranks"
+    assert describe("nvlink4") == describe("nvlink4", 1) == "NVLink 4 (H100 SXM)"
+    assert describe(None) == describe("none") == "no emulated link"
+    with pytest.raises(ValueError, match="link"):
+        describe("warp-drive")
 
 
 @pytest.mark.parametrize("bad", ["warp-drive", "custom:abc", "custom:1:2:3:4", 3])

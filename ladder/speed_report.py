@@ -91,7 +91,7 @@ def replay_section(shape, ratios: dict[str, float], *, tp: int, prompt_len: int,
         ax.figure.savefig(figure_path, dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
     values = {"fig_replay": ax.figure, "replay_max_err": float(meas.replay_error.abs().max()),
-              "module_ms": 1e3 * rp.unit_compute(val["costs"]), "late_us": float(meas.standard_wait_late_us.max())}
+              "module_ms": float(1e3 * rp.unit_compute(val["costs"])), "late_us": float(meas.standard_wait_late_us.max())}
     return Section(values, rp.validation_table(val["rows"]).style.hide(axis="index"), ax.figure,
                    data={"module_costs": val["costs"], "replay_curve": curve.to_dict(orient="records"),
                          "validation": val["rows"], "raw_records": val["records"], "_records": val["records"]})
@@ -111,9 +111,11 @@ def rivals_section(shape, ratio: float, *, batch: int, tp: int, prompt_len: int,
         ax.figure.savefig(figure_path, dpi=120, bbox_inches="tight")
     plt.close(ax.figure)
     by = {r["method"]: r for r in rv["rows"]}
-    values = {"fig_rivals": ax.figure, "tbo_speedup": by["two-batch overlap"]["speedup"],
-              "ladder_rival_speedup": by["ladder"]["speedup"], "tbo_replay": by["two-batch overlap"]["replay_speedup"],
-              "ladder_rival_replay": by["ladder"]["replay_speedup"]}
+    # plain floats: myst-nb formats a glued numpy scalar's repr ("np.float64(...)"), not its value
+    values = {"fig_rivals": ax.figure, "tbo_speedup": float(by["two-batch overlap"]["speedup"]),
+              "ladder_rival_speedup": float(by["ladder"]["speedup"]),
+              "tbo_replay": float(by["two-batch overlap"]["replay_speedup"]),
+              "ladder_rival_replay": float(by["ladder"]["replay_speedup"])}
     return Section(values, figure=ax.figure, data={"rivals": rv["rows"], "raw_records": rv["records"]})
 
 
@@ -125,10 +127,11 @@ def model_section(mv: dict, figure_path=None) -> Section:
     if figure_path is not None:
         fig.savefig(figure_path, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    values = {"gpu_eff": mv["fit"]["gpu_efficiency"], "link_eff": mv["fit"]["link_efficiency"],
-              "ins_grid": mv["in_sample_error"], "oos_grid": mv["out_of_sample_error"],
-              "batch_table_max_err": mv["batch_table_max_error"], "oos_size_speedup": mv["size_speedup_error"],
-              "h4_paper_grid": sp.paper_comm_share(), "fig_model": fig}
+    values = {k: float(v) for k, v in {
+        "gpu_eff": mv["fit"]["gpu_efficiency"], "link_eff": mv["fit"]["link_efficiency"],
+        "ins_grid": mv["in_sample_error"], "oos_grid": mv["out_of_sample_error"],
+        "batch_table_max_err": mv["batch_table_max_error"], "oos_size_speedup": mv["size_speedup_error"],
+        "h4_paper_grid": sp.paper_comm_share()}.items()} | {"fig_model": fig}
     model = {k: mv[k] for k in ("fit", "in_sample_error", "out_of_sample_error", "batch_table_max_error",
                                 "size_speedup_error")}
     return Section(values, figure=fig, data={"model": model})

@@ -49,3 +49,23 @@ def test_write_chapter_merges_sections_and_their_raw_records(tmp_path):
     assert out["raw_records"] == [{"a": 1}, {"b": 2}] and out["mechanism"] == [1] and out["regimes"] == [2]
     assert "_records" not in out and "ratios" not in out and out["elapsed_s"] == 12.5
     assert out["experiment"] == "speedup" and out["provenance"]["params"] == {"tp": 2}
+
+
+def test_every_value_a_section_glues_is_a_plain_python_number_or_a_figure(model_vs_paper):
+    """myst-nb renders a glued numpy scalar as its repr ("np.float64(0.75)") and warns: plain types only."""
+    import numbers
+    s = report.model_section(model_vs_paper)
+    for name, v in s.values.items():
+        assert name.startswith("fig_") or (isinstance(v, numbers.Number) and type(v).__module__ == "builtins"), name
+
+
+def test_rivals_section_glues_plain_numbers(tmp_path):
+    import numbers
+
+    from ladder.config import ModelConfig
+    shape = ModelConfig(n_layers=2, dim=64, n_heads=4, n_kv_heads=4, ffn_dim=128, vocab_size=128, max_seq_len=64)
+    s = report.rivals_section(shape, 1.0, batch=2, tp=2, prompt_len=4, new_tokens=4, samples=2, warmup=0,
+                              module_reps=5, figure_path=tmp_path / "rivals.png")
+    assert (tmp_path / "rivals.png").is_file() and len(s.data["rivals"]) == 5
+    for name, v in s.values.items():
+        assert name.startswith("fig_") or (isinstance(v, numbers.Number) and type(v).__module__ == "builtins"), name

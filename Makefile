@@ -24,7 +24,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: setup torch data test test-gpu gpu-wheels reproduce book clean
+.PHONY: setup torch data test test-fast test-gpu gpu-wheels reproduce book clean
 
 # torch first: on a machine without an NVIDIA GPU (no nvidia-smi) the CPU build of requirements.txt's torch
 # from TORCH_CPU_INDEX (PyPI's default Linux wheel is the multi-GB CUDA build); where that index cannot be
@@ -61,8 +61,11 @@ setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 data: setup  ## fetch (or verify) every data file into LADDER_DATA / ~/.cache/ladder
 	$(PY) -m ladder.fetch
 
-test: setup data  ## run the test suite
+test: setup data  ## run the test suite (what CI runs)
 	$(PY) -m pytest -q tests
+
+test-fast: setup data  ## the edit loop: every test not marked slow (the smoke book, the wheel, torchrun, compile)
+	$(PY) -m pytest -q -x -m "not slow" tests
 
 # Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped (a note
 # names ladder/ files changed since they ran);

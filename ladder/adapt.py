@@ -612,10 +612,7 @@ def plot_recovery(results: list[dict], path: str | os.PathLike | None = None):
     g = sns.relplot(data=recovery_curve(results), x="k tokens", y="ppl", hue="converted", col="model", kind="line",
                     marker="o", facet_kws={"sharey": False, "sharex": False}, height=3.6, aspect=1.3)
     for ax, r in zip(g.axes.flat, results):
-        ref = _refs(r)
-        lines = [ax.axhline(ref["source"], color="k", ls=":", label="source")]
-        if ref["control"] is not None:
-            lines.append(ax.axhline(ref["control"], color="grey", ls="--", label="source, retrained"))
+        lines = _reference_lines(ax, r, loss=False, control_label="source, retrained")
         ax.set(xlabel="retraining tokens (thousands)", ylabel="held-out perplexity")
         ax.set_title(f"{display_name(r['model'])}: last {' or '.join(map(str, r['ladder_layers']))} "
                      f"of {r['n_layers']}", fontsize="small")
@@ -624,6 +621,15 @@ def plot_recovery(results: list[dict], path: str | os.PathLike | None = None):
     if path:
         g.figure.savefig(path, dpi=120, bbox_inches="tight")
     return g.figure
+
+
+def _reference_lines(ax, r: dict, loss: bool, control_label: str) -> list:
+    """The source's (dotted) and, when there is one, the control's (dashed) level on a retraining plot."""
+    ref = _refs(r, loss=loss)
+    lines = [ax.axhline(ref["source"], color="k", ls=":", label="source")]
+    if ref["control"] is not None:
+        lines.append(ax.axhline(ref["control"], color="grey", ls="--", label=control_label))
+    return lines
 
 
 def recipe_study(results: list[dict]) -> list[dict]:
@@ -667,10 +673,7 @@ def plot_recipes(results: list[dict], path: str | os.PathLike | None = None):
     g = sns.relplot(data=recipe_curves(results), x="k tokens", y="loss", hue="recipe", col="model", kind="line",
                     marker="o", facet_kws={"sharey": False}, height=3.6, aspect=1.4)
     for ax, r in zip(g.axes.flat, searched):
-        ref = _refs(r, loss=True)
-        lines = [ax.axhline(ref["source"], color="k", ls=":", label="source")]
-        if ref["control"] is not None:
-            lines.append(ax.axhline(ref["control"], color="grey", ls="--", label=CONTROL))
+        lines = _reference_lines(ax, r, loss=True, control_label=CONTROL)
         ax.set(xlabel="retraining tokens (thousands)", ylabel="selection-set loss (nats)")
         ax.legend(handles=lines, loc="upper right", fontsize="small")
     g.figure.suptitle("Recipe search: selection-set loss along retraining", y=1.03)

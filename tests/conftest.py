@@ -70,6 +70,10 @@ SLOW_TESTS = {
     "test_stories260k_at_tp2_matches_transformers",
     "test_emulated_allreduce_is_a_lower_bound_and_exact",
     "test_emulation_does_not_change_results",
+    "test_validate_measures_and_replays_each_ratio",
+    "test_rivals_measure_and_replay_every_method",
+    "test_rivals_section_glues_plain_numbers",
+    "test_the_up_to_date_check_covers_the_manifest_hashes_of_the_data_read",
 }
 
 

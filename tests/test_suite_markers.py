@@ -1,11 +1,15 @@
 """`make test-fast` leaves out the tests tests/conftest.py names slow: every name there must still be a test
 (a renamed test would silently slow the edit loop down again)."""
+import importlib.util
 import re
 from pathlib import Path
 
-from conftest import SLOW_FILES, SLOW_TESTS
-
 HERE = Path(__file__).parent
+# tests/conftest.py by its path: "conftest" alone may name tests/gpu/conftest.py
+_spec = importlib.util.spec_from_file_location("tests_conftest", HERE / "conftest.py")
+_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conftest)
+SLOW_FILES, SLOW_TESTS = _conftest.SLOW_FILES, _conftest.SLOW_TESTS
 
 
 def test_every_slow_name_is_a_test():

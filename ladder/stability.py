@@ -75,6 +75,48 @@ def judge_stability(runs: list[dict[str, dict]], min_runs: int = MIN_RUNS,
                                            f"within {max_spread:.0%}", "per_claim": claims}
 
 
+def hold_still(rows: list[dict], profile: str, results_root: Path | None = None) -> list[dict]:
+    """The book's claims table under one more rule: a verdict that flips when its chapter is re-run on the
+    same machine decides nothing. A claim whose headline verdict was not the same in every run of a
+    recorded stability check (<results_root>/<profile>/stability_*.json with at least its rule's runs)
+    reads "inconclusive", with the verdicts of the re-runs as its reason; its entries and their own verdicts
+    stay as they are (the details block lists them). Rows of `ladder.claims.claims_table`, changed in place."""
+    import json
+
+    from .claims import RESULTS_ROOT
+    from .paths import display_path
+    folder = Path(results_root if results_root is not None else RESULTS_ROOT) / profile
+    for f in sorted(folder.glob("stability_*.json")):
+        record = json.loads(f.read_text())
+        if len(record.get("runs", [])) < record.get("rule", {}).get("min_runs", MIN_RUNS):
+            continue
+        for row in rows:
+            c = record.get("per_claim", {}).get(row["id"])
+            if c is None or c["same_verdict"] or row["verdict"] == "not run":
+                continue
+            reason = (f"its verdict flipped when chapter {record['chapter']} was re-run {len(record['runs'])} times "
+                      f"in a row ({' / '.join(c['verdicts'])}; {display_path(f)}), and a result that flips "
+                      f"decides nothing; the committed run alone read {row['verdict']}")
+            row["verdict"] = "inconclusive"
+            row["headline"] = {**(row.get("headline") or {}), "verdict": "inconclusive", "reason": reason}
+    return rows
+
+
+def _measured(folder: Path) -> dict:
+    """What a re-run measured that explains its verdicts, kept with the record: chapter 2's module compute
+    (the c of a/c) and, per regime, the measured and replayed speed-ups and the replay's error."""
+    import json
+    path = folder / "speedup.json"
+    if not path.is_file():
+        return {}
+    r = json.loads(path.read_text())
+    costs = r.get("module_costs") or {}
+    return {"module_compute_ms": {k: 1e3 * v for k, v in costs.items() if isinstance(v, (int, float))},
+            "regimes": [{k: row.get(k) for k in ("name", "a/c", "speedup", "speedup_ci", "replay_speedup",
+                                                  "replay_error", "recovered", "recovered_ci")}
+                        for row in r.get("validation", [])]}
+
+
 def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
     """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root), and
     return each run's `claim_outcomes` with its wall time."""
@@ -87,7 +129,8 @@ def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
                 output_root=run_root, log=log)
         got = claim_outcomes(profile, run_root / "data" / "results")
         log(f"[stability] run {i + 1}/{n}: " + ", ".join(f"{k} {v['verdict']}" for k, v in got.items()))
-        outcomes.append({"seconds": time.perf_counter() - t0, "outcomes": got})
+        outcomes.append({"seconds": time.perf_counter() - t0, "outcomes": got,
+                         "measured": _measured(run_root / "data" / "results" / profile)})
     return outcomes
 
 

@@ -69,3 +69,50 @@ def test_the_book_paragraph_says_what_was_found_or_that_nothing_was_recorded(tmp
     text = stability_markdown("cpu", tmp_path)
     assert "executed 3 times in a row" in text and "**stable**" in text and "H1: consistent at small scale, recovered 80%–86%" in text
     assert "within 10 points, at least 3 runs" in text
+
+
+def _record(folder, per_claim, n_runs=3):
+    from ladder.provenance import write_result
+    write_result(folder / "cpu" / "stability_02_speedup.json",
+                 {"chapter": "02_speedup", "runs": [{}] * n_runs, "verdict": "x", "reason": "x", "per_claim": per_claim,
+                  "rule": {"min_runs": st.MIN_RUNS, "max_recovery_spread": st.MAX_RECOVERY_SPREAD}}, {})
+
+
+def _rows():
+    return [{"id": "H1", "verdict": "consistent at small scale", "headline": {"verdict": "consistent at small scale",
+                                                                             "reason": "recovered CI low 75%"}},
+            {"id": "H2", "verdict": "consistent at small scale", "headline": {"verdict": "consistent at small scale",
+                                                                             "reason": "r"}},
+            {"id": "H4", "verdict": "not run", "headline": {"verdict": "not run", "reason": "in sample"}}]
+
+
+def test_a_verdict_that_flipped_on_re_runs_reads_inconclusive_in_the_book(tmp_path):
+    flipped = {"verdicts": ["consistent at small scale", "inconclusive", "consistent at small scale"],
+               "same_verdict": False}
+    _record(tmp_path, {"H1": flipped, "H2": {"verdicts": ["consistent at small scale"] * 3, "same_verdict": True},
+                       "H4": {"verdicts": ["not run", "inconclusive", "not run"], "same_verdict": False}})
+    rows = {r["id"]: r for r in st.hold_still(_rows(), "cpu", tmp_path)}
+    assert rows["H1"]["verdict"] == rows["H1"]["headline"]["verdict"] == "inconclusive"
+    assert "flipped when chapter 02_speedup was re-run 3 times" in rows["H1"]["headline"]["reason"]
+    assert "the committed run alone read consistent at small scale" in rows["H1"]["headline"]["reason"]
+    assert rows["H2"]["verdict"] == "consistent at small scale"  # held still
+    assert rows["H4"]["verdict"] == "not run"  # nothing to demote
+
+
+def test_too_few_re_runs_or_none_change_nothing(tmp_path):
+    assert st.hold_still(_rows(), "cpu", tmp_path) == _rows()  # no record
+    _record(tmp_path, {"H1": {"verdicts": ["a", "b"], "same_verdict": False}}, n_runs=st.MIN_RUNS - 1)
+    assert st.hold_still(_rows(), "cpu", tmp_path) == _rows()
+
+
+def test_a_re_run_keeps_what_it_measured(tmp_path):
+    import json
+    assert st._measured(tmp_path) == {}
+    (tmp_path / "speedup.json").write_text(json.dumps({
+        "module_costs": {"attn": 0.0008, "mlp": 0.0009, "note": "x"},
+        "validation": [{"name": "paper, NVLink", "a/c": 0.43, "speedup": 1.4, "speedup_ci": [1.3, 1.5],
+                        "replay_speedup": 1.38, "replay_error": 0.014, "recovered": 0.9, "recovered_ci": [0.7, 1.1],
+                        "link": "custom:x"}]}))
+    m = st._measured(tmp_path)
+    assert m["module_compute_ms"] == {"attn": pytest.approx(0.8), "mlp": pytest.approx(0.9)}
+    assert m["regimes"][0]["replay_error"] == 0.014 and "link" not in m["regimes"][0]

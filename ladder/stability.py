@@ -111,7 +111,7 @@ def _measured(folder: Path) -> dict:
         return {}
     r = json.loads(path.read_text())
     costs = r.get("module_costs") or {}
-    return {"module_compute_ms": {k: 1e3 * v for k, v in costs.items() if isinstance(v, (int, float))},
+    return {"module_compute_ms": {k: 1e3 * costs[k] for k in ("attn", "mlp", "head") if k in costs},
             "regimes": [{k: row.get(k) for k in ("name", "a/c", "speedup", "speedup_ci", "replay_speedup",
                                                   "replay_error", "recovered", "recovered_ci")}
                         for row in r.get("validation", [])]}

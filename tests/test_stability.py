@@ -109,7 +109,7 @@ def test_a_re_run_keeps_what_it_measured(tmp_path):
     import json
     assert st._measured(tmp_path) == {}
     (tmp_path / "speedup.json").write_text(json.dumps({
-        "module_costs": {"attn": 0.0008, "mlp": 0.0009, "note": "x"},
+        "module_costs": {"attn": 0.0008, "mlp": 0.0009, "reps": 200, "note": "x"},
         "validation": [{"name": "paper, NVLink", "a/c": 0.43, "speedup": 1.4, "speedup_ci": [1.3, 1.5],
                         "replay_speedup": 1.38, "replay_error": 0.014, "recovered": 0.9, "recovered_ci": [0.7, 1.1],
                         "link": "custom:x"}]}))

@@ -485,3 +485,14 @@ def test_the_up_to_date_check_covers_the_manifest_hashes_of_the_data_read(tmp_pa
     changed = {**paths._manifest_by_path(), rel: dataclasses.replace(entry, sha256="0" * 64)}
     monkeypatch.setattr(paths, "_MANIFEST", changed)  # a new version of the file in the manifest
     assert pipeline.execute(nb, "smoke", **kw) == executed
+
+
+def test_the_books_claims_page_links_only_executed_chapters_and_holds_still(tmp_path):
+    from ladder import claims
+    from ladder.stability import hold_still
+    book = tmp_path / "book"
+    (book / "notebooks").mkdir(parents=True)
+    (book / "notebooks" / "02_speedup.ipynb").write_text("{}")
+    want = claims.to_markdown(hold_still(claims.claims_table("cpu"), "cpu"), "cpu", chapters={"notebooks/02_speedup"})
+    assert pipeline.claims_page("cpu", book) == want
+    assert "{doc}`chapter 3" not in pipeline.claims_page("cpu", book)

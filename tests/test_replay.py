@@ -139,3 +139,23 @@ def test_rivals_measure_and_replay_every_method():
     assert max(r["replay_speedup"] for r in rows.values()) == rows["upper bound"]["replay_speedup"]
     with pytest.raises(ValueError, match="at least 2"):
         replay.rivals(shape, 1.0, batch=1)
+
+
+def test_validation_table_reads_as_text_with_its_own_precision():
+    row = {"name": "paper, NVLink", "a/c": 0.43, "allreduce_ms": 0.342, "speedup": 1.44, "speedup_ci": [1.37, 1.5],
+           "replay_speedup": 1.4, "recovered": 0.97, "recovered_ci": [0.78, 2.25], "replay_recovered": 0.98,
+           "replay_error": 0.026}
+    t = replay.validation_table([row]).iloc[0].to_dict()
+    assert t["a/c"] == "0.43" and t["all-reduce (ms)"] == "0.342" and t["speed-up, replay"] == "1.40"
+    assert t["speed-up, measured (95% CI)"] == "1.44 (1.37–1.50)" and t["replay error"] == "+2.6%"
+
+
+def test_regimes_close_on_the_axis_share_one_label():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    curve = pd.DataFrame({"a/c": [0.0, 1.0, 2.0], "upper bound speed-up": [1, 2, 3], "ladder speed-up": [1, 2, 1.5]})
+    regs = [{"a/c": 0.32, "short": "A", "name": "a"}, {"a/c": 0.321, "short": "B", "name": "b"},
+            {"a/c": 0.6, "short": "C", "name": "c"}]
+    ax = replay.plot_curves(curve, regs)
+    assert sorted(t.get_text() for t in ax.texts) == ["A / B", "C"]

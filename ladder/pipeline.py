@@ -651,7 +651,7 @@ def check_gpus(profile: str, params_by_stem: dict) -> None:
 
 def run(profile: str, only=None, force: bool = False, book_only: bool = False, no_book: bool = False,
         book_dir: Path | None = None, notebooks_dir: Path = NOTEBOOKS_DIR, profiles_dir: Path = PROFILES_DIR,
-        log=print, log_output: bool = False) -> None:
+        log=print, log_output: bool = False, output_root: Path = REPO_ROOT) -> None:
     if profile not in PROFILE_SPECS:
         raise PipelineError(f"unknown profile {profile!r}; expected one of {tuple(PROFILE_SPECS)}")
     if book_only and no_book:
@@ -681,7 +681,8 @@ def run(profile: str, only=None, force: bool = False, book_only: bool = False, n
         _copy_book_sources(Path(book_dir))
         log(f"[pipeline] profile {profile}: writing to {_rel(book_dir)} (only the {PUBLISHED} profile writes book/)")
     for nb in notebooks:
-        execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output)
+        execute(nb, profile, book_dir, force=force, profiles_dir=profiles_dir, log=log, log_output=log_output,
+                output_root=output_root)
     # every notebook ran: the kernel's configuration folder is not a failure to inspect (partly executed
     # copies of earlier failures are replaced by their chapter's next run)
     shutil.rmtree(Path(book_dir) / "_failed" / "ipython", ignore_errors=True)
@@ -703,11 +704,14 @@ def main(argv=None) -> int:
                          "executed copies go to <book-dir>/notebooks")
     ap.add_argument("--log-output", action="store_true",
                     help="stream the notebooks' cell outputs to the terminal (long gpu runs)")
+    ap.add_argument("--output-root", type=Path, default=REPO_ROOT,
+                    help="the folder results and training runs go below (default: the repository; "
+                         "python -m ladder.stability gives each re-run its own)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
     try:
         run(args.profile, args.only, args.force, args.book_only, args.no_book, book_dir=args.book_dir,
-            log_output=args.log_output)
+            log_output=args.log_output, output_root=args.output_root)
     except (PipelineError, FileNotFoundError, DataFolderError, CorruptDataError) as e:
         if args.debug:
             raise

@@ -118,15 +118,17 @@ def _measured(folder: Path) -> dict:
 
 
 def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
-    """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root), and
-    return each run's `claim_outcomes` with its wall time."""
-    from .pipeline import NOTEBOOKS_DIR, execute
+    """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root) as a user
+    would, through `python -m ladder.pipeline`, and return each run's `claim_outcomes` with its wall time."""
+    import subprocess
     outcomes = []
     for i in range(n):
         run_root = root / f"run{i + 1}"
         t0 = time.perf_counter()
-        execute(NOTEBOOKS_DIR / f"{stem}.ipynb", profile, book_dir=run_root / "book", force=True,
-                output_root=run_root, log=log)
+        cmd = [sys.executable, "-m", "ladder.pipeline", "--profile", profile, "--only", stem, "--force", "--no-book",
+               "--book-dir", str(run_root / "book"), "--output-root", str(run_root)]
+        if subprocess.run(cmd).returncode:
+            raise RuntimeError(f"run {i + 1} of {stem} failed: {' '.join(cmd)}")
         got = claim_outcomes(profile, run_root / "data" / "results")
         log(f"[stability] run {i + 1}/{n}: " + ", ".join(f"{k} {v['verdict']}" for k, v in got.items()))
         outcomes.append({"seconds": time.perf_counter() - t0, "outcomes": got,

@@ -496,3 +496,14 @@ def test_the_books_claims_page_links_only_executed_chapters_and_holds_still(tmp_
     want = claims.to_markdown(hold_still(claims.claims_table("cpu"), "cpu"), "cpu", chapters={"notebooks/02_speedup"})
     assert pipeline.claims_page("cpu", book) == want
     assert "{doc}`chapter 3" not in pipeline.claims_page("cpu", book)
+
+
+def test_output_root_is_where_a_run_writes(tmp_path):
+    out = tmp_path / "elsewhere"
+    nb = _notebook(tmp_path / "nb" / "01_a.ipynb",
+                   "import os, pathlib\npathlib.Path(os.environ['LADDER_OUTPUT'], 'here.txt').write_text(str(x))")
+    profiles = _profile(tmp_path / "profiles", "smoke", "01_a", "x: 5\n").parents[1]
+    out.mkdir()
+    pipeline.run("smoke", no_book=True, notebooks_dir=nb.parent, profiles_dir=profiles, book_dir=tmp_path / "book",
+                 output_root=out, log=lambda m: None)
+    assert (out / "here.txt").read_text() == "5"

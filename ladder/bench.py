@@ -66,6 +66,9 @@ class BenchConfig:
     # "processes": tp real ranks (gloo/NCCL). "virtual": one process computes one rank's shard and the
     # peers are emulated (ladder.link.VirtualRanks): only the link's modelled cost, no real collective.
     ranks: str = "processes"
+    # what the emulated link's time runs on: "wall" (a wait sleeps) or "virtual" (ladder.link.VirtualClock:
+    # compute counts as this thread's CPU time and a wait advances the clock; virtual ranks, one thread)
+    clock: str = "wall"
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
@@ -78,6 +81,11 @@ class BenchConfig:
         links.get(self.link)  # validates
         if self.ranks not in ("processes", "virtual"):
             raise ValueError(f"BenchConfig.ranks must be 'processes' or 'virtual', got {self.ranks!r}")
+        if self.clock not in links.CLOCKS:
+            raise ValueError(f"BenchConfig.clock must be one of {', '.join(links.CLOCKS)}, got {self.clock!r}")
+        if self.clock == "virtual" and (self.ranks != "virtual" or self.device != "cpu" or links.get(self.link) is None):
+            raise ValueError("BenchConfig.clock='virtual' simulates an emulated link's time on one CPU process: it "
+                             "needs ranks='virtual', device='cpu' and a link")
         self.model_config()  # validates the shape, wiring and TP degree
 
     @property
@@ -156,7 +164,7 @@ def _build(cfg: BenchConfig, comm, device, shared: dict | None = None):
     if device.type == "cuda" and comm.size > 1 and comm.group is not None and cfg.compile and cfg.cuda_graph:
         from .cudagraph import StreamCollectives
         model_comm = StreamCollectives(comm, device)  # NCCL on its own stream: capturable start/wait
-    model_comm = links.emulate(model_comm, lk, device)
+    model_comm = links.emulate(model_comm, lk, device, clock=cfg.clock)
     dtype = DTYPES[cfg.dtype]
     key = _weights_key(cfg, mcfg)
     if shared is not None and key in shared:
@@ -213,7 +221,7 @@ class _Case:
             if self.device.type == "cuda" and cfg.cuda_graph:
                 self.graphed = self.fns["decode_fn"] = GraphedDecode()
         self.model.setup_cache(cfg.batch, cfg.prompt_len + cfg.new_tokens)
-        self.i, self.prefill_s, self.decode_s, self.n_coll = 0, [], [], None
+        self.i, self.prefill_s, self.decode_s, self.decode_wait_s, self.n_coll = 0, [], [], [], None
 
     @property
     def runs(self) -> int:
@@ -232,6 +240,8 @@ class _Case:
         if self.i >= cfg.warmup:
             self.prefill_s.append(t.prefill_s)
             self.decode_s.append(t.decode_s)
+            if t.decode_wait_s is not None:
+                self.decode_wait_s.append(t.decode_wait_s)
         self.i += 1
 
     def record(self) -> dict:
@@ -258,6 +268,9 @@ class _Case:
         if hasattr(self.model.comm, "late_s"):  # the host link (EmulatedLink): what its waits cost beyond the model
             lk = self.model.comm                # (warm-ups included): ~0 when each wait ends at its deadline
             rec["link_waits"], rec["link_late_s"], rec["link_modelled_s"] = lk.waited, lk.late_s, lk.modelled_s
+            # each sample's decode time spent waiting on the link (on the virtual clock: exactly the link time
+            # the wiring did not hide; on the wall clock the sleeps, overshoot included)
+            rec["samples_decode_wait_s"] = _slowest(self.decode_wait_s, comm)
         if hasattr(self.model.comm, "durations"):  # the GPU link (CudaEmulatedLink): its calibration and
             lk = self.model.comm                   # what each message's all-reduce asked for vs got
             dim, nbytes = mcfg.dim, DTYPES[cfg.dtype].itemsize
@@ -655,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tensor-parallel degree without torchrun: N local gloo processes (under torchrun: "
                          "the world size); with --virtual: the emulated group's size")
     ap.add_argument("--virtual", action="store_true", help="one process, peers emulated (ladder.link.VirtualRanks)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "virtual"],
+                    help="what an emulated link's time runs on: wall (a wait sleeps) or virtual (with --virtual "
+                         "on CPU: compute counts as CPU time, a wait advances a simulated clock; ladder.link.VirtualClock)")
     ap.add_argument("--device", default=None, help="cpu or cuda; default: cuda under torchrun when available, else cpu")
     ap.add_argument("--out", default=None,
                     help="append each record to this .jsonl as it is measured (flushed), and a .csv beside it "
@@ -690,7 +706,7 @@ def main(argv=None):
         tp = comm.size if under_torchrun else (a.tp or 1)
         base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,
                     compile=a.compile, device=device, ladder_layers=a.ladder_layers,
-                    ranks="virtual" if a.virtual else "processes", checkpoint=a.checkpoint)
+                    ranks="virtual" if a.virtual else "processes", checkpoint=a.checkpoint, clock=a.clock)
         cfgs = sweep(base, preset=presets, wiring=a.wiring, batch=a.batch, dtype=dtypes,
                      link=[None if x == "none" else x for x in a.link])
         if under_torchrun or tp == 1 or a.virtual:

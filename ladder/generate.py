@@ -59,6 +59,7 @@ class Timing:
     decode_s: float
     new_tokens: int
     batch: int
+    decode_wait_s: float | None = None  # of decode_s, the time spent waiting on an emulated link (ladder.link)
 
     @property
     def tokens_per_s(self) -> float:
@@ -78,6 +79,8 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
 
     `decode_fn` / `prefill_fn` default to `decode_one` / `prefill`; pass compiled versions to compile.
     The model's cache must hold prompt_len + max_new_tokens positions (allocated here if it does not).
+    Times are wall time, or the clock of the model's emulated link when it has one (ladder.link.VirtualClock:
+    simulated time).
     """
     if prompt.dim() != 2:
         raise ValueError(f"prompt must be (batch, prompt_len), got shape {tuple(prompt.shape)}")
@@ -98,20 +101,24 @@ def generate(model: Transformer, prompt: torch.Tensor, max_new_tokens: int, *, t
     out = torch.empty(batch, total, dtype=prompt.dtype, device=device)
     out[:, :plen] = prompt
 
+    link_clock = getattr(model.comm, "clock", None)
+    now = link_clock.now if link_clock is not None else time.perf_counter
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = now()
     token = prefill_fn(model, prompt, torch.arange(plen, device=device), noise=noise(), **sampling)
     out[:, plen] = token
     _sync(device)
-    t1 = time.perf_counter()
+    t1 = now()
+    wait0 = link_clock.waited_s if link_clock is not None else None
     pos = torch.tensor([plen], device=device)
     for i in range(1, max_new_tokens):
         token = decode_fn(model, token, pos, noise=noise(), **sampling).clone()
         out[:, plen + i] = token
         pos += 1
     _sync(device)
-    t2 = time.perf_counter()
-    return out, Timing(t1 - t0, t2 - t1, max_new_tokens, batch)
+    t2 = now()
+    wait = link_clock.waited_s - wait0 if link_clock is not None else None
+    return out, Timing(t1 - t0, t2 - t1, max_new_tokens, batch, wait)
 
 
 def compiled_steps(mode: str = "reduce-overhead"):

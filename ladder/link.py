@@ -150,17 +150,68 @@ def get(link: str | Link | dict | None) -> Link | None:
                      "or None")
 
 
+class WallClock:
+    """Wall time (time.perf_counter); a wait sleeps until its deadline (`wait_until`)."""
+    name = "wall"
+
+    def __init__(self):
+        self.waited_s = 0.0  # wall time spent waiting on the link (sleep overshoot included)
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def wait_until(self, deadline: float) -> None:
+        t0 = time.perf_counter()
+        wait_until(deadline)
+        self.waited_s += time.perf_counter() - t0
+
+
+class VirtualClock:
+    """Simulated time that advances by this thread's CPU time while the code computes, and jumps to the
+    deadline when a wait reaches past it: nothing sleeps, so the core never idles and no wake-up is paid.
+
+    Why: on a shared CPU, wall time moves with whatever else runs (another process stretches every module,
+    and the wiring that waits more pays more scheduler wake-ups); this thread's CPU time does not. A run on
+    this clock executes the real wiring code, in its real order of starts and waits, and charges the link
+    exactly its modelled time. Only valid when this thread does all the compute: one torch thread."""
+    name = "virtual"
+
+    def __init__(self):
+        if torch.get_num_threads() != 1:
+            raise ValueError(f"the virtual clock counts this thread's CPU time, so torch must run one thread "
+                             f"(torch.set_num_threads(1)); it runs {torch.get_num_threads()}")
+        self.waited_s = 0.0  # simulated time spent waiting on the link
+
+    def now(self) -> float:
+        return time.thread_time() + self.waited_s
+
+    def wait_until(self, deadline: float) -> None:
+        self.waited_s += max(deadline - self.now(), 0.0)
+
+
+CLOCKS = {"wall": WallClock, "virtual": VirtualClock}
+
+
+def clock_named(name: str):
+    if name not in CLOCKS:
+        raise ValueError(f"unknown clock {name!r}; choose one of {', '.join(CLOCKS)}")
+    return CLOCKS[name]()
+
+
 class EmulatedLink(WrappedComm):
     """A communicator whose every all-reduce costs at least the modelled time of `link`.
 
     Same API as ladder.tp.SingleDevice / TensorParallel (start / wait / all_reduce / count / size / rank).
-    `ranks` overrides the p used in the cost model (default: the wrapped communicator's size).
+    `ranks` overrides the p used in the cost model (default: the wrapped communicator's size). `clock` is
+    what the link's time runs on: wall time (`WallClock`, the default: a wait sleeps) or simulated time
+    (`VirtualClock`: compute counts as CPU time, a wait advances the clock); time the run with `clock.now`.
     """
 
-    def __init__(self, comm, link: Link, ranks: int | None = None):
+    def __init__(self, comm, link: Link, ranks: int | None = None, clock=None):
         super().__init__(comm)
         self.link = link
         self.p = ranks or comm.size
+        self.clock = clock or WallClock()
         self.modelled_s = 0.0  # total modelled communication time issued so far
         self._busy_until = 0.0  # when the link finishes the collectives issued so far
         # what the link really cost the waiting code: waits that reached past a deadline, and by how much
@@ -171,17 +222,17 @@ class EmulatedLink(WrappedComm):
         refuse_cuda(partial)
         cost = self.link.allreduce_time(partial.numel() * partial.element_size(), self.p)
         self.modelled_s += cost
-        self._busy_until = max(time.perf_counter(), self._busy_until) + cost
+        self._busy_until = max(self.clock.now(), self._busy_until) + cost
         return _Pending(self.comm.start(partial), self._busy_until)
 
     def wait(self, handle):
         if not isinstance(handle, _Pending):
             return self.comm.wait(handle)
         out = self.comm.wait(handle.inner)
-        if time.perf_counter() < handle.deadline:
-            wait_until(handle.deadline)
+        if self.clock.now() < handle.deadline:
+            self.clock.wait_until(handle.deadline)
             self.waited += 1
-            self.late_s += time.perf_counter() - handle.deadline
+            self.late_s += self.clock.now() - handle.deadline
         return out
 
 
@@ -241,15 +292,20 @@ def refuse_cuda(t) -> None:
                          "ladder.link.CudaEmulatedLink (or ladder.link.emulate(comm, link, device))")
 
 
-def emulate(comm, link: "Link | str | dict | None", device="cpu", ranks: int | None = None):
-    """`comm` with every all-reduce costing `link`'s modelled time: the host-sleep EmulatedLink on CPU,
-    the spin-kernel CudaEmulatedLink on CUDA; `comm` itself when `link` is None."""
+def emulate(comm, link: "Link | str | dict | None", device="cpu", ranks: int | None = None, clock: str = "wall"):
+    """`comm` with every all-reduce costing `link`'s modelled time: the host EmulatedLink on CPU (on wall time,
+    or on a `VirtualClock` with clock="virtual"), the spin-kernel CudaEmulatedLink on CUDA; `comm` itself when
+    `link` is None."""
     link = get(link)
     if link is None:
+        if clock != "wall":
+            raise ValueError(f"clock={clock!r} times an emulated link, and there is none")
         return comm
     if torch.device(device).type == "cuda":
+        if clock != "wall":
+            raise ValueError("the virtual clock counts host CPU time; a CUDA run's link is timed on the GPU (wall)")
         return CudaEmulatedLink(comm, link, device, ranks)
-    return EmulatedLink(comm, link, ranks)
+    return EmulatedLink(comm, link, ranks, clock_named(clock))
 
 
 _SPIN_CALIBRATION: dict = {}

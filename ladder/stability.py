@@ -113,7 +113,7 @@ def _measured(folder: Path) -> dict:
     costs = r.get("module_costs") or {}
     return {"module_compute_ms": {k: 1e3 * costs[k] for k in ("attn", "mlp", "head") if k in costs},
             "regimes": [{k: row.get(k) for k in ("name", "a/c", "speedup", "speedup_ci", "replay_speedup",
-                                                  "replay_error", "recovered", "recovered_ci")}
+                                                  "replay_error", "recovered", "recovered_ci", "hidden", "hidden_ci")}
                         for row in r.get("validation", [])]}
 
 

@@ -83,11 +83,18 @@ def test_h3_on_real_gpus_needs_two_nodes():
 @pytest.mark.parametrize("cid", ["H1", "H2", "H3"])
 def test_cpu_emulated_link_counts_only_when_set_to_a_regime_and_agreeing_with_the_replay(cid):
     good = dict(ci=(1 + EPS, 1.4), rec_ci=(0.6, 0.8))
-    assert v(cid, **speed(**good, replay_error=0.10)) == "consistent at small scale"       # boundary: ≤
-    assert v(cid, **speed(**good, replay_error=-0.10)) == "consistent at small scale"
-    assert v(cid, **speed(**good, replay_error=0.10 + EPS)) == "inconclusive"
-    assert v(cid, **speed(**good, replay_error=-0.10 - EPS)) == "inconclusive"
-    assert "off the replay" in why(cid, **speed(**good, replay_error=0.2))
+    assert v(cid, **speed(**good, replay_error=0.0)) == "consistent at small scale"
+    # the replay (speed-up / (1 + error)) must lie in the speed-up's CI widened by 10%: [lo x 0.9, hi x 1.1]
+    lo_edge, hi_edge = (1 + EPS) * 0.9, 1.4 * 1.1
+    def err(replay):
+        return 1.3 / replay - 1
+    assert v(cid, **speed(**good, replay_error=err(lo_edge * (1 + 1e-9)))) == "consistent at small scale"
+    assert v(cid, **speed(**good, replay_error=err(lo_edge * (1 - 1e-9)))) == "inconclusive"
+    assert v(cid, **speed(**good, replay_error=err(hi_edge * (1 - 1e-9)))) == "consistent at small scale"
+    assert v(cid, **speed(**good, replay_error=err(hi_edge * (1 + 1e-9)))) == "inconclusive"
+    # a point estimate 12% off the replay still agrees when its own interval reaches it
+    assert v(cid, **speed(s=1.3, ci=(1.05, 1.5), rec_ci=(0.6, 0.8), replay_error=0.12)) == "consistent at small scale"
+    assert "outside the measured speed-up's 95% CI" in why(cid, **speed(**good, replay_error=0.5))
     no_regime = speed(**good)
     del no_regime["link_ratio"]
     assert v(cid, **no_regime) == "inconclusive" and "not set to a regime" in why(cid, **no_regime)
@@ -512,6 +519,8 @@ def test_paper_claims_csv_has_a_rule_noise_and_reason_for_every_claim():
 def _sp(ev="cpu-emulated-link", ci=(1.2, 1.4), rec_ci=(0.6, 0.8), n=5, **kw):
     kw = {**(REGIME if ev == "cpu-emulated-link" else {}), **kw}
     e = {"evidence": ev, "speedup": 1.3, "ci": {}, "recovered": 0.7, **kw}
+    if ci and not ci[0] <= e["speedup"] <= ci[1]:  # the point estimate inside its own interval
+        e["speedup"] = sum(ci) / 2
     if n is not None:
         e["n"] = n
     if ci:
@@ -555,6 +564,8 @@ REASONS = [
     ("H1", _sp("multi-gpu", ci=(1.2, 1.3)), 'inconclusive', 'speed-up CI [1.2000, 1.3000] straddles 1.2175'),
     ("H1", _sp(ci=(0.9, 1.0)), 'not reproduced at small scale', 'no speed-up: CI high 1.000 ≤ 1'),
     ("H1", _sp(ci=(1.0, 1.2)), 'inconclusive', 'speed-up CI [1.000, 1.200] includes 1'),
+    ("H1", _sp(replay_error=0.5), 'inconclusive', "the replay's 0.87x lies outside the measured speed-up's 95% CI "
+                                                  "[1.20, 1.40] widened by ±10%: the emulation is not what it models"),
     ("H1", _sp(rec_ci=None), 'inconclusive', "no interval for the recovered share of the upper bound's gain"),
     ("H1", _sp(rec_ci=(0.6, 0.8)), 'consistent at small scale', "recovered CI low 60% ≥ 50% of the upper bound's gain"),
     ("H1", _sp(rec_ci=(0.2, 0.4)), 'not reproduced at small scale', "recovered CI high 40% < 50% of the upper bound's gain"),

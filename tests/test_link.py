@@ -210,8 +210,9 @@ def test_a_wait_ends_at_its_deadline_not_after_a_late_sleep(monkeypatch, oversho
     emu = EmulatedLink(SingleDevice(), custom(5e-3, 1e12), ranks=2)
     t0 = clock.t
     emu.all_reduce(torch.ones(4))
-    assert emu.waited == 1 and 0 <= emu.late_s <= 2e-6
+    assert emu.waited == 1 and 0 <= emu.late_s <= 3e-6  # a few 1-us reads (the clock times its own wait)
     assert clock.t - t0 == pytest.approx(5e-3, abs=1e-5)
+    assert emu.clock.waited_s == pytest.approx(5e-3, abs=1e-5)  # the wall clock's record of the wait
 
 
 def test_a_wait_after_the_deadline_costs_nothing_more():
@@ -258,3 +259,95 @@ def test_the_gpu_link_warms_the_gpu_up_before_timing_a_duration(monkeypatch):
     before_first_timing = log[:log.index("record")]
     spun = sum(c for e, c in before_first_timing if e == "spin")
     assert spun >= 0.9 * L.WARM_UP_S * link.cycles_per_s, before_first_timing
+
+
+# ------------------------------------------------------------------------------------------ the virtual clock
+class _CpuClock:
+    """This thread's CPU time, advanced by hand: `compute(s)` is s seconds of work."""
+
+    def __init__(self):
+        self.t = 10.0
+
+    def thread_time(self):
+        return self.t
+
+    def compute(self, s):
+        self.t += s
+
+
+def test_virtual_clock_charges_exactly_the_link_time_the_compute_did_not_hide(monkeypatch):
+    """On the virtual clock a wait advances simulated time to its all-reduce's end, nothing sleeps, and the
+    link is one stream: an all-reduce issued while another is in flight starts when that one ends."""
+    from ladder import link as lk
+    cpu = _CpuClock()
+    monkeypatch.setattr(lk.time, "thread_time", cpu.thread_time)
+    monkeypatch.setattr(lk.time, "sleep", lambda s: pytest.fail("the virtual clock must not sleep"))
+    torch.set_num_threads(1)
+    emu = EmulatedLink(SingleDevice(), custom(5e-3, 1e12), ranks=2, clock=lk.VirtualClock())
+    t0 = emu.clock.now()
+    h = emu.start(torch.ones(4))        # standard: wait at once -> pays all 5 ms
+    emu.wait(h)
+    assert emu.clock.now() - t0 == pytest.approx(5e-3) and emu.clock.waited_s == pytest.approx(5e-3)
+    h = emu.start(torch.ones(4))        # ladder: 3 ms of compute in between -> pays the 2 ms left
+    cpu.compute(3e-3)
+    emu.wait(h)
+    assert emu.clock.waited_s == pytest.approx(7e-3)
+    h = emu.start(torch.ones(4))        # compute longer than the link: nothing left to wait
+    cpu.compute(6e-3)
+    emu.wait(h)
+    assert emu.clock.waited_s == pytest.approx(7e-3) and emu.waited == 2 and emu.late_s == pytest.approx(0)
+    h1, h2 = emu.start(torch.ones(4)), emu.start(torch.ones(4))  # two in flight: one link, in issue order
+    emu.wait(h1)
+    emu.wait(h2)
+    assert emu.clock.waited_s == pytest.approx(17e-3)
+    assert emu.modelled_s == pytest.approx(25e-3)
+
+
+def test_virtual_clock_needs_one_thread_and_a_host_link():
+    from ladder import link as lk
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(ValueError, match="one thread"):
+            lk.VirtualClock()
+    finally:
+        torch.set_num_threads(n)
+    with pytest.raises(ValueError, match="unknown clock 'sundial'"):
+        lk.clock_named("sundial")
+    with pytest.raises(ValueError, match="there is none"):
+        lk.emulate(SingleDevice(), None, clock="virtual")
+    with pytest.raises(ValueError, match="CUDA run"):
+        lk.emulate(SingleDevice(), "nvlink4", device="cuda", clock="virtual")
+
+
+def test_bench_config_refuses_a_virtual_clock_it_cannot_run():
+    from ladder.bench import BenchConfig
+    with pytest.raises(ValueError, match="clock must be one of"):
+        BenchConfig(clock="sundial")
+    for bad in (dict(ranks="processes", link="nvlink4"), dict(ranks="virtual", link=None)):
+        with pytest.raises(ValueError, match="needs ranks='virtual', device='cpu' and a link"):
+            BenchConfig(tp=2, clock="virtual", **bad)
+
+
+def test_the_standard_wiring_pays_compute_plus_every_link_time_on_the_virtual_clock():
+    """A real decode on the virtual clock: standard's time spent waiting is the number of decode all-reduces
+    times their modelled cost (less the few microseconds of Python between a start and its wait), and
+    ladder waits less: each of its all-reduces runs behind a module's compute."""
+    from ladder.bench import BenchConfig, run_one
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = 2e-3
+        base = dict(preset="tiny", tp=2, ranks="virtual", clock="virtual", link=f"custom:{a}:1e12", prompt_len=4,
+                    new_tokens=5, samples=2, warmup=0, temperature=0.0)
+        std = run_one(BenchConfig(wiring="standard", **base))
+        per_step = std["allreduces_per_generation"] / 5  # prefill + 4 decode steps
+        expect = 4 * per_step * a
+        for wait, total in zip(std["samples_decode_wait_s"], std["samples_decode_s"]):
+            assert expect * 0.98 <= wait <= expect
+            assert total > wait  # plus the compute
+        lad = run_one(BenchConfig(wiring="ladder", **base))
+        assert lad["allreduces_per_generation"] == std["allreduces_per_generation"]
+        assert max(lad["samples_decode_wait_s"]) < min(std["samples_decode_wait_s"])
+    finally:
+        torch.set_num_threads(n)

@@ -121,6 +121,7 @@ def test_validate_measures_and_replays_each_ratio():
         assert row["rounds"] == 3 and row["speedup_ci"][0] <= row["speedup"] <= row["speedup_ci"][1]
         assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
         assert row["standard_wait_late_us"] >= 0  # the link reports what its waits really cost
+        assert row["clock"] == "virtual" and 0 <= row["hidden_ci"][0] <= row["hidden"] <= row["hidden_ci"][1] <= 1
     std = next(r for r in out["records"] if r["wiring"] == "standard")
     assert std["link_waits"] > 0 and std["link_modelled_s"] > 0
     # the link realises a = ratio x c of the costs measured in the same call
@@ -159,3 +160,17 @@ def test_regimes_close_on_the_axis_share_one_label():
             {"a/c": 0.6, "short": "C", "name": "c"}]
     ax = replay.plot_curves(curve, regs)
     assert sorted(t.get_text() for t in ax.texts) == ["A / B", "C"]
+
+
+def test_hidden_share_pairs_the_link_waits_by_round():
+    recs = [{"wiring": "standard", "samples_decode_wait_s": [4.0, 8.0]},
+            {"wiring": "ladder", "samples_decode_wait_s": [1.0, 4.0]}, {"wiring": "upper_bound"}]
+    rounds = replay.wait_rounds(recs)
+    assert rounds == [(4.0, 1.0), (8.0, 4.0)]
+    share, ci = replay.hidden_share(rounds)
+    assert share == pytest.approx((0.75 + 0.5) / 2) and ci[0] <= share <= ci[1]
+    assert replay.wait_rounds([recs[0]]) == [] and replay.wait_rounds([{**recs[0], "samples_decode_wait_s": []}, recs[1]]) == []
+    with pytest.raises(ValueError, match="nothing to hide"):
+        replay.hidden_share([(0.0, 0.0)])
+    with pytest.raises(ValueError, match="at least one"):
+        replay.hidden_share([])

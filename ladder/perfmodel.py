@@ -14,8 +14,8 @@ prefill and decode latency and the paper's tokens/s = batch x new tokens / (pref
   the last standard MLP's all-reduce is waited on before the first ladder attention).
 
 Calibration: one efficiency factor per hardware target (the GPU's fraction of its roofline, the link's
-fraction of its alpha-beta rate), fitted only on the Llama-3-70B TP = 8 column of the paper's NVLink
-grid (`fit`); everything else the paper reports is out of sample (`compare`).
+fraction of its alpha-beta rate) and the per-kernel latency, fitted only on the Llama-3-70B TP = 8 column
+of the paper's NVLink grid (`fit`); everything else the paper reports is out of sample (`compare`).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ HARDWARE = {
     # 1,979 is with 2:4 sparsity), 3.35 TB/s HBM3, 80 GB.
     # Launch latency: inside a CUDA graph a dependent kernel still starts ~1-2 us after its predecessor
     # drains (NVIDIA technical blog, "Getting Started with CUDA Graphs"); gpt-fast's decode is such a
-    # graph: 1.5 us.
+    # graph: 1.5 us. That is the uncalibrated default; `calibrate` fits the per-kernel latency (LAUNCH_GRID_S).
     # Overlap: an NCCL all-reduce runs as a kernel on its own SMs (up to 32 channels, one CTA/SM each, on
     # NVLink), so compute that overlaps it has ~32 of the 132 SMs fewer: 0.24.
     "H100-SXM": Hardware("H100-SXM", 989e12, 3.35e12, launch_s=1.5e-6, overlap_sm_share=32 / 132,
@@ -102,8 +102,10 @@ def _run(start: float, cost: float, busy_until: float, slow: float) -> float:
     return start + cost + overlap * slow
 
 
-def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float = 0.0) -> tuple[float, list[tuple]]:
-    """Replay one forward step's dependencies; returns (seconds, events).
+def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float = 0.0,
+             record: bool = True) -> tuple[float, list[tuple]]:
+    """Replay one forward step's dependencies; returns (seconds, events) (no events with `record=False`:
+    the fit calls this thousands of times and needs only the time).
 
     events: (stream, label, start, end) with stream "compute" or "comm". `ar` is one all-reduce's time.
     The order is not re-described here: it is the event log of the real wiring functions of
@@ -121,12 +123,14 @@ def timeline(cfg: ModelConfig, costs: dict[str, float], ar: float, slow: float =
             name = ev[1]
             start = max(t_comp, ready)
             t_comp = _run(start, costs["attn" if name.startswith("attn") else "mlp"], comm_free, slow)
-            events.append(("compute", f"L{name.lstrip('atnmlp')} {name.rstrip('0123456789')}", start, t_comp))
+            if record:
+                events.append(("compute", f"L{name.lstrip('atnmlp')} {name.rstrip('0123456789')}", start, t_comp))
         elif ev[0] == "start":
             s = max(t_comp, comm_free)
             comm_free = s + ar
             ends[id(ev[1])] = comm_free
-            events.append(("comm", "AR " + "+".join(sorted(ev[1].partial.parts)), s, comm_free))
+            if record:
+                events.append(("comm", "AR " + "+".join(sorted(ev[1].partial.parts)), s, comm_free))
         else:  # wait: whatever computes next needs this all-reduce
             ready = max(ready, ends[id(ev[1])])
     start = max(t_comp, ready)  # the LM head needs the whole (settled) stream
@@ -168,7 +172,7 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
         costs = module_costs(cfg, tp, part, tokens, context, hw, bytes_per)
         costs["head"] = module_costs(cfg, tp, batch, tokens, context, hw, bytes_per)["head"]
         ar = fab.allreduce(part * tokens * cfg.dim * bytes_per, tp)
-        t, _ = timeline(cfg, costs, ar, hw.overlap_sm_share)
+        t, _ = timeline(cfg, costs, ar, hw.overlap_sm_share, record=False)
         n_ar = n_allreduces(cfg)  # as the code launches them
         n_modules = sum(e[0] == "compute" for e in event_log(tuple(cfg.layer_wirings()))) // 2  # of each kind
         serial = n_modules * (costs["attn"] + costs["mlp"]) + costs["head"]
@@ -189,9 +193,11 @@ def predict(cfg: ModelConfig | str, hw: Hardware | str = "H100-SXM", tp: int = 8
 WIRING_COLUMNS = ("standard", "parallel", "ladder", "upper_bound")
 
 
-def with_efficiency(hw_eff: float, link_eff: float, hw: str = "H100-SXM", link: str = "nvlink4"):
-    """(Hardware, Fabric) with the given efficiency factors."""
-    return replace(HARDWARE[hw], efficiency=hw_eff), Fabric(LINKS[link], link_eff)
+def with_efficiency(hw_eff: float, link_eff: float, hw: str = "H100-SXM", link: str = "nvlink4",
+                    launch_s: float | None = None):
+    """(Hardware, Fabric) with the given efficiency factors (and per-kernel latency, if given)."""
+    h = replace(HARDWARE[hw], efficiency=hw_eff)
+    return (h if launch_s is None else replace(h, launch_s=launch_s)), Fabric(LINKS[link], link_eff)
 
 
 def _predict_row(r: dict, hw: Hardware, fab: Fabric) -> float:
@@ -199,17 +205,28 @@ def _predict_row(r: dict, hw: Hardware, fab: Fabric) -> float:
                    wiring=r["wiring"], link=fab).tokens_per_s
 
 
-def fit(rows: list[dict], hw: str = "H100-SXM", link: str = "nvlink4") -> tuple[float, float]:
-    """Fit (hardware efficiency, link efficiency), each in (0, 1], to rows {preset, tp, batch, wiring,
-    tokens_per_s} by least squares on log tokens/s: a coarse grid, then a finer one around the best."""
+# The per-kernel latency is fitted too, from these values (seconds): NVIDIA's blog puts a dependent kernel's
+# start 1-2 us after its predecessor inside a CUDA graph, but a decode kernel also drains (its last wave
+# runs on part of the SMs), and that tail is per kernel as well. One number per kernel cannot be read off a
+# datasheet, so the fit chooses it with the two efficiencies, on the same fitted column only.
+LAUNCH_GRID_S = (1e-6, 2e-6, 3e-6, 4e-6, 5e-6)
 
-    def loss(he, le):
-        h, f = with_efficiency(he, le, hw, link)
+
+def fit(rows: list[dict], hw: str = "H100-SXM", link: str = "nvlink4") -> tuple[float, float, float]:
+    """Fit (hardware efficiency, link efficiency, per-kernel latency) to rows {preset, tp, batch, wiring,
+    tokens_per_s} by least squares on log tokens/s: for each latency of LAUNCH_GRID_S, a coarse grid of the
+    two efficiencies in (0, 1] (steps of 0.1), then a fine one (0.01) around the best; the best of all."""
+
+    def loss(he, le, launch):
+        h, f = with_efficiency(he, le, hw, link, launch)
         return sum((math.log(_predict_row(r, h, f)) - math.log(r["tokens_per_s"])) ** 2 for r in rows)
 
-    _, he, le = min((loss(a / 20, b / 20), a / 20, b / 20) for a in range(1, 21) for b in range(1, 21))
-    _, he, le = min((loss(a, b), a, b) for a in _around(he) for b in _around(le))
-    return he, le
+    best = None
+    for launch in LAUNCH_GRID_S:
+        _, he, le = min((loss(a / 10, b / 10, launch), a / 10, b / 10) for a in range(1, 11) for b in range(1, 11))
+        cand = min((loss(a, b, launch), a, b, launch) for a in _around(he) for b in _around(le))
+        best = cand if best is None or cand < best else best
+    return best[1], best[2], best[3]
 
 
 def _around(x: float) -> list[float]:
@@ -225,17 +242,18 @@ def grid_rows(grid) -> list[dict]:
 
 
 def calibrate(grid, tp: int = 8) -> tuple[Hardware, Fabric, dict]:
-    """Fit the two factors on the TP = `tp` column of the paper's 70B NVLink grid only.
+    """Fit the two factors and the per-kernel latency on the TP = `tp` column of the paper's 70B NVLink grid only.
 
     Returns (hardware, fabric, info) where info holds the factors and the in-sample mean |error|.
     """
     rows = [r for r in grid_rows(grid) if r["tp"] == tp]
     if not rows:
         raise ValueError(f"no rows with tp={tp} to calibrate on")
-    he, le = fit(rows)
-    hw, fab = with_efficiency(he, le)
+    he, le, launch = fit(rows)
+    hw, fab = with_efficiency(he, le, launch_s=launch)
     errs = [abs(_predict_row(r, hw, fab) / r["tokens_per_s"] - 1) for r in rows]
-    return hw, fab, {"gpu_efficiency": he, "link_efficiency": le, "fitted_on": f"70B TP={tp} NVLink column",
+    return hw, fab, {"gpu_efficiency": he, "link_efficiency": le, "launch_us": launch * 1e6,
+                     "fitted_on": f"70B TP={tp} NVLink column",
                      "n_fit_rows": len(rows), "in_sample_mean_abs_error": sum(errs) / len(errs)}
 
 

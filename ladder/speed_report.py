@@ -133,6 +133,7 @@ def model_section(mv: dict, figure_path=None) -> Section:
     plt.close(fig)
     values = {k: float(v) for k, v in {
         "gpu_eff": mv["fit"]["gpu_efficiency"], "link_eff": mv["fit"]["link_efficiency"],
+        "launch_us": mv["fit"]["launch_us"],
         "ins_grid": mv["in_sample_error"], "oos_grid": mv["out_of_sample_error"],
         "batch_table_max_err": mv["batch_table_max_error"], "oos_size_speedup": mv["size_speedup_error"],
         "h4_paper_grid": sp.paper_comm_share()}.items()} | {"fig_model": fig}

@@ -703,8 +703,9 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
     On CPU, each retrained hybrid and its source run on `tp` local gloo processes, once per link of `links`
     ("none": the real link alone), samples interleaved round-robin over the configurations so that warm-up and
     load drift hit all alike; the first model at its smallest converted depth gives the "processes" entries.
-    `virtual` ({"preset", "overrides", "ladder_layers", "link"}) adds a shape whose decode step is well above
-    timer noise, one rank's shard with its peers emulated (random weights): the "virtual" entry. On another
+    `virtual` ({"preset", "overrides", "ladder_layers", "regime"}) adds a shape whose decode step is well above
+    timer noise, one rank's shard with its peers emulated (random weights) and the link set to the regime's
+    a/c on the virtual clock (ladder.replay.hybrid: decode steps, replayed too): the "virtual" entry. On another
     device nothing runs: the GPU node's commands are printed and ([], []) returned."""
     from . import bench, speedup
     if device != "cpu":
@@ -721,13 +722,17 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
                                     what=f"{row['model']} hybrid with {row['ladder_layers']} converted layers vs its source")
                for row in rows if row["model"] == first and row["ladder_layers"] == n]
     if virtual:
-        v = dict(preset=virtual["preset"], overrides=virtual.get("overrides", {}), tp=tp, link=virtual["link"],
-                 ranks="virtual", **kw)
-        vrec = bench.run_local([bench.BenchConfig(**v, wiring="standard"),
-                                bench.BenchConfig(**v, wiring="hybrid", ladder_layers=virtual["ladder_layers"])],
-                               progress=False, interleave=True)
-        name = f"{virtual['preset']} {vrec[0]['n_layers']}L d{vrec[0]['dim']} (virtual ranks)"
-        vrows = [{"model": name, **row} for row in speedup.hybrid_table(vrec)]
+        from . import replay
+        from .config import preset
+        if "regime" not in virtual:
+            raise ValueError("speed_virtual needs a 'regime' (a name of ladder.replay.regimes, e.g. 'paper, NVLink'): "
+                             "its link is set to that regime's a/c, as chapter 2's are")
+        shape = preset(virtual["preset"], **virtual.get("overrides", {}))
+        ratio = replay.regime_ratio(virtual["regime"])
+        got = replay.hybrid(shape, virtual["ladder_layers"], ratio, tp=tp, warmup=warmup, samples=samples,
+                            **{k: kw[k] for k in ("batch", "prompt_len", "new_tokens")})
+        name = f"{virtual['preset']} {shape.n_layers}L d{shape.dim} (virtual ranks, {virtual['regime']})"
+        vrows = [{"model": name, **got["row"]}]
         rows += vrows
         entries += [speedup.hybrid_entry(row, ranks="virtual", batch=batch, device=device,
                                          what=f"{row['model']}: hybrid with {row['ladder_layers']} ladder layers vs standard")
@@ -736,12 +741,15 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
 
 
 def speed_table(rows: list[dict]):
-    """`measure_hybrid_speed`'s rows for the page: tokens/s of source and hybrid, their ratio with its 95% CI,
-    the source's decode step and the number of runs."""
+    """`measure_hybrid_speed`'s rows for the page: tokens/s of source and hybrid, their ratio with its 95% CI
+    (of tokens/s, or of the decode step for a regime-set link: "of"), the replay's where there is one, the
+    source's decode step and the number of runs."""
     import pandas as pd
     return pd.DataFrame([{"model": r["model"], "link": r["link"], "converted layers": r["ladder_layers"],
                           "source (tokens/s)": r["standard_tokens_per_s"], "hybrid (tokens/s)": r["hybrid_tokens_per_s"],
-                          "speed-up (×)": r["speedup"], "95% CI (×)": f"{r['speedup_ci'][0]:.2f}–{r['speedup_ci'][1]:.2f}",
+                          "speed-up (×)": r["speedup"], "of": r.get("measure", "tokens/s"),
+                          "95% CI (×)": f"{r['speedup_ci'][0]:.2f}–{r['speedup_ci'][1]:.2f}",
+                          "replay (×)": f"{r['replay_speedup']:.2f}" if "replay_speedup" in r else "–",
                           "decode step (ms)": r["step_ms"], "runs": r["samples"]} for r in rows])
 
 

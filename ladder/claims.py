@@ -325,15 +325,11 @@ def replay_agrees(e: ClaimEntry, tol: float) -> bool:
     return lo * (1 - tol) <= replay <= hi * (1 + tol)
 
 
-def rule_speed(e: ClaimEntry, t: Mapping):
-    """H1-H3: the paper's number on real GPUs; on emulated links and CPUs, the mechanism (a speed-up that
-    keeps a good share of the no-communication upper bound's gain)."""
-    _need(e, "speedup")
-    short = _rounds(e, t)
-    if short:
-        return short
-    if e.interval("speedup") is None:
-        return "inconclusive", "no confidence interval for the speed-up"
+def _cpu_premise(e: ClaimEntry, t: Mapping):
+    """What a CPU speed entry needs before its numbers are read (H1-H3, H8), as (verdict, reason); None when
+    met. Real gloo processes cannot overlap anything; an emulated link counts only when it was set to a
+    regime's a/c and the measurement agrees with the replay of that ratio. Called once the speed-up's
+    interval is known to exist."""
     if e.evidence == "cpu-real-processes":  # the premise is unmet, whatever the numbers say
         return "not applicable here", ("the collectives run on the same CPU cores as the compute, so nothing can "
                                        "overlap: this machine cannot test the claim's premise")
@@ -343,11 +339,26 @@ def rule_speed(e: ClaimEntry, t: Mapping):
                                     "follows the machine's speed that day")
         if e.replay_error is None:
             return "inconclusive", "no replay of the same a/c to check the measurement against"
-        if e.interval("speedup") is not None and not replay_agrees(e, _thr(t, "max_replay_error")):
+        if not replay_agrees(e, _thr(t, "max_replay_error")):
             lo, hi = e.interval("speedup")
             return "inconclusive", (f"the replay's {e.speedup / (1 + e.replay_error):.2f}x lies outside the measured "
                                     f"speed-up's 95% CI [{lo:.2f}, {hi:.2f}] widened by ±"
                                     f"{_thr(t, 'max_replay_error'):.0%}: the emulation is not what it models")
+    return None
+
+
+def rule_speed(e: ClaimEntry, t: Mapping):
+    """H1-H3: the paper's number on real GPUs; on emulated links and CPUs, the mechanism (a speed-up that
+    keeps a good share of the no-communication upper bound's gain)."""
+    _need(e, "speedup")
+    short = _rounds(e, t)
+    if short:
+        return short
+    if e.interval("speedup") is None:
+        return "inconclusive", "no confidence interval for the speed-up"
+    unmet = _cpu_premise(e, t)
+    if unmet:
+        return unmet
     if e.evidence == "multi-gpu":
         if "min_nodes" in t and e.nodes is None:
             return "inconclusive", f"the number of nodes is not recorded (the claim needs ≥ {t['min_nodes']:g})"
@@ -483,6 +494,9 @@ def rule_hybrid_speed(e: ClaimEntry, t: Mapping):
         return short
     if e.interval("speedup") is None:
         return "inconclusive", "no confidence interval for the speed-up"
+    unmet = _cpu_premise(e, t)
+    if unmet:
+        return unmet
     if e.evidence == "multi-gpu":
         return _multi_gpu_speed(e, t)
     step, need = e.step_ms, _thr(t, "min_step_ms")

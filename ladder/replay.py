@@ -313,6 +313,53 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
     return {"costs": costs, "links": links, "records": records, "rows": rows}
 
 
+def regime_ratio(name: str, hw: Hardware | None = None) -> float:
+    """The a/c of one regime of `regimes` by its short name (e.g. "paper, NVLink"), with the performance model
+    calibrated on the paper's grid unless `hw` is given (chapter 2 places the regimes the same way)."""
+    from .paths import paper_table
+    from .perfmodel import calibrate
+    grid = paper_table("speed_grid.csv")
+    regs = {r["short"]: r["a/c"] for r in regimes(hw or calibrate(grid)[0], grid, paper_slow_speedup=1.6)}
+    if name not in regs:
+        raise ValueError(f"unknown regime {name!r}; choose one of {', '.join(regs)}")
+    return regs[name]
+
+
+def hybrid(shape: ModelConfig, ladder_layers: int, ratio: float, tp: int = 2, batch: int = 1, prompt_len: int = 32,
+           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False) -> dict:
+    """A hybrid (ladder on its top `ladder_layers`) against the same shape all standard, one rank's shard with the
+    link at a/c = `ratio` on the virtual clock (claim H8 on CPU, measured as H1-H3 are): the decode speed-up
+    paired by round with its bootstrap 95% interval, the share of standard's link wait the hybrid hides, and
+    the replay of both wirings from module times measured in isolation just before.
+
+    Returns {"costs", "link", "records", "row"}; the row has `ladder.speedup.hybrid_table`'s fields (its
+    speed-up is the decode step's) plus "a/c", "replay_speedup", "replay_error", "hidden" and "measure"."""
+    from .bench import BenchConfig, run_local
+    from .stats import bootstrap
+    costs = module_times(shape, tp=tp, batch=batch, context=prompt_len + new_tokens, reps=reps)
+    link = link_for(ratio, costs)
+    base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
+                warmup=warmup, ranks="virtual", clock="virtual", link=link)
+    std, hyb = run_local([BenchConfig(**base, wiring="standard"),
+                          BenchConfig(**base, wiring="hybrid", ladder_layers=ladder_layers)],
+                         progress=progress, interleave=True)
+    pairs = list(zip(std["samples_decode_s"], hyb["samples_decode_s"]))
+    def stat(pick):
+        return statistics.median(s / h for s, h in pick)
+    a = ratio * unit_compute(costs)
+    predicted = (timeline(shape.rewired("standard"), costs, a)[0]
+                 / timeline(shape.rewired("hybrid", ladder_layers), costs, a)[0])
+    speedup = stat(pairs)
+    hidden = statistics.median(1 - h / s for s, h in zip(std["samples_decode_wait_s"], hyb["samples_decode_wait_s"]))
+    steps = max(new_tokens - 1, 1)
+    row = {"link": link, "tp": tp, "ladder_layers": ladder_layers, "standard_tokens_per_s": std["tokens_per_s"],
+           "hybrid_tokens_per_s": hyb["tokens_per_s"], "speedup": speedup, "speedup_ci": bootstrap(pairs, statistic=stat),
+           "step_ms": 1e3 * statistics.median(std["samples_decode_s"]) / steps, "samples": len(pairs),
+           "a/c": ratio, "replay_speedup": predicted, "replay_error": speedup / predicted - 1, "hidden": hidden,
+           "measure": "decode step", "clock": "virtual"}
+    return {"costs": costs, "link": link, "records": [std, hyb], "row": row}
+
+
 RIVALS = ("standard", "faster all-reduce", "two-batch overlap", "ladder", "upper bound")
 
 

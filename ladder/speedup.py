@@ -179,11 +179,18 @@ def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = 
     else:
         raise ValueError(f"hybrid_entry: ranks must be 'processes' or 'virtual', got {ranks!r}")
     lo, hi = row["speedup_ci"]
-    ours = (f"{row['speedup']:.2f}x tokens/s (95% CI {lo:.2f}-{hi:.2f}, {row['samples']} runs), {what}, "
+    measure = row.get("measure", "tokens/s")
+    ours = (f"{row['speedup']:.2f}x {measure} (95% CI {lo:.2f}-{hi:.2f}, {row['samples']} runs), {what}, "
             f"TP={tp}, link {link}; decode step {row['step_ms']:.1f} ms")
+    regime = {}
+    if "a/c" in row:  # a link set to a regime's a/c on the virtual clock (ladder.replay.hybrid)
+        ours += f"; link at a/c = {row['a/c']:.2f}, the replay predicts {row['replay_speedup']:.2f}x"
+        how += (f", link at a/c = {row['a/c']:.2f} of one module's measured compute, timed on a virtual clock "
+                f"(compute = this thread's CPU time; nothing sleeps); decode steps paired by round")
+        regime = {"link_ratio": float(row["a/c"]), "replay_error": float(row["replay_error"])}
     return ClaimEntry(evidence=evidence, quantity="speedup", value=float(row["speedup"]), ours=ours, how=how,
                       subject=row.get("model"), n=int(row["samples"]), ci={"speedup": (lo, hi)},
-                      speedup=float(row["speedup"]), step_ms=float(row["step_ms"]),
+                      speedup=float(row["speedup"]), step_ms=float(row["step_ms"]), **regime,
                       extra={"tp": tp, "batch": int(batch), "link": link, "ladder_layers": int(row["ladder_layers"])})
 
 

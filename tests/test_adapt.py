@@ -508,12 +508,16 @@ def test_measure_hybrid_speed_runs_the_configurations_and_labels_the_h8_entries(
         return [{"wiring": c.wiring, "link": {"name": c.link} if c.link else None, "tp": c.tp,
                  "ladder_layers": c.ladder_layers, "n_layers": c.model_config().n_layers, "dim": c.model_config().dim,
                  "tokens_per_s": 100.0 * (gain if c.wiring == "hybrid" else 1.0), "decode_s_per_token": 0.01,
-                 "samples_tokens_per_s": [100.0 * (gain if c.wiring == "hybrid" else 1.0)] * 3} for c in cfgs]
+                 "samples_tokens_per_s": [100.0 * (gain if c.wiring == "hybrid" else 1.0)] * 3,
+                 "samples_decode_s": [0.03 / (gain if c.wiring == "hybrid" else 1.0)] * 3,  # 3 decode steps
+                 "samples_decode_wait_s": [0.0 if c.wiring == "hybrid" else 0.01] * 3} for c in cfgs]
     monkeypatch.setattr(bench, "run_local", fake_run_local)
+    from ladder import replay
+    monkeypatch.setattr(replay, "regime_ratio", lambda name: {"paper, NVLink": 0.43}[name])
     first = {**chapter_result(), "path": str(stories_dir), "ladder_layers": [3, 4],
              "checkpoints": {"hybrid3": str(stories_dir), "hybrid4": str(stories_dir)}}
     other = {**chapter_result(model="other"), "path": str(stories_dir), "checkpoints": {"hybrid3": str(stories_dir)}}
-    virtual = {"preset": "tiny", "overrides": {"n_layers": 4}, "ladder_layers": 2, "link": "pcie5-nop2p"}
+    virtual = {"preset": "tiny", "overrides": {"n_layers": 4}, "ladder_layers": 2, "regime": "paper, NVLink"}
     rows, entries = adapt.measure_hybrid_speed([first, other], tp=2, links=["none", "pcie5-nop2p"], samples=3,
                                                prompt_len=8, new_tokens=4, virtual=virtual)
     assert all(inter for _, inter in seen) and len(seen) == 3
@@ -523,17 +527,27 @@ def test_measure_hybrid_speed_runs_the_configurations_and_labels_the_h8_entries(
     assert [(r["model"], r["link"], r["ladder_layers"]) for r in rows] == [
         ("stories260K", "none (measured gloo)", 3), ("stories260K", "none (measured gloo)", 4),
         ("stories260K", "pcie5-nop2p", 3), ("stories260K", "pcie5-nop2p", 4), ("other", "none (measured gloo)", 3),
-        ("other", "pcie5-nop2p", 3), ("tiny 4L d64 (virtual ranks)", "pcie5-nop2p", 2)]
+        ("other", "pcie5-nop2p", 3), ("tiny 4L d64 (virtual ranks, paper, NVLink)", rows[-1]["link"], 2)]
     assert [r["speedup"] for r in rows] == pytest.approx([1.2] * 6 + [1.5])
+    # the virtual shape: its link set to the regime's a/c of module times measured here, on the virtual clock
+    v_cfgs = seen[-1][0]
+    assert [(c.wiring, c.ranks, c.clock, c.link) for c in v_cfgs] == [
+        ("standard", "virtual", "virtual", rows[-1]["link"]), ("hybrid", "virtual", "virtual", rows[-1]["link"])]
+    assert rows[-1]["link"].startswith("custom:") and rows[-1]["a/c"] == 0.43 and rows[-1]["hidden"] == 1.0
+    assert rows[-1]["measure"] == "decode step" and rows[-1]["replay_error"] == pytest.approx(1.5 / rows[-1]["replay_speedup"] - 1)
     # H8: the first model at its smallest converted depth on every link (real processes) and the virtual shape
     # (emulated link); not its larger depth, not "other"
     assert [(e.subject, e.evidence, e["link"], e["ladder_layers"]) for e in entries] == [
         ("stories260K", "cpu-real-processes", "none (measured gloo)", 3),
         ("stories260K", "cpu-real-processes", "pcie5-nop2p", 3),
-        ("tiny 4L d64 (virtual ranks)", "cpu-emulated-link", "pcie5-nop2p", 2)]
+        ("tiny 4L d64 (virtual ranks, paper, NVLink)", "cpu-emulated-link", rows[-1]["link"], 2)]
     assert "stories260K hybrid with 3 converted layers vs its source" in entries[0].ours
-    assert "tiny 4L d64 (virtual ranks): hybrid with 2 ladder layers vs standard" in entries[2].ours
+    assert "tiny 4L d64 (virtual ranks, paper, NVLink): hybrid with 2 ladder layers vs standard" in entries[2].ours
     assert entries[2].speedup == pytest.approx(1.5) and entries[0].step_ms == pytest.approx(10.0)
+    assert entries[2].link_ratio == 0.43 and entries[2].replay_error == pytest.approx(rows[-1]["replay_error"])
+    assert entries[0].link_ratio is None  # real processes: no regime
+    with pytest.raises(ValueError, match="needs a 'regime'"):
+        adapt.measure_hybrid_speed([first], links=["none"], virtual={"preset": "tiny", "ladder_layers": 2, "link": "x"})
     rows, entries = adapt.measure_hybrid_speed([first], links=["pcie5-nop2p"], samples=3)  # no virtual shape
     assert len(rows) == 2 and len(entries) == 1
 
@@ -551,7 +565,10 @@ def test_speed_table_and_chart():
             _speed_row("stories260K", "pcie5-nop2p", 3, 1.1), _speed_row("tiny (virtual ranks)", "pcie5-nop2p", 2, 1.3)]
     t = adapt.speed_table(rows)
     assert list(t.columns) == ["model", "link", "converted layers", "source (tokens/s)", "hybrid (tokens/s)",
-                               "speed-up (×)", "95% CI (×)", "decode step (ms)", "runs"]
+                               "speed-up (×)", "of", "95% CI (×)", "replay (×)", "decode step (ms)", "runs"]
+    assert list(t["of"]) == ["tokens/s"] * 3 and list(t["replay (×)"]) == ["–"] * 3
+    t1 = adapt.speed_table([{**rows[0], "measure": "decode step", "replay_speedup": 1.234}])
+    assert t1["of"][0] == "decode step" and t1["replay (×)"][0] == "1.23"
     assert t["95% CI (×)"][0] == "0.80–1.10" and t["hybrid (tokens/s)"][1] == pytest.approx(110.0)
     fig = adapt.plot_speed(rows, tp=2)
     ax = fig.axes[0]

@@ -28,7 +28,7 @@ PINNED = {
     "H5": {"margin_nats": 0.02, "min_seeds": 3, "learn_margin_nats": 1, "min_params": 1e9, "min_tokens": 1e10},
     "H6": {"margin_nats": 0.02, "min_seeds": 3, "learn_margin_nats": 1, "min_params": 3e9, "min_tokens": 1e10},
     "H7": {"tol_nats": 0.02, "min_drop_nats": 0.04, "min_params": 1e9},
-    "H8": {"paper_gain": 0.21, "share_of_gain": 0.75, "min_step_ms": 5, "min_rounds": 3},
+    "H8": {"paper_gain": 0.21, "share_of_gain": 0.75, "min_step_ms": 5, "min_rounds": 3, "max_replay_error": 0.10},
 }
 THR = {r["id"]: r["thresholds"] for r in claims.paper_claims()}
 # 1 + share_of_gain * paper_gain, written out
@@ -320,8 +320,20 @@ def test_h7_without_control_or_interval_is_inconclusive_and_reports_the_gap_to_t
 
 
 # --------------------------------------------------------------------------------------------- H8
-def hyb(lo, hi, step=20.0, ev="cpu-emulated-link", n=9):
-    return {"evidence": ev, "speedup": (lo + hi) / 2, "ci": {"speedup": [lo, hi]}, "step_ms": step, "n": n}
+def hyb(lo, hi, step=20.0, ev="cpu-emulated-link", n=9, **kw):
+    kw = {**(REGIME if ev == "cpu-emulated-link" else {}), **kw}
+    return {"evidence": ev, "speedup": (lo + hi) / 2, "ci": {"speedup": [lo, hi]}, "step_ms": step, "n": n, **kw}
+
+
+def test_h8_on_cpu_needs_a_regime_set_link_that_agrees_with_the_replay():
+    assert v("H8", **hyb(1.1, 1.3, link_ratio=None)) == "inconclusive"
+    assert "not set to a regime" in why("H8", **hyb(1.1, 1.3, link_ratio=None))
+    assert v("H8", **hyb(1.1, 1.3, replay_error=None)) == "inconclusive"
+    # replay = 1.2 / (1 + error) must lie in [1.1 x 0.9, 1.3 x 1.1]
+    assert v("H8", **hyb(1.1, 1.3, replay_error=1.2 / (0.99 * (1 + 1e-9)) - 1)) == "consistent at small scale"
+    assert v("H8", **hyb(1.1, 1.3, replay_error=1.2 / (0.99 * (1 - 1e-9)) - 1)) == "inconclusive"
+    assert v("H8", **hyb(1.1, 1.3, replay_error=1.2 / (1.43 * (1 - 1e-9)) - 1)) == "consistent at small scale"
+    assert v("H8", **hyb(1.1, 1.3, replay_error=1.2 / (1.43 * (1 + 1e-9)) - 1)) == "inconclusive"
 
 
 def test_h8_needs_a_decode_step_long_enough_to_time():
@@ -338,7 +350,8 @@ def test_h8_small_scale_and_multi_gpu_boundaries():
     assert v("H8", **hyb(1.0 + EPS, 1.3)) == "consistent at small scale"
     assert v("H8", **hyb(0.9, 1.0)) == "not reproduced at small scale"
     assert v("H8", **hyb(0.9, 1.0 + EPS)) == "inconclusive"
-    assert v("H8", **hyb(1.1, 1.3, ev="cpu-real-processes")) == "consistent at small scale"
+    assert v("H8", **hyb(1.1, 1.3, ev="cpu-real-processes")) == "not applicable here"
+    assert v("H8", **hyb(1.1, 1.3, ev="gpu1-emulated-link")) == "consistent at small scale"
     t = TARGET["H8"]
     assert v("H8", **hyb(t, 1.3, ev="multi-gpu", step=None)) == "reproduced"
     assert v("H8", **hyb(t - EPS, 1.3, ev="multi-gpu")) == "inconclusive"
@@ -543,7 +556,8 @@ def _rc(lo, hi, drop=(0.4, 0.6), **kw):
 
 
 def _hy(ci=(1.1, 1.3), n=5, step=9.0, ev="cpu-emulated-link"):
-    e = {"evidence": ev, "speedup": 1.2}
+    e = {"evidence": ev, "speedup": 1.2 if not ci or ci[0] <= 1.2 <= ci[1] else sum(ci) / 2,
+         **(REGIME if ev == "cpu-emulated-link" else {})}
     if n is not None:
         e["n"] = n
     if step is not None:
@@ -848,9 +862,12 @@ def test_details_list_every_distinct_entry_once(tmp_path):
     h8 = details_of(md, "H8")
     entries = [line for line in h8.splitlines() if line.startswith("- *")]
     assert len(entries) == 4  # s (the headline), a (written twice: once), b, c
-    assert entries[0].startswith("- *consistent at small scale* (CPU, real processes, s): ")
-    assert entries[0].endswith(" — **the headline rests on it**")
+    # real gloo processes cannot test the premise (H8 as H1-H3): listed first, but the headline rests on "a"
+    assert entries[0].startswith("- *not applicable here* (CPU, real processes, s): ")
+    assert not entries[0].endswith(" — **the headline rests on it**")
     assert sum("(CPU, emulated interconnect, a)" in x for x in entries) == 1
+    assert entries[1].startswith("- *consistent at small scale* (CPU, emulated interconnect, a)")
+    assert entries[1].endswith(" — **the headline rests on it**")
     assert "(CPU, emulated interconnect, b)" in entries[2] and "*inconclusive* (CPU, emulated interconnect, c)" in entries[3]
     assert table_cells(md)[7][-1].count("{bdg-") == 1
     assert table_cells(md)[3][-1].startswith("{bdg-secondary}`not run` <br> ")

@@ -174,3 +174,25 @@ def test_hidden_share_pairs_the_link_waits_by_round():
         replay.hidden_share([(0.0, 0.0)])
     with pytest.raises(ValueError, match="at least one"):
         replay.hidden_share([])
+
+
+def test_hybrid_measures_the_decode_step_on_the_virtual_clock_and_replays_it():
+    shape = ModelConfig(n_layers=4, dim=64, n_heads=4, n_kv_heads=4, ffn_dim=128, vocab_size=128, max_seq_len=64)
+    out = replay.hybrid(shape, 2, 0.5, prompt_len=4, new_tokens=4, samples=3, warmup=0, reps=5)
+    row = out["row"]
+    assert [(r["wiring"], r["ladder_layers"], r["clock"]) for r in out["records"]] == [
+        ("standard", 0, "virtual"), ("hybrid", 2, "virtual")]
+    assert row["link"] == replay.link_for(0.5, out["costs"]) and row["a/c"] == 0.5 and row["samples"] == 3
+    assert row["speedup_ci"][0] <= row["speedup"] <= row["speedup_ci"][1]
+    assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
+    assert row["replay_speedup"] > 1 and 0 < row["hidden"] <= 1  # the ladder layers hide some of the link wait
+
+
+def test_regime_ratio_names_a_regime_or_says_which_exist():
+    from ladder import perfmodel as pm
+    from ladder.paths import paper_table
+    hw = pm.HARDWARE["H100-SXM"]
+    regs = {r["short"]: r["a/c"] for r in replay.regimes(hw, paper_table("speed_grid.csv"), 1.6)}
+    assert replay.regime_ratio("paper, NVLink", hw) == regs["paper, NVLink"]
+    with pytest.raises(ValueError, match="unknown regime 'moon'; choose one of"):
+        replay.regime_ratio("moon", hw)

@@ -28,6 +28,7 @@ from .claims import ClaimEntry
 from .data import TokenBlocks
 from .eval import block_losses, headline_value, lm_eval_scores, perplexity
 from .hf import config_from_hf, load_pretrained, resolve_checkpoint
+from .paths import run_key
 from .launch import release_memory
 from .model import build_model
 from .retraining_data import retraining_data
@@ -108,6 +109,8 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
                       dtype=dtype, export_dtype=export_dtype, **retrain_kw)
         return torchrun_call("ladder.adapt:adapt", kwargs, nproc=nproc, work_dir=Path(out_dir) / "job",
                              device=device, progress=retrain_kw.get("progress", True))
+    # the hybrid rule itself is ModelConfig.rewired (load_pretrained applies it); here 0 converted layers loads the
+    # source as what it is, standard, so its retrained control is saved as a plain Llama checkpoint
     rewire = {"wiring": "hybrid", "ladder_layers": ladder_layers} if ladder_layers else {"wiring": "standard"}
     model = load_pretrained(source, device=device, dtype=dtype, max_seq_len=max(train_blocks.seq_len, 256), **rewire)
     summary = retrain(model, train_blocks, val_blocks, token_budget, out_dir, **retrain_kw)
@@ -239,6 +242,17 @@ def recipe_name(recipe: dict) -> str:
     return f"lr {recipe['lr']:g}, train {recipe['train']}"
 
 
+def run_folder(name: str, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
+               export_dtype, nproc: int = 1) -> str:
+    """The folder of one model's adaptation runs: one per data and training setup, so re-executing with the same
+    parameters reuses finished runs (and resumes killed ones) instead of retraining, and a changed parameter
+    gets a new folder. The process count sets the tokens of an optimizer step, so a run is never resumed with
+    another; a one-process run keeps the key it always had."""
+    key = run_key(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
+                  export_dtype, *([f"nproc={nproc}"] if nproc > 1 else []))
+    return f"{_slug(name)}-{key}"
+
+
 def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequence[float] = (0.5, 0.625),
                    retrain_tokens: float = 200_000, seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3,
                    explore: dict | None = None, tasks: Sequence[str] = (), limit: int | None = None,
@@ -264,19 +278,13 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     dtype of the saved retrained checkpoints.
     """
     from transformers import AutoConfig, AutoTokenizer
-    from .paths import run_key
     path = resolve_model(name)
     if path is None:
         print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
         return None
     path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
-    # one folder per data and training setup: re-executing with the same parameters reuses finished runs
-    # (and resumes killed ones) instead of retraining; a changed parameter gets a new folder
-    # (the process count sets the tokens of an optimizer step, so a run is not resumed with another; a
-    # one-process run keeps the key it always had)
-    key = run_key(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
-                  export_dtype, *([f"nproc={nproc}"] if nproc > 1 else []))
-    out = Path(out_root) / f"{_slug(name)}-{key}"
+    out = Path(out_root) / run_folder(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size,
+                                      grad_accum, n_points, export_dtype, nproc)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     hf_config = AutoConfig.from_pretrained(str(path))
     n_layers, params = hf_config.num_hidden_layers, config_from_hf(hf_config).num_params()

@@ -959,11 +959,15 @@ def write_claims_page(profile: str, path: Path, paper_path: Path = PAPER_CLAIMS,
     (<book>/_generated/), only the chapters executed into <book>/notebooks/ are linked."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    book_notebooks = path.parent.parent / "notebooks"
-    chapters = ({f"notebooks/{p.stem}" for p in book_notebooks.glob("[0-9][0-9]_*.ipynb")}
-                if book_notebooks.is_dir() else None)
-    path.write_text(to_markdown(claims_table(profile, paper_path, results_root), profile, chapters))
+    path.write_text(to_markdown(claims_table(profile, paper_path, results_root), profile, book_chapters(path.parent.parent)))
     return path
+
+
+def book_chapters(book_dir: Path) -> set[str] | None:
+    """The chapters executed into <book_dir>/notebooks ({"notebooks/02_speedup", ...}), which the claims table
+    links; None when there is no such folder (then every chapter is linked)."""
+    folder = Path(book_dir) / "notebooks"
+    return {f"notebooks/{p.stem}" for p in folder.glob("[0-9][0-9]_*.ipynb")} if folder.is_dir() else None
 
 
 def stability_markdown(profile: str, results_root: Path = RESULTS_ROOT) -> str:

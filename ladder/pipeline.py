@@ -569,11 +569,9 @@ def write_toc(book_dir: Path = BOOK_DIR) -> Path:
 def claims_page(profile: str, book_dir: Path = BOOK_DIR) -> str:
     """The book's claims table (ladder.claims) after `ladder.stability.hold_still`, linking only the chapters
     executed into <book_dir>/notebooks."""
-    from .claims import claims_table, to_markdown
+    from .claims import book_chapters, claims_table, to_markdown
     from .stability import hold_still
-    executed = sorted((Path(book_dir) / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    chapters = {f"notebooks/{p.stem}" for p in executed} if (Path(book_dir) / "notebooks").is_dir() else None
-    return to_markdown(hold_still(claims_table(profile), profile), profile, chapters)
+    return to_markdown(hold_still(claims_table(profile), profile), profile, book_chapters(book_dir))
 
 
 def jupyter_book_exe() -> str:

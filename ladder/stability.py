@@ -27,7 +27,8 @@ MAX_RECOVERY_SPREAD = 0.10  # fraction of the upper bound's gain, i.e. 10 percen
 def claim_outcomes(profile: str, results_root: Path) -> dict[str, dict]:
     """Per claim measured in `results_root`/<profile>: its headline verdict and the deciding entry's recovered
     share (None when the entry has none)."""
-    from .claims import claims_table
+    from .claims import claims_table, result_claims
+    measured = result_claims(profile, results_root)  # read once: the headline names an entry of these
     out = {}
     for row in claims_table(profile, results_root=results_root):
         if not row["judged"]:
@@ -35,8 +36,7 @@ def claim_outcomes(profile: str, results_root: Path) -> dict[str, dict]:
         head = row["headline"]
         entry = None
         if head.get("entry") is not None:
-            from .claims import result_claims
-            items = sorted(result_claims(profile, results_root)[row["id"]], key=lambda x: _rank(x["entry"].evidence))
+            items = sorted(measured[row["id"]], key=lambda x: _rank(x["entry"].evidence))
             entry = items[head["entry"]]["entry"]
         out[row["id"]] = {"verdict": row["verdict"], "evidence": head.get("evidence"),
                           "recovered": None if entry is None else entry.recovered,

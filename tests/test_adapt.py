@@ -643,3 +643,13 @@ def test_write_chapter_result_records_claims_recovery_speed_and_parameters(tmp_p
     assert d["results"][0]["rows"][0]["variant"] == "source" and d["provenance"]["params"]["models"] == ["x"]
     assert "H8" not in json.loads(adapt.write_chapter_result(tmp_path / "a.json", res, adapt.chapter_claims(res), [],
                                                              {}, 1.0).read_text())["claims"]
+
+
+def test_run_folder_keys_the_process_count_only_above_one():
+    from ladder.paths import run_key
+    parts = ("stories260K", "self", 16384, 8192, 128, 0, 8, 1, 4, None)
+    one = adapt.run_folder(*parts)
+    assert one == f"stories260K-{run_key(*parts)}"  # the key one-process runs always had: finished runs reused
+    assert adapt.run_folder(*parts, nproc=1) == one
+    two = adapt.run_folder(*parts, nproc=2)
+    assert two != one and two.startswith("stories260K-") and two != adapt.run_folder(*parts, nproc=4)

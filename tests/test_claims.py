@@ -1128,3 +1128,12 @@ def test_link_specs_in_entry_text_are_named_in_words():
         "custom link at 1 GB/s, at least 1 ms per all-reduce at 16 ranks (`custom:0.001:1e9`) and 400 Gb/s InfiniBand "
         "(NDR), at least 40 µs per all-reduce at 16 ranks (`net400g`)")
     assert claims.link_words("none (measured gloo)", 2) is None and claims.link_words(None) is None
+
+
+def test_book_chapters_are_the_executed_notebooks_or_none(tmp_path):
+    assert claims.book_chapters(tmp_path) is None  # no notebooks folder: every chapter is linked
+    (tmp_path / "notebooks").mkdir()
+    assert claims.book_chapters(tmp_path) == set()
+    for name in ("02_speedup.ipynb", "04_llama_adaptation.ipynb", "notes.ipynb", "02_speedup.md"):
+        (tmp_path / "notebooks" / name).write_text("{}")
+    assert claims.book_chapters(tmp_path) == {"notebooks/02_speedup", "notebooks/04_llama_adaptation"}

@@ -116,3 +116,34 @@ def test_a_re_run_keeps_what_it_measured(tmp_path):
     m = st._measured(tmp_path)
     assert m["module_compute_ms"] == {"attn": pytest.approx(0.8), "mlp": pytest.approx(0.9)}
     assert m["regimes"][0]["replay_error"] == 0.014 and "link" not in m["regimes"][0]
+
+
+def test_rerun_runs_the_chapter_as_a_user_would_and_collects_each_run(tmp_path, monkeypatch):
+    """`rerun` executes `python -m ladder.pipeline` once per run into its own folders, reads each run's
+    outcomes and measurements from there, and stops at a failed run."""
+    import subprocess
+    import sys
+    rounds = [(1.0, 1.40, 1.5), (1.0, 1.42, 1.5), (1.0, 1.38, 1.52), (1.0, 1.41, 1.49)]
+    e = sp.measured_entry(rounds, "cpu-emulated-link", "a shape", "CPU", link_ratio=0.43, replay_error=0.0)
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd)
+        out = tmp_path / "root" / f"run{len(calls)}" / "data" / "results" / "cpu"
+        out.mkdir(parents=True)
+        (out / "speedup.json").write_text(json.dumps({"claims": block({"H1": [e]}), "provenance": {},
+                                                      "module_costs": {"attn": 0.001}, "validation": []}))
+        return subprocess.CompletedProcess(cmd, 0)
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    logged = []
+    runs = st.rerun("02_speedup", "cpu", 2, tmp_path / "root", log=logged.append)
+    assert len(runs) == 2 and len(logged) == 2 and "run 2/2: H1 consistent at small scale" in logged[1]
+    assert calls[0][:3] == [sys.executable, "-m", "ladder.pipeline"]
+    assert calls[1][calls[1].index("--output-root") + 1] == str(tmp_path / "root" / "run2")
+    assert calls[0][calls[0].index("--book-dir") + 1] == str(tmp_path / "root" / "run1" / "book")
+    assert {"--force", "--no-book"} <= set(calls[0]) and calls[0][calls[0].index("--only") + 1] == "02_speedup"
+    assert runs[0]["outcomes"]["H1"]["verdict"] == "consistent at small scale" and runs[0]["seconds"] >= 0
+    assert runs[1]["measured"]["module_compute_ms"] == {"attn": pytest.approx(1.0)}
+    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
+    with pytest.raises(RuntimeError, match="run 1 of 02_speedup failed"):
+        st.rerun("02_speedup", "cpu", 2, tmp_path / "other")

@@ -26,32 +26,16 @@ import torch
 import torch.distributed as dist
 
 from .generate import decode_one
-from .model import MLP, Attention, RMSNorm, Transformer
+from .model import Transformer
+from .parallelize import parallelize
 from .tp import WrappedComm
 
 
 def compile_modules(model: Transformer, **compile_kwargs) -> Transformer:
     """Regional compilation: `.compile()` every RMSNorm, Attention and MLP module in place (the wiring
-    between them is left in Python). Returns `model`.
-
-    Each input shape a module class meets (every batch size, prefill and decode; the KV cache makes the
-    batch dimension static) adds one entry to that class's compiled cache, shared by every model in the
-    process. Chapter 2's grid (four batches, two shapes) passes dynamo's default limit of 8 entries, past
-    which it would silently run the module eagerly and time that: the limit is raised to 64, and reaching
-    it is an error rather than a quiet fallback.
-
-    `dynamic=False` by default (dynamo's `automatic_dynamic_shapes=False` while these modules compile): each
-    batch size gets its own static graph, as in the measured prototype (reference/gpu.md), instead of a
-    second batch size turning the batch dimension symbolic and every later one sharing that dynamic graph.
-    """
-    compile_kwargs.setdefault("dynamic", False)
-    dynamo = torch._dynamo.config
-    dynamo.recompile_limit = max(dynamo.recompile_limit, 64)
-    dynamo.fail_on_recompile_limit_hit = True
-    for m in model.modules():
-        if isinstance(m, (RMSNorm, Attention, MLP)):
-            m.compile(**compile_kwargs)
-    return model
+    between them is left in Python). Returns `model`. It is `parallelize`'s compile step (there: why the
+    recompile limit is raised and why `dynamic=False`), kept here for the decode path that uses it."""
+    return parallelize(model, compile=True, compile_kwargs=compile_kwargs)
 
 
 class StreamCollectives(WrappedComm):

@@ -33,13 +33,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .parallelize import init_process_group
 from .tp import TensorParallel
 
 
 # --------------------------------------------------------------------------------------------- local gloo ranks
 def _local_worker(rank, fn, world_size, init_file, out_dir, args):
     torch.set_num_threads(1)  # ranks share the machine's cores
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    init_process_group("cpu", init_method=f"file://{init_file}", rank=rank, world_size=world_size)  # gloo
     try:
         result = fn(TensorParallel(), *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))

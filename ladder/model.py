@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from .config import WIRING_SPECS, ModelConfig, Wiring
@@ -227,16 +226,12 @@ class Block(nn.Module):
         self.post_attention_layernorm = None if WIRING_SPECS[wiring].shares_norm else RMSNorm(config.dim, config.norm_eps)
         self.mlp = MLP(config, tp)
 
-    checkpoint = False  # ladder.train sets it: recompute the modules in backward instead of storing activations
-
+    # The wirings call the modules through these two methods. Activation checkpointing is not decided
+    # here: ladder.parallelize wraps the modules' forward, so a block is the same with it or without.
     def attention(self, h, **ctx):
-        if self.checkpoint and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(self.self_attn, h, use_reentrant=False, **ctx)
         return self.self_attn(h, **ctx)
 
     def feed_forward(self, h):
-        if self.checkpoint and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(self.mlp, h, use_reentrant=False)
         return self.mlp(h)
 
 

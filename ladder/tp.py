@@ -1,4 +1,5 @@
-"""Tensor parallelism: the communicator the model calls, process-group setup, and weight sharding.
+"""Tensor parallelism: the communicator the model calls, process-group setup (`init_distributed`, through
+ladder.parallelize), and weight sharding.
 
 Sharding (Megatron style, as in gpt-fast's tp.py):
   attention  q/k/v_proj column-parallel (split by query / KV heads), o_proj row-parallel
@@ -10,8 +11,6 @@ collective as two halves: `start` (launch) and `wait` (block until done).
 """
 from __future__ import annotations
 
-import os
-from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -125,22 +124,10 @@ def init_distributed(backend: str | None = None, device: str | None = None) -> t
     """Initialise the default process group from torchrun's environment and return (comm, device).
 
     backend defaults to NCCL for CUDA tensors (with gloo for the few CPU tensors the benchmark reduces, e.g.
-    its per-sample times) when the device is CUDA, and gloo otherwise.
+    its per-sample times) when the device is CUDA, and gloo otherwise (ladder.parallelize.init_process_group).
     """
-    missing = [v for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
-    if missing and not dist.is_initialized():
-        raise RuntimeError(f"environment variables {missing} are not set: launch with torchrun "
-                           "(e.g. `torchrun --nproc-per-node 2 -m ladder.bench ...`)")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    backend = backend or ("cpu:gloo,cuda:nccl" if device.startswith("cuda") else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    dev = torch.device(f"cuda:{local_rank}") if device.startswith("cuda") else torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=timedelta(minutes=30),
-                                device_id=dev if dev.type == "cuda" else None)
+    from .parallelize import init_process_group  # not at the top: parallelize imports the model, which imports tp
+    dev = init_process_group(device, backend)
     return TensorParallel(), dev
 
 

@@ -17,7 +17,8 @@ instead (FSDP2, `torch.distributed.fsdp.fully_shard`): weights, gradients and Ad
 the N ranks, which is what full fine-tuning of an 8B model needs (fp32 weights + AdamW = 16 bytes per
 parameter = 128 GB unsharded). The mathematics is the same either way: N ranks x 1 micro-batch equals one
 process accumulating N micro-batches. `activation_checkpointing=True` recomputes each attention and MLP
-module in the backward pass instead of storing its activations.
+module in the backward pass instead of storing its activations. All three are applied by
+`ladder.parallelize.parallelize`, the one place that spreads a model over processes.
 
 Checkpoints (every `ckpt_every` steps, in out_dir/checkpoints/step_NNNNNN/) hold the full, unsharded
 weights (safetensors) and optimizer state (keyed by parameter name), the scheduler, data position and RNG
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import IGNORE_INDEX, TokenBlocks
+from .parallelize import init_process_group, parallelize
 from .provenance import code_changed_since, git_commit, name_files, package_deps
 
 
@@ -208,21 +210,6 @@ def evaluate_loss(model, blocks: TokenBlocks, batch_size: int, max_batches: int 
     return (sums[0] / sums[1].clamp(min=1)).item()
 
 
-def shard_fsdp(model, bf16: bool = False):
-    """FSDP2 over all ranks: each attention and each MLP module is one unit (all-gathered just before it
-    runs, freed after), the root holds the embeddings, norms and head. Units are the modules, not the
-    blocks, because the wirings call a block's attention and MLP separately (`Block.attention`,
-    `Block.feed_forward`), in an order that differs per wiring. With `bf16`, compute in bf16 and reduce
-    gradients in fp32 while the sharded master weights stay fp32."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
-    for block in model.layers:
-        fully_shard(block.self_attn, mp_policy=mp)
-        fully_shard(block.mlp, mp_policy=mp)
-    fully_shard(model, mp_policy=mp)
-    return model
-
-
 def _ddp_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -264,13 +251,10 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     model.to(device).train()
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-    for block in model.layers:
-        block.checkpoint = cfg.activation_checkpointing
-    if cfg.fsdp:
-        if not dist.is_initialized():
-            raise ValueError("fsdp=True shards over data-parallel ranks: launch with torchrun (or init_process_group) "
-                             "first, or train without fsdp in one process")
-        shard_fsdp(model, bf16=use_bf16)  # before the optimizer: it must hold the sharded parameters
+    # before the optimizer, which must hold FSDP's sharded parameters. `dp_model` is what the forward calls
+    # (the DDP wrapper, or `model` itself); everything else (optimizer, evaluation, checkpoints) uses `model`.
+    dp_model = parallelize(model, data_parallel="fsdp" if cfg.fsdp else ("ddp" if world > 1 else None),
+                           activation_checkpointing=cfg.activation_checkpointing, bf16=use_bf16)
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=device.type == "cuda")
@@ -301,10 +285,6 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
                                                                "model": model.config.to_dict(),
                                                                "git_commit": started_at or git_commit()}, indent=2))
 
-    ddp = model
-    if world > 1 and not cfg.fsdp:
-        from torch.nn.parallel import DistributedDataParallel
-        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # global micro-batch index: `step * grad_accum * world` batches have been consumed by all ranks
     batches = train_blocks.batches(cfg.batch_size, cfg.seed, start=step * cfg.grad_accum * world,
                                    rank=rank, world_size=world)
@@ -326,9 +306,9 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
             last = micro == cfg.grad_accum - 1  # gradients are reduced over ranks once, after the last micro-batch
             if cfg.fsdp:
                 model.set_requires_gradient_sync(last)
-            with ddp.no_sync() if (ddp is not model and not last) else nullcontext():
+            with dp_model.no_sync() if (dp_model is not model and not last) else nullcontext():
                 with autocast:
-                    logits = ddp(x)
+                    logits = dp_model(x)
                 loss = loss_fn(logits, y) / cfg.grad_accum
                 loss.backward()
             loss_sum += loss.detach()
@@ -436,10 +416,8 @@ def main(argv=None):
     p.add_argument("--fsdp", action="store_true", help="shard the model over the torchrun ranks (FSDP2) instead of DDP")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in backward")
     a = p.parse_args(argv)
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():  # before the group: NCCL binds each rank to the current device
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # under torchrun with more than one process
+        init_process_group()
     rank, world = _ddp_info()
     out = Path(a.out)
     # every rank builds the same corpus deterministically; rank 0 first so the others read its cache

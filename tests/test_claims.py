@@ -1137,3 +1137,12 @@ def test_book_chapters_are_the_executed_notebooks_or_none(tmp_path):
     for name in ("02_speedup.ipynb", "04_llama_adaptation.ipynb", "notes.ipynb", "02_speedup.md"):
         (tmp_path / "notebooks" / name).write_text("{}")
     assert claims.book_chapters(tmp_path) == {"notebooks/02_speedup", "notebooks/04_llama_adaptation"}
+
+
+def test_replay_agreement_includes_both_edges_exactly():
+    """`replay_agrees` keeps the replay when it sits exactly on an edge of the widened interval (≤, not <):
+    the replay of a speed-up of 1.0 with no error is 1.0, and 2.0 x (1 - 0.5) = 0.5 x (1 + 1.0) = 1.0 exactly."""
+    e = claims.ClaimEntry(evidence="cpu-emulated-link", speedup=1.0, replay_error=0.0, ci={"speedup": (2.0, 3.0)})
+    assert claims.replay_agrees(e, 0.5) and not claims.replay_agrees(e, 0.49)
+    e = claims.ClaimEntry(evidence="cpu-emulated-link", speedup=1.0, replay_error=0.0, ci={"speedup": (0.25, 0.5)})
+    assert claims.replay_agrees(e, 1.0) and not claims.replay_agrees(e, 0.99)

@@ -5,7 +5,8 @@ transformers Auto classes (see ladder/hf.py), which happens when `ladder.hf` is 
 """
 from .config import PRESETS, WIRINGS, ModelConfig, preset
 from .model import Transformer, build_model, init_weights
-from .tp import SingleDevice, TensorParallel, init_distributed, shard_state_dict
+from .parallelize import init_distributed
+from .tp import SingleDevice, TensorParallel, shard_state_dict
 
 __all__ = ["PRESETS", "WIRINGS", "ModelConfig", "preset", "Transformer", "build_model", "init_weights",
            "SingleDevice", "TensorParallel", "init_distributed", "shard_state_dict"]

@@ -701,7 +701,7 @@ def main(argv=None):
         dtypes = a.dtype or (["bfloat16"] if device.startswith("cuda") else ["float32"])
         comm, dev = SingleDevice(), torch.device(device)
         if under_torchrun:
-            from .tp import init_distributed
+            from .parallelize import init_distributed
             comm, dev = init_distributed(device=device)
         tp = comm.size if under_torchrun else (a.tp or 1)
         base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,

@@ -124,7 +124,7 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
 
 def main(argv=None):
     """One rank: `torchrun --nproc-per-node N -m ladder.launch JOB.pt` (JOB.pt written by torchrun_call)."""
-    from .tp import init_distributed
+    from .parallelize import init_distributed
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_file():
         raise SystemExit("usage: torchrun --nproc-per-node N -m ladder.launch JOB.pt "

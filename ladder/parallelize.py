@@ -1,6 +1,7 @@
 """One place for how a model is spread over processes and made cheaper to run (after torchtitan's `parallelize`).
 
-`init_process_group` starts torch.distributed, for every entry point (the benchmark, training, ladder.launch).
+`init_process_group` starts torch.distributed, for every entry point (the benchmark, training, ladder.launch);
+`init_distributed` also returns the tensor-parallel communicator (ladder.tp.TensorParallel) the model calls.
 
 `parallelize(model, ...)` then applies, in place and in this order, what `build_model` left out. Tensor
 parallelism is not among them: each rank already builds its own shard (ladder.tp), so it is in place first.
@@ -28,6 +29,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .model import MLP, Attention, RMSNorm
+from .tp import TensorParallel
 
 
 # --------------------------------------------------------------------------------------------- process group
@@ -60,6 +62,16 @@ def init_process_group(device: str | None = None, backend: str | None = None, *,
                                 timeout=timedelta(minutes=30), device_id=dev if dev.type == "cuda" else None,
                                 **rendezvous)
     return dev
+
+
+def init_distributed(backend: str | None = None, device: str | None = None) -> tuple[TensorParallel, torch.device]:
+    """`init_process_group` from torchrun's environment, then the communicator the model calls: (comm, device).
+
+    backend defaults to NCCL for CUDA tensors (with gloo for the few CPU tensors the benchmark reduces, e.g.
+    its per-sample times) when the device is CUDA, and gloo otherwise.
+    """
+    dev = init_process_group(device, backend)
+    return TensorParallel(), dev
 
 
 # --------------------------------------------------------------------------------------------- the steps

@@ -1,5 +1,5 @@
-"""Tensor parallelism: the communicator the model calls, process-group setup (`init_distributed`, through
-ladder.parallelize), and weight sharding.
+"""Tensor parallelism: the communicator the model calls and weight sharding (the process group is started by
+ladder.parallelize.init_distributed).
 
 Sharding (Megatron style, as in gpt-fast's tp.py):
   attention  q/k/v_proj column-parallel (split by query / KV heads), o_proj row-parallel
@@ -77,7 +77,7 @@ class TensorParallel(SingleDevice):
 
     def __init__(self, group: dist.ProcessGroup | None = None):
         if not dist.is_initialized():
-            raise RuntimeError("torch.distributed is not initialised; call ladder.tp.init_distributed() "
+            raise RuntimeError("torch.distributed is not initialised; call ladder.parallelize.init_distributed() "
                                "or launch with torchrun")
         self.group = group if group is not None else dist.group.WORLD
         self.size = dist.get_world_size(self.group)
@@ -118,17 +118,6 @@ class WrappedComm:
 
     def count(self) -> int:
         return self.comm.count()
-
-
-def init_distributed(backend: str | None = None, device: str | None = None) -> tuple[TensorParallel, torch.device]:
-    """Initialise the default process group from torchrun's environment and return (comm, device).
-
-    backend defaults to NCCL for CUDA tensors (with gloo for the few CPU tensors the benchmark reduces, e.g.
-    its per-sample times) when the device is CUDA, and gloo otherwise (ladder.parallelize.init_process_group).
-    """
-    from .parallelize import init_process_group  # not at the top: parallelize imports the model, which imports tp
-    dev = init_process_group(device, backend)
-    return TensorParallel(), dev
 
 
 # --------------------------------------------------------------------------------------------- sharding

@@ -37,7 +37,7 @@ def _free_port() -> int:
 
 # --------------------------------------------------------------------------------------------- process group
 def test_without_torchrun_the_error_names_the_missing_variables(monkeypatch):
-    from ladder.tp import init_distributed
+    from ladder.parallelize import init_distributed
     for v in TORCHRUN_VARS:
         monkeypatch.delenv(v, raising=False)
     monkeypatch.setenv("RANK", "0")
@@ -49,7 +49,8 @@ def test_without_torchrun_the_error_names_the_missing_variables(monkeypatch):
 
 
 def test_one_torchrun_rank_gets_a_gloo_group_once(monkeypatch):
-    from ladder.tp import TensorParallel, init_distributed
+    from ladder.parallelize import init_distributed
+    from ladder.tp import TensorParallel
     for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                      MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(k, v)

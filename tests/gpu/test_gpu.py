@@ -97,7 +97,7 @@ def test_torchrun_group_reduces_cuda_tensors_and_the_benchmarks_cpu_timings(monk
     tensors the benchmark reduces (each sample's time, the max over ranks), which NCCL alone refuses."""
     import torch.distributed as dist
 
-    from ladder.tp import init_distributed
+    from ladder.parallelize import init_distributed
     for k, v in dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                      MASTER_PORT=str(_free_port())).items():
         monkeypatch.setenv(k, v)

@@ -17,21 +17,37 @@ into quality vs retraining tokens.
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.distributed as dist
+import transformers
+from safetensors.torch import load_model
+from transformers import AutoConfig, AutoTokenizer
 
-from .claims import ClaimEntry
+from . import bench, replay, speedup
+from . import claims as rules
+from .claims import ClaimEntry, block
+from .config import preset
 from .data import TokenBlocks
 from .eval import block_losses, headline_value, lm_eval_scores, perplexity
-from .hf import config_from_hf, load_pretrained, resolve_checkpoint
-from .paths import run_key
-from .launch import release_memory
+from .hf import config_from_hf, convert, load_pretrained, resolve_checkpoint
+from .paths import data_path, local_candidates, paper_file, run_key
+from .launch import rank_device, release_memory, torchrun_call
 from .model import build_model
+from .provenance import write_result
 from .retraining_data import retraining_data
+from .stats import paired_gap
+from .train import TrainConfig, _checkpoints, read_metrics, save_hf, train
+# pandas, seaborn and matplotlib are imported inside the functions that use them (tables, plots): importing
+# ladder.adapt does not load them.
 
 
 # --------------------------------------------------------------------------------------------- retraining
@@ -56,8 +72,6 @@ def retrain(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, to
     the final norm frozen); None trains every parameter, as the paper did. Returns ladder.train.train's
     summary plus the TrainConfig used.
     """
-    import torch.distributed as dist
-    from .train import TrainConfig, train
     freeze_below(model, trainable_layers)
     world = dist.get_world_size() if dist.is_initialized() else 1  # data-parallel ranks share the budget
     steps = steps_for_budget(token_budget, batch_size * world, train_blocks.seq_len, grad_accum)
@@ -99,9 +113,7 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
     of Llama-3.1-8B needs (see ladder.train). The result is the same as in one process accumulating
     `nproc` micro-batches per step.
     """
-    from .train import save_hf
     if nproc > 1:  # this same function on every rank, under torchrun
-        from .launch import rank_device, torchrun_call
         device = rank_device(device)
         kwargs = dict(source=str(resolve_checkpoint(source)),  # downloaded once, here, not by every rank
                       ladder_layers=ladder_layers, train_blocks=train_blocks, val_blocks=val_blocks,
@@ -147,7 +159,6 @@ def evaluate_checkpoint(checkpoint, sets: dict[str, TokenBlocks] | None, tasks: 
 
 def save_converted(source, ladder_layers, out_dir: str | os.PathLike, tokenizer=None) -> Path:
     """convert() a HF Llama and save it (with its tokenizer) as a LadderLlamaForCausalLM checkpoint."""
-    from .hf import convert
     out_dir = Path(out_dir)
     convert(source, ladder_layers=ladder_layers).save_pretrained(out_dir)
     if tokenizer is not None:
@@ -166,7 +177,6 @@ def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks:
     checkpoint (retrain(..., keep_checkpoints=True)) is loaded and evaluated: perplexity on
     `val_blocks` and, for `tasks`, lm-eval on an exported copy.
     """
-    from .train import _checkpoints, read_metrics, save_hf
     run_dir = Path(run_dir)
     path = resolve_checkpoint(source)
     rewired = dict(wiring="hybrid", ladder_layers=ladder_layers)
@@ -179,8 +189,6 @@ def quality_curve(run_dir: str | os.PathLike, source, ladder_layers, val_blocks:
     if not (tasks or from_checkpoints):
         return curve + [{"step": m["step"], "tokens": m["tokens"], "ppl": math.exp(m["val_loss"])}
                         for m in read_metrics(run_dir) if "val_loss" in m]
-    from safetensors.torch import load_model
-    from transformers import AutoConfig
     if val_blocks is None:
         raise ValueError("evaluating checkpoints needs val_blocks")
     config = config_from_hf(AutoConfig.from_pretrained(path), max_seq_len=seq, **rewired)
@@ -202,7 +210,6 @@ def resolve_model(name: str):
     """A model name of the notebook's parameters -> a checkpoint path or hub id, or None if a local
     checkpoint is missing. "stories260K" is the pretrained checkpoint in the data directory; a relative
     path is taken from the repository root (e.g. notebook 03's data/results/cpu/checkpoints/standard)."""
-    from .paths import data_path, local_candidates
     if name == "stories260K":
         return data_path("models", "stories260K", "hf")
     p = Path(name).expanduser()
@@ -226,7 +233,6 @@ def recipes(lr: float, explore: dict | None = None) -> list[dict]:
     """The retraining recipes to try: every combination of `explore`'s lists ({"lr": [...], "train":
     ["all", "converted"]}, each key optional), or just {"lr": lr, "train": "all"} (the paper's full
     fine-tune)."""
-    import itertools
     grid = {"lr": [lr], "train": ["all"], **(explore or {})}
     unknown = set(grid) - {"lr", "train"}
     if unknown:
@@ -277,7 +283,6 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     `fsdp` shards the model, as an 8B full fine-tune needs). `export_dtype` (e.g. "bfloat16") sets the
     dtype of the saved retrained checkpoints.
     """
-    from transformers import AutoConfig, AutoTokenizer
     path = resolve_model(name)
     if path is None:
         print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
@@ -351,7 +356,6 @@ def recovery_entry(result: dict) -> ClaimEntry:
     conversion cost against the control) and, beside them, the gap to the original (untouched source) model,
     which the paper compares with. Without a control, gap_to_control is None (the rule then says so) and
     the cost is measured against the source. "ours" and "how" describe it for the claims table."""
-    from .stats import paired_gap
     rows = {r["variant"]: r for r in result["rows"]}
     n = result["ladder_layers"][0]
     conv, ret, src = rows[f"Hybrid-{n}L, no retraining"], rows[f"Hybrid-{n}L, retrained"], rows["source"]
@@ -447,7 +451,6 @@ def comparison_table(rows: list[dict], paper_csv: str | os.PathLike | None = Non
     and each side's average over its own benchmarks. `split_labels`: the index is (model, variant) and the
     paper's matching row is a column ("paper row"), instead of one long label holding all three."""
     import pandas as pd
-    from .paths import paper_file
     paper = pd.read_csv(paper_csv or paper_file("adaptation.csv"))
     depths = sorted({r["ladder_layers"] for r in rows if r["ladder_layers"]})
     paper_depth = dict(zip(depths, (16, 20)))
@@ -503,11 +506,7 @@ CONTROL = "source, retrained (control)"  # run_adaptation's variant name of the 
 def setup_chapter(threads: int = 1, device: str = "auto") -> str:
     """Quiet the libraries' progress output and warnings, set torch's threads and the plots' theme; returns
     the device ("auto": cuda when there is one, else cpu)."""
-    import logging
-    import warnings
-
     import seaborn as sns
-    import transformers
     warnings.filterwarnings("ignore", message="IProgress not found")
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -529,7 +528,6 @@ def run_models(models: Sequence[str], work: str | os.PathLike, *, explore: dict 
     {model: value} (see `per_model`), `explore` is {model: search}; the rest go as they are. A model
     whose local checkpoint is missing is skipped (run_adaptation prints a note); none at all is an error.
     Each result gets "seconds", its wall time."""
-    import time
     results = []
     for name in models:
         t0 = time.perf_counter()
@@ -715,7 +713,6 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
     timer noise, one rank's shard with its peers emulated (random weights) and the link set to the regime's
     a/c on the virtual clock (ladder.replay.hybrid: decode steps, replayed too): the "virtual" entry. On another
     device nothing runs: the GPU node's commands are printed and ([], []) returned."""
-    from . import bench, speedup
     if device != "cpu":
         print("\n".join(gpu_speed_commands(results)))
         print("(run the printed commands on the GPU node; see the book's GPU page)")
@@ -730,8 +727,6 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
                                     what=f"{row['model']} hybrid with {row['ladder_layers']} converted layers vs its source")
                for row in rows if row["model"] == first and row["ladder_layers"] == n]
     if virtual:
-        from . import replay
-        from .config import preset
         if "regime" not in virtual:
             raise ValueError("speed_virtual needs a 'regime' (a name of ladder.replay.regimes, e.g. 'paper, NVLink'): "
                              "its link is set to that regime's a/c, as chapter 2's are")
@@ -791,7 +786,6 @@ def chapter_claims(results: list[dict], h8: Sequence[ClaimEntry] = ()) -> dict:
 
 def claim_lines(claims: dict) -> str:
     """Each entry judged by its claim's rule (ladder/paper/claims.csv): claim, verdict, reason | what we measured."""
-    from . import claims as rules
     thr = {r["id"]: r["thresholds"] for r in rules.paper_claims()}
     return "\n".join(" ".join([k, *rules.judge(k, e, thr[k]), "|", e["ours"]]) for k, v in claims.items() for e in v)
 
@@ -799,7 +793,6 @@ def claim_lines(claims: dict) -> str:
 def chapter_values(results: list[dict], claims: dict) -> dict:
     """Every number the chapter's text cites ({glue:text} name -> value), from the first model (the one the
     page discusses) at its smallest converted depth, its H7 entry and the H8 entries."""
-    from . import claims as rules
     first = results[0]
     n_half, n_large = first["ladder_layers"][0], first["ladder_layers"][-1]
     rec = recovery(first["rows"], "test_ppl")
@@ -831,8 +824,6 @@ def write_chapter_result(path: str | os.PathLike, results: list[dict], claims: d
                          params: dict, seconds: float) -> Path:
     """data/results/<profile>/adaptation.json: the claims block, every model's result, the recovery per
     depth (test set), the speed rows and the wall time, with `params` in the provenance."""
-    from .claims import block
-    from .provenance import write_result
     payload = {"experiment": "llama_adaptation", "claims": block(claims), "results": [dict(r) for r in results],
                "recovery": {r["model"]: recovery(r["rows"], "test_ppl") for r in results}, "speed": list(speed_rows),
                "seconds": seconds}

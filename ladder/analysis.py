@@ -12,10 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import ModelConfig
-from .model import Transformer
+from .config import ModelConfig, preset
+from .launch import launch_local
+from .model import Transformer, build_model
+from .paths import data_path
 from .trace import WIRINGS, trace_log, trace_wiring  # noqa: F401  (chapter 1 calls analysis.trace_wiring)
 from .verify import cached_logits
+# pandas, matplotlib, transformers and ladder.hf (which imports transformers) are imported inside the functions that
+# use them: importing ladder.analysis does not load them.
 
 def dataflow_table(n_layers: int = 2):
     """`trace_wiring` for every wiring as a pandas DataFrame: one row per module, one column per wiring;
@@ -118,8 +122,6 @@ def tp_equivalence(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, 
     prefill and decode steps, all-reduces per layer per forward step, and whether the two should agree.
     """
     import pandas as pd
-
-    from .launch import launch_local
     n_half = ladder_layers if ladder_layers is not None else config.n_layers // 2
     configs = {w: config.rewired(w, n_half) for w in wirings}
     ref = {w: cached_logits(c, _weights_for(c, state_dict), tokens, prefill_len)[0] for w, c in configs.items()}
@@ -186,7 +188,6 @@ _FALLBACK_TEXT = ("Once upon a time, there was a little girl named Lily. She lov
 def default_checkpoint() -> str:
     """The pretrained checkpoint the architecture notebook analyses: stories260K from the offline data
     folder ($LADDER_DATA/models/stories260K/hf) when present, else a small Llama from the hub."""
-    from .paths import data_path
     try:  # checked against the manifest (a corrupt copy is named; a mistyped LADDER_DATA is an error)
         p = data_path("models", "stories260K", "hf")
     except FileNotFoundError:
@@ -200,7 +201,6 @@ def sample_tokens(checkpoint: str, n_tokens: int, batch: int = 1) -> torch.Tenso
     from transformers import AutoTokenizer
 
     from .hf import resolve_checkpoint
-    from .paths import data_path
     try:
         text = data_path("text", "tinystories_sample", "tinystories_sample.txt").read_text()
     except (FileNotFoundError, OSError):
@@ -217,9 +217,7 @@ def tp_check_model(checkpoint: str, tp: int, max_seq_len: int):
     divide by `tp`, else random N(0, 0.02) weights of the `tiny` preset."""
     from transformers import AutoConfig
 
-    from .config import preset
     from .hf import config_from_hf, load_hf_state_dict, resolve_checkpoint
-    from .model import build_model
     path = resolve_checkpoint(checkpoint)
     config = config_from_hf(AutoConfig.from_pretrained(path), max_seq_len=max_seq_len)
     try:

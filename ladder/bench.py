@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,12 +31,19 @@ import torch
 import torch.distributed as dist
 
 from . import link as links
-from .config import ModelConfig, preset
+from . import perfmodel as pm
+from .config import ModelConfig, WIRINGS, preset
+from .config import PRESETS as SHAPES
+from .cudagraph import GraphedDecode, StreamCollectives, compile_modules
 from .generate import generate
-from .launch import release_memory
+from .launch import launch_local, release_memory, torchrun_argv
 from .model import Transformer, build_model
+from .parallelize import init_distributed
 from .provenance import provenance
 from .tp import SingleDevice
+from .trace import n_allreduces
+# transformers, ladder.hf (which imports transformers) and tqdm.auto are imported inside the functions that use them:
+# `python -m ladder.bench` starts without them.
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -162,7 +170,6 @@ def _build(cfg: BenchConfig, comm, device, shared: dict | None = None):
     device = torch.device(device)
     model_comm = comm
     if device.type == "cuda" and comm.size > 1 and comm.group is not None and cfg.compile and cfg.cuda_graph:
-        from .cudagraph import StreamCollectives
         model_comm = StreamCollectives(comm, device)  # NCCL on its own stream: capturable start/wait
     model_comm = links.emulate(model_comm, lk, device, clock=cfg.clock)
     dtype = DTYPES[cfg.dtype]
@@ -216,7 +223,6 @@ class _Case:
                                     generator=gen).to(self.device)
         self.fns, self.graphed = {}, None
         if cfg.compile:  # compile the modules, not the step, so every all-reduce wait stays where the wiring puts it
-            from .cudagraph import GraphedDecode, compile_modules
             compile_modules(self.model)
             if self.device.type == "cuda" and cfg.cuda_graph:
                 self.graphed = self.fns["decode_fn"] = GraphedDecode()
@@ -383,7 +389,6 @@ def run_local(cfgs: list[BenchConfig], progress: bool = True, interleave: bool =
     Returns one record per configuration, in the order given; `interleave_by`, `out` and `tags` as in `run`
     (records are appended to `out` as they are measured, by rank 0).
     """
-    from .launch import launch_local
     for c in cfgs:
         if c.device != "cpu" and c.ranks != "virtual":
             raise ValueError(f"run_local runs on CPU gloo processes; got device={c.device!r} (use torchrun, "
@@ -489,8 +494,6 @@ def estimate_s(cfgs: list[BenchConfig], hw="H100-SXM", efficiency: float = ESTIM
     plus all its all-reduces' modelled link time), plus the decode graph's capture (3 steps), the
     all-reduce probe and the link-duration check; plus `compile_s` per distinct (shape, batch) compiled.
     Returns {"configs": [(label, s)], "measure_s", "compile_s", "total_s"}."""
-    from . import perfmodel as pm
-    from .trace import n_allreduces
     hw = dataclasses.replace(pm.HARDWARE[hw] if isinstance(hw, str) else hw, efficiency=efficiency)
     rows, compiled = [], set()
     for cfg in cfgs:
@@ -605,7 +608,6 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 def torchrun_command(nproc: int, args: list[str], p2p: bool = True) -> tuple[list[str], dict]:
     """(argv, env) that launch this CLI with torchrun on one node; `p2p=False` sets NCCL_P2P_DISABLE=1."""
-    from .launch import torchrun_argv
     env = dict(os.environ)
     if not p2p:
         env["NCCL_P2P_DISABLE"] = "1"
@@ -618,7 +620,6 @@ def run_torchrun(nproc: int, out: str | os.PathLike, p2p: bool = True, **options
     `options` become CLI flags (`batch=[1, 4]` -> `--batch 1 4`, `compile=True` -> `--compile`).
     `p2p=False` sets NCCL_P2P_DISABLE=1 (NVLink peer-to-peer off: traffic through host memory / PCIe).
     """
-    import subprocess
     args = ["--out", str(out)]
     for k, v in options.items():
         flag = "--" + k.replace("_", "-")
@@ -637,8 +638,6 @@ def run_torchrun(nproc: int, out: str | os.PathLike, p2p: bool = True, **options
 
 # --------------------------------------------------------------------------------------------- CLI
 def build_parser() -> argparse.ArgumentParser:
-    from .config import PRESETS as SHAPES
-    from .config import WIRINGS
     ap = argparse.ArgumentParser(
         prog="python -m ladder.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -701,7 +700,6 @@ def main(argv=None):
         dtypes = a.dtype or (["bfloat16"] if device.startswith("cuda") else ["float32"])
         comm, dev = SingleDevice(), torch.device(device)
         if under_torchrun:
-            from .parallelize import init_distributed
             comm, dev = init_distributed(device=device)
         tp = comm.size if under_torchrun else (a.tp or 1)
         base = dict(tp=tp, prompt_len=a.prompt_len, new_tokens=a.new_tokens, warmup=a.warmup, samples=a.samples,

@@ -42,6 +42,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .config import preset
+from .link import describe
 from .paths import paper_file
 from .provenance import REPO_ROOT
 from .stats import t_interval
@@ -751,7 +753,6 @@ def _count(x, unit: str) -> str | None:
 def _message_bytes(e: ClaimEntry) -> int | None:
     """The all-reduce message of a performance-model entry's decode step (batch x dim x 2 bytes, the model's
     16-bit activations); None where the shape or batch is not recorded."""
-    from .config import preset
     try:
         return int(e.extra["batch"]) * preset(e.extra["shape"]).dim * 2
     except (KeyError, ValueError, TypeError):
@@ -761,7 +762,6 @@ def _message_bytes(e: ClaimEntry) -> int | None:
 def link_words(spec, ranks=None, nbytes=None) -> str | None:
     """A link spec in words with one all-reduce's time (ladder.link.describe); None for no link or a
     spec that is not one ('none (measured gloo)')."""
-    from .link import describe
     try:
         words = describe(spec, int(ranks) if ranks else None, nbytes)
     except (ValueError, TypeError):

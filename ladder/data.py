@@ -22,7 +22,9 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from .paths import is_hub_id
+from .paths import data_path, is_hub_id
+# datasets, tokenizers and transformers are imported inside the functions that use them: `python -m ladder.train`
+# (which imports ladder.data) starts without them.
 
 FINEWEB_EDU = "HuggingFaceFW/fineweb-edu"
 FINEWEB_EDU_CONFIG = "sample-10BT"
@@ -113,7 +115,6 @@ class TokenBlocks:
 def local_sources() -> list[Path]:
     """The offline stand-in for FineWeb-edu in the data directory (LADDER_DATA): real FineWeb
     sample-10BT documents (legal-topic skew; rows repeat across files, deduplicated on `id`) and C4."""
-    from .paths import data_path
     return [data_path("text", "fineweb_10bt_legal_pilot"), data_path("text", "c4_en_first1000", "c4_sample.jsonl")]
 
 
@@ -230,7 +231,6 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     from transformers import AutoTokenizer
     name = str(name_or_path)
     if name in LOCAL_TOKENIZERS:
-        from .paths import data_path
         path = data_path(*LOCAL_TOKENIZERS[name])
     else:
         path = Path(name).expanduser()

@@ -15,6 +15,9 @@ copy), or with LADDER_EVAL_TASKS=hub. SciQ has no local copy: it maps to OpenBoo
 from __future__ import annotations
 
 import contextlib
+import io
+import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -24,7 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from .data import IGNORE_INDEX, TokenBlocks
-from .paths import is_hub_id
+from .paths import _current, data_root, is_hub_id
+# transformers, lm_eval and ladder.hf (which imports transformers) are imported inside the functions that use them:
+# importing ladder.eval (as ladder.pretrain does) does not load them.
 
 TASK_DIR = Path(__file__).parent / "tasks"
 
@@ -67,7 +72,6 @@ def local_default() -> bool:
     choice = os.environ.get("LADDER_EVAL_TASKS", "").lower()
     if choice in ("local", "hub"):
         return choice == "local"
-    from .paths import _current, data_root
     if str(_current["profile"] or "").startswith("gpu"):
         return False
     return (data_root() / "eval" / "llm_foundry_icl").is_dir()  # a mistyped LADDER_DATA is an error here
@@ -98,8 +102,6 @@ def _quiet(enabled: bool):
     """Silence transformers' warnings and lm-eval's per-batch progress bars during an evaluation (a
     rolling-perplexity task draws one bar per batch of windows, thousands of lines in a notebook).
     lm-eval's own logging goes through simple_evaluate's `verbosity`."""
-    import logging
-
     import transformers
     from lm_eval.models import huggingface as lm_hf
     old_level, old_tqdm = transformers.logging.get_verbosity(), lm_hf.tqdm
@@ -123,7 +125,6 @@ def _explain_length_errors(path: Path):
     try:
         yield
     except AssertionError as e:
-        import json
         n = json.loads((path / "config.json").read_text()).get("max_position_embeddings")
         raise ValueError(f"lm-eval failed on {path}: most likely an answer is longer than the model's context "
                          f"(max_position_embeddings={n}); train/export with a longer max_seq_len "
@@ -216,8 +217,6 @@ def lm_eval_scores(checkpoint, tasks: Sequence[str], limit: int | None = None, b
     """{task: {metric: value}} from lm-eval's Hugging Face wrapper on a saved checkpoint (ladder.eval)."""
     if not tasks:
         return {}
-    import contextlib
-    import io
     # lm-eval draws several progress bars per call; keep them out of notebooks (errors still raise)
     with contextlib.redirect_stderr(io.StringIO()):
         return evaluate(str(checkpoint), list(tasks), limit=limit, batch_size=batch_size)

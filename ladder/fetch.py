@@ -30,7 +30,14 @@ import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
+
+import numpy as np
+
+from .root import DataFolderError, fetch_root
+# safetensors is imported inside derive_stories260k, the one function that uses it: `python -m ladder.fetch` starts
+# without it.
 
 ORIGIN = "https://raw.githubusercontent.com"
 
@@ -52,7 +59,6 @@ class Entry:
 
 
 def manifest() -> list[Entry]:
-    from importlib.resources import files
     with (files("ladder") / "data_manifest.csv").open(newline="") as f:
         return [Entry(**{**r, "bytes": int(r["bytes"])}) for r in csv.DictReader(f)]
 
@@ -102,7 +108,6 @@ def download(e: Entry, root: Path, base_url: str | None = None, timeout: float =
 def _llama2c_to_hf(model_bin: Path) -> dict:
     """stories260K's llama2.c checkpoint -> HF Llama tensors (numpy), q/k rows permuted from the
     interleaved RoPE pairs of llama2.c to the rotate_half halves HF uses."""
-    import numpy as np
     b = model_bin.read_bytes()
     dim, hidden, n_layers, n_heads, n_kv, vocab, seq = struct.unpack("<7i", b[:28])
     if vocab < 0:
@@ -216,7 +221,6 @@ def derive_stories260k(root: Path, entries: list[Entry]) -> None:
 # --------------------------------------------------------------------------------------------- fetch
 def fetch(root: Path | None = None, only=None, base_url: str | None = None, log=print) -> list[str]:
     """Make every manifest file present and valid under `root`; returns the paths fetched or derived."""
-    from .root import fetch_root
     root = Path(root) if root else fetch_root()
     base_url = base_url or os.environ.get("LADDER_FETCH_BASE")
     entries = [e for e in manifest() if e.fetch != "skip" and (not only or any(e.path.startswith(p) for p in only))]
@@ -257,7 +261,6 @@ def main(argv=None) -> int:
     ap.add_argument("--base-url", help=f"replaces {ORIGIN} in the manifest's URLs (a mirror)")
     ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
-    from .root import DataFolderError, fetch_root
     try:
         root = args.dest or fetch_root()
         done = fetch(root, args.only, args.base_url)

@@ -26,8 +26,9 @@ from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPr
 
 from .config import WIRING_SPECS, ModelConfig
 from .model import LAYER_WIRINGS, Stream, Transformer, build_model
-from .paths import is_hub_id
+from .paths import is_hub_id, read_safetensors
 from .tp import SingleDevice, gather_state_dict
+# huggingface_hub.snapshot_download is imported inside resolve_checkpoint: looked up at call time (tests patch it).
 
 LLAMA_TYPES = ("llama", "ladder_llama")
 
@@ -184,7 +185,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     if not is_hub_id(str(name_or_path)):
         raise FileNotFoundError(f"checkpoint {str(name_or_path)!r} not found (expected a directory with config.json "
                                 "and *.safetensors, or a hub id like 'meta-llama/Llama-3.1-8B-Instruct')")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # looked up at call time (tests patch it)
     try:
         return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
     except Exception as e:  # offline, no such repo, no access: the hub's own error says which
@@ -195,7 +196,6 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
 
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All safetensors shards of a checkpoint, with names in our convention (no `model.` prefix)."""
-    from .paths import read_safetensors
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors weights in {path}")

@@ -28,12 +28,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 
-from .parallelize import init_process_group
+from .parallelize import init_distributed, init_process_group
 from .tp import TensorParallel
 
 
@@ -53,9 +55,6 @@ def launch_local(fn, world_size: int, *args) -> list:
 
     For tests and notebooks (no torchrun needed). `fn` must be importable (defined at module level).
     """
-    import tempfile
-
-    import torch.multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
         mp.spawn(_local_worker, args=(fn, world_size, os.path.join(tmp, "init"), tmp, args), nprocs=world_size)
         # full unpickling (a rank returns any picklable object): these files are this call's own, written by
@@ -124,7 +123,6 @@ def torchrun_call(fn: str, kwargs: dict, *, nproc: int, work_dir: str | os.PathL
 
 def main(argv=None):
     """One rank: `torchrun --nproc-per-node N -m ladder.launch JOB.pt` (JOB.pt written by torchrun_call)."""
-    from .parallelize import init_distributed
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not Path(argv[0]).is_file():
         raise SystemExit("usage: torchrun --nproc-per-node N -m ladder.launch JOB.pt "

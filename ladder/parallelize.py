@@ -27,9 +27,11 @@ import torch
 import torch.distributed as dist
 import torch.utils.checkpoint
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from .model import MLP, Attention, RMSNorm
 from .tp import TensorParallel
+# torch.distributed.fsdp is imported inside apply_fsdp: `import ladder` (which imports this module) starts without it.
 
 
 # --------------------------------------------------------------------------------------------- process group
@@ -136,7 +138,6 @@ def apply_fsdp(model: nn.Module, bf16: bool = False) -> nn.Module:
 
 def apply_ddp(model: nn.Module) -> nn.Module:
     """A DistributedDataParallel replica around `model`: gradients are averaged over the ranks in backward."""
-    from torch.nn.parallel import DistributedDataParallel
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

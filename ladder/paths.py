@@ -1,12 +1,18 @@
 """Where data and runs live. The shared, read-only data directory is found through LADDER_DATA."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+from importlib.resources import files
 from pathlib import Path
 
+from .fetch import FetchError, fetch, manifest
 from .root import (REPO_ROOT, DataFolderError, _data_root_choice, data_root, fetch_root,  # noqa: F401
                    user_cache)
+# pandas and safetensors are imported inside the functions that use them: importing ladder.paths (as most modules do)
+# does not load them. fetch.sha256 is looked up at call time in verify_data (tests patch it).
 
 
 def is_hub_id(name) -> bool:
@@ -18,15 +24,12 @@ def is_hub_id(name) -> bool:
 def run_key(*parts) -> str:
     """A short hash of everything that determines a run: its folder name, so a re-executed notebook reuses
     (or resumes) a run with the same parameters and starts anew when one changes."""
-    import hashlib
-    import json
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:10]
 
 
 def paper_file(name: str) -> Path:
     """One of the paper's reference tables (ladder/paper/<name>, shipped inside the package)."""
-    from importlib.resources import files
     p = Path(str(files("ladder") / "paper" / name))
     if not p.is_file():
         have = sorted(q.name for q in p.parent.glob("*.csv"))
@@ -52,7 +55,6 @@ _MANIFEST: dict | None = None
 def _manifest_by_path() -> dict:
     global _MANIFEST
     if _MANIFEST is None:
-        from .fetch import manifest
         _MANIFEST = {e.path: e for e in manifest()}
     return _MANIFEST
 
@@ -69,7 +71,7 @@ def verify_data(rel: str, root: Path | None = None) -> list:
     file version (size, mtime); a file that differs is named with the fix. Files the manifest marks `skip`
     are checked when present. Returns the manifest entries read (recorded for ladder.pipeline's
     up-to-date check when $LADDER_DATA_LOG names a file)."""
-    from .fetch import sha256
+    from .fetch import sha256  # looked up at call time (tests patch fetch.sha256)
     root = Path(root) if root is not None else data_root()
     entries = manifest_entries(rel)
     for e in entries:
@@ -105,7 +107,6 @@ def data_path(*parts: str) -> Path:
     p = root.joinpath(*parts)
     if not p.exists() and root == user_cache() and os.environ.get("LADDER_NO_FETCH") != "1":
         # Colab, Binder, a fresh laptop: the data arrives by itself, verified against the manifest
-        from .fetch import FetchError, fetch
         try:
             fetch(root, only=["/".join(parts)], log=lambda m: print(m, file=sys.stderr))
         except FetchError as e:

@@ -22,10 +22,14 @@ the committed cpu-profile notebooks are left alone); notebooks find it in $LADDE
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import difflib
 import hashlib
+import importlib.metadata as md
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +38,15 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import yaml
 
-from .paths import CorruptDataError, DataFolderError, display_path
-from .provenance import REPO_ROOT, code_changed_since, name_files, notebook_deps, provenance
+from .claims import book_chapters, claims_table, stability_markdown, to_markdown
+from .paths import CorruptDataError, DataFolderError, _manifest_by_path, display_path
+from .provenance import CHECKOUT, REPO_ROOT, code_changed_since, name_files, notebook_deps, provenance
+from .stability import hold_still
+# nbformat and papermill are imported inside the functions that use them: `python -m ladder.pipeline` starts without
+# them.
 
 
 
@@ -118,14 +127,11 @@ def _source_cell_number(executed: Path | None, cell_index: int) -> tuple[int, in
 
 def repo_url() -> str:
     """The repository's URL, set once in pyproject.toml ([project.urls] Repository): the badges use it."""
-    from .provenance import CHECKOUT
     if CHECKOUT is not None:
-        import re
         m = re.search(r'^Repository = "([^"]+)"', (CHECKOUT / "pyproject.toml").read_text(), re.M)
         if not m:
             raise PipelineError("pyproject.toml: [project.urls] has no Repository = \"https://github.com/...\" line")
         return m.group(1)
-    import importlib.metadata as md
     urls = dict(u.split(", ", 1) for u in md.metadata("ladder-residual").get_all("Project-URL") or [])
     return urls["Repository"]
 
@@ -142,7 +148,6 @@ def _copy_book_sources(book_dir: Path) -> None:
 
 
 def _literal_type(default: str):
-    import ast
     try:
         v = ast.literal_eval(default)
     except (ValueError, SyntaxError):
@@ -215,7 +220,6 @@ def load_parameters(profile: str, stem: str, profiles_dir: Path = PROFILES_DIR, 
         raise PipelineError(f"{_rel(path)}: profile: {params['profile']!r}, but the file is in profiles/{profile}/; "
                             f"set it to {profile!r}")
     if notebook is not None:
-        import difflib
         import papermill as pm
         inspected = pm.inspect_notebook(str(notebook))
         declared = set(inspected)
@@ -254,7 +258,6 @@ def data_read(log: Path) -> dict:
 
 def data_changed(recorded: dict) -> list[str]:
     """The data files among `recorded` ({path: sha256}) whose manifest entry has changed or gone."""
-    from .paths import _manifest_by_path
     now = _manifest_by_path()
     return sorted(p for p, h in recorded.items() if p not in now or now[p].sha256 != h)
 
@@ -569,8 +572,6 @@ def write_toc(book_dir: Path = BOOK_DIR) -> Path:
 def claims_page(profile: str, book_dir: Path = BOOK_DIR) -> str:
     """The book's claims table (ladder.claims) after `ladder.stability.hold_still`, linking only the chapters
     executed into <book_dir>/notebooks."""
-    from .claims import book_chapters, claims_table, to_markdown
-    from .stability import hold_still
     return to_markdown(hold_still(claims_table(profile), profile), profile, book_chapters(book_dir))
 
 
@@ -591,7 +592,6 @@ def build_book(profile: str, book_dir: Path = BOOK_DIR, log=print) -> Path:
 
     The build log is written to <book>/_build/build.log; warnings are printed.
     """
-    from .claims import stability_markdown
     book_dir = Path(book_dir)
     # the claims page applies one rule more than ladder.claims: a verdict that flips on re-runs decides nothing
     (book_dir / "_generated").mkdir(parents=True, exist_ok=True)
@@ -638,7 +638,6 @@ def check_gpus(profile: str, params_by_stem: dict) -> None:
     spec = PROFILE_SPECS[profile]
     if spec.gpus is None:
         return
-    import torch
     need = spec.gpus or gpus_needed(params_by_stem)
     have = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if have < need:

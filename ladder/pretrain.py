@@ -20,13 +20,17 @@ from . import claims as claim_rules
 from .claims import ClaimEntry
 from .config import ModelConfig, preset
 from .data import TokenBlocks
-from .eval import PAPER_TASKS, headline, lm_eval_scores, perplexity  # lm_eval_scores: no progress bars
-from .launch import release_memory
+from .eval import (PAPER_TASKS, SUBSTITUTES, headline, lm_eval_scores,  # lm_eval_scores: no progress bars
+                   offline_default, perplexity)
+from .generate import generate
+from .launch import rank_device, release_memory, torchrun_call
 from .model import build_model
 from .paths import paper_table, run_key
 from .provenance import REPO_ROOT, write_result
 from .stats import t_interval
 from .train import TrainConfig, read_metrics, save_hf, train
+# matplotlib, seaborn and ladder.hf (which imports transformers) are imported inside the functions that use them:
+# importing ladder.pretrain does not load them.
 
 TABLE_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande"]  # Table 3's columns
 WIRING_LABEL = {"standard": "Standard", "parallel": "Parallel", "ladder": "Ladder"}
@@ -71,7 +75,6 @@ def train_run(size, wiring: str, seed: int, train_blocks: TokenBlocks, val_block
                tokenizer=tokenizer, run=run, device=dev)
     if nproc > 1:
         from .hf import load_pretrained
-        from .launch import rank_device, torchrun_call
         dev = rank_device(dev)
         job.update(device=dev, cfg=dataclasses.replace(cfg, device="auto"))
         summary = torchrun_call("ladder.pretrain:train_and_export", job, nproc=nproc, work_dir=run / "job",
@@ -229,7 +232,6 @@ def results_table(runs: list[dict], paper: pd.DataFrame | None = None) -> pd.Dat
 
 def substitute_labels() -> dict:
     """Column names that say which benchmark was really measured (offline, SciQ's column is OpenBookQA)."""
-    from .eval import SUBSTITUTES, offline_default
     return {t: f"{t} = {sub} (ours)" for t, sub in SUBSTITUTES.items()} if offline_default() else {}
 
 
@@ -408,7 +410,6 @@ def sample_texts(runs: list[dict], val_blocks: TokenBlocks, tokenizer, wirings=(
     sampled (temperature 0.8, top-k 50, seed 0). The prompt (at most a third of the model's context) and the
     new tokens together fit the model's context. Returns {"prompt": text, "<wiring>, greedy": text,
     "<wiring>, sampled": text, ...}."""
-    from .generate import generate
     room = runs[0]["model"].config.max_seq_len
     prompt = val_blocks.tokens[:1, :min(prompt_len, room // 3)]
     new = min(new_tokens, room - prompt.shape[1])

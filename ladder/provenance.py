@@ -1,13 +1,20 @@
 """Provenance for every stored result: code version, software, hardware, parameters, date."""
 from __future__ import annotations
 
+import ast
 import datetime as _dt
+import importlib.metadata as md
 import json
 import os
 import platform
+import re
 import subprocess
+import tempfile
 from pathlib import Path
 
+import torch
+
+from .paths import display_path
 from .root import CHECKOUT, PACKAGE_DIR, REPO_ROOT  # noqa: F401  (re-exported: where results go)
 
 
@@ -17,7 +24,6 @@ def git_commit() -> str:
     if passed and (CHECKOUT is None or not (CHECKOUT / ".git").exists()):
         return passed
     if CHECKOUT is None:  # an installed package: its version is the best code identity there is
-        import importlib.metadata as md
         try:
             return f"ladder-residual=={md.version('ladder-residual')}"
         except md.PackageNotFoundError:
@@ -57,8 +63,6 @@ def _imported(source: str, here: str | None = None) -> set[str]:
     """ladder modules named by `source`: imports anywhere (inside functions too, relative ones resolved
     against `here`), and strings such as "ladder.adapt:adapt" or `-m ladder.bench` that start a module in
     another process (torchrun workers)."""
-    import ast
-    import re
     global _MODULE_STRING
     # a whole string naming a module, as torchrun and `python -m` are given one: "ladder.adapt:adapt"
     _MODULE_STRING = _MODULE_STRING or re.compile(r"^ladder\.([A-Za-z_]\w*)(?::[A-Za-z_]\w*)?$")
@@ -117,7 +121,6 @@ def name_files(files: list[str], most: int = 3) -> str:
 
 
 def hardware() -> dict:
-    import torch
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     try:
@@ -132,7 +135,6 @@ def hardware() -> dict:
 
 
 def versions() -> dict:
-    import importlib.metadata as md
     out = {"python": platform.python_version()}
     for pkg in ("torch", "transformers", "datasets", "lm-eval", "tokenizers"):
         try:
@@ -153,7 +155,6 @@ def _portable(obj):
     """`obj` with every absolute path under the working directory or the data folder written as a reader's
     path (`ladder.paths.display_path`: repository-relative, or `<data>/...`): result files are published,
     and no machine's folders belong in them (the provenance block names the host)."""
-    from .paths import display_path  # paths imports this module: imported when first needed
     if isinstance(obj, dict):
         return {k: _portable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -167,7 +168,6 @@ def write_result(path: str | os.PathLike, payload: dict, params: dict | None = N
     """Write `payload` as JSON with a `provenance` block (creating folders). The record is written to a
     temporary file beside `path` and renamed over it, so a run killed (or a value that cannot be stored)
     mid-write leaves the previous result intact, never a truncated one."""
-    import tempfile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {**_portable(payload), "provenance": provenance(_portable(params) if params else params)}

@@ -29,9 +29,19 @@ from dataclasses import dataclass
 
 import torch
 
+from . import bench  # bench.run_local looked up at call time (tests patch it)
+from .bench import BenchConfig
 from .config import WIRING_SPECS, ModelConfig, preset
-from .perfmodel import HARDWARE, Hardware, module_costs, timeline
+from .link import VirtualRanks
+from .model import build_model
+from .paths import paper_table
+from .perfmodel import HARDWARE, Hardware, calibrate, module_costs, timeline
+from .speedup import measured_entry, paired_bootstrap
+from .speedup import ratios as speed_ratios
+from .stats import bootstrap
+from .stats import quantile as quantile_of
 from .trace import n_allreduces
+# pandas and matplotlib are imported inside the functions that use them: importing ladder.replay does not load them.
 
 WIRINGS = ("standard", "parallel", "ladder", "upper_bound")
 
@@ -43,8 +53,6 @@ def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 6
     """Seconds of one rank's attention (with its norm), MLP (with its norm) and norm + LM head at a decode
     step over a `context`-slot cache, each measured `reps` times round-robin after `warmup` calls; the
     `quantile` of each (low: the undisturbed cost). Returns {"attn", "mlp", "head", "clock", "reps"}."""
-    from .link import VirtualRanks
-    from .model import build_model
     if not 0 <= quantile <= 1:
         raise ValueError(f"quantile must be in [0, 1], got {quantile}")
     model = build_model(cfg.replace(wiring="standard", max_seq_len=max(cfg.max_seq_len, context)),
@@ -69,8 +77,7 @@ def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 6
             t0 = clock()
             f()
             samples[k].append((clock() - t0) * 1e-9)
-    from .stats import quantile as q
-    out = {k: q(sorted(v), quantile) for k, v in samples.items()}
+    out = {k: quantile_of(sorted(v), quantile) for k, v in samples.items()}
     return {**out, "clock": "thread CPU time" if cpu_clock else "wall time", "reps": reps, "quantile": quantile}
 
 
@@ -257,7 +264,6 @@ def hidden_share(rounds: list[tuple[float, float]]) -> tuple[float, list[float]]
     rounds with its bootstrap 95% interval. On the virtual clock it is the share of the upper bound's gain that
     ladder recovers, with the compute's run-to-run noise taken out: the wirings do the same compute, and the
     upper bound's gain over standard is standard's wait."""
-    from .stats import bootstrap
     if not rounds:
         raise ValueError("hidden_share needs at least one (standard, ladder) round")
     if any(s <= 0 for s, _ in rounds):
@@ -277,9 +283,6 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
     Returns {"costs", "links" ({name: spec}), "records", "rows"}: one row per ratio with the measured
     decode speed-up and share of the upper bound's gain recovered (medians over rounds, paired-bootstrap
     95% intervals), the replay's prediction of both, and the replay's error on the speed-up."""
-    from .bench import BenchConfig, run_local
-    from .speedup import paired_bootstrap
-    from .speedup import ratios as speed_ratios
     costs = module_times(shape, tp=tp, batch=batch, context=prompt_len + new_tokens, reps=reps)
     links = {name: link_for(r, costs) for name, r in ratios.items()}
     base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
@@ -287,7 +290,7 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
     first = next(iter(ratios))
     cfgs = [BenchConfig(**base, wiring=w, link=links[name]) for name in ratios
             for w in ("standard", "ladder", "upper_bound") if w != "upper_bound" or name == first]
-    records = run_local(cfgs, progress=progress, interleave=True)
+    records = bench.run_local(cfgs, progress=progress, interleave=True)
     for c, r in zip(cfgs, records):
         r["ratio_name"] = next(n for n in ratios if links[n] == c.link)
     ub = next(r for r in records if r["wiring"] == "upper_bound")
@@ -316,8 +319,6 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
 def regime_ratio(name: str, hw: Hardware | None = None) -> float:
     """The a/c of one regime of `regimes` by its short name (e.g. "paper, NVLink"), with the performance model
     calibrated on the paper's grid unless `hw` is given (chapter 2 places the regimes the same way)."""
-    from .paths import paper_table
-    from .perfmodel import calibrate
     grid = paper_table("speed_grid.csv")
     regs = {r["short"]: r["a/c"] for r in regimes(hw or calibrate(grid)[0], grid, paper_slow_speedup=1.6)}
     if name not in regs:
@@ -334,13 +335,11 @@ def hybrid(shape: ModelConfig, ladder_layers: int, ratio: float, tp: int = 2, ba
 
     Returns {"costs", "link", "records", "row"}; the row has `ladder.speedup.hybrid_table`'s fields (its
     speed-up is the decode step's) plus "a/c", "replay_speedup", "replay_error", "hidden" and "measure"."""
-    from .bench import BenchConfig, run_local
-    from .stats import bootstrap
     costs = module_times(shape, tp=tp, batch=batch, context=prompt_len + new_tokens, reps=reps)
     link = link_for(ratio, costs)
     base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
                 warmup=warmup, ranks="virtual", clock="virtual", link=link)
-    std, hyb = run_local([BenchConfig(**base, wiring="standard"),
+    std, hyb = bench.run_local([BenchConfig(**base, wiring="standard"),
                           BenchConfig(**base, wiring="hybrid", ladder_layers=ladder_layers)],
                          progress=progress, interleave=True)
     pairs = list(zip(std["samples_decode_s"], hyb["samples_decode_s"]))
@@ -376,8 +375,6 @@ def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster
 
     Returns {"costs", "half_costs", "link", "rows"}: per method the measured decode step (median ms and its
     spread over rounds), its speed-up over standard (paired by round, bootstrap interval) and the replay's."""
-    from .bench import BenchConfig, run_local
-    from .stats import bootstrap
     if batch < 2:
         raise ValueError("two-batch overlap needs a batch of at least 2")
     context = prompt_len + new_tokens
@@ -388,7 +385,7 @@ def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster
             "two-batch overlap": ("two_batch", link), "ladder": ("ladder", link), "upper bound": ("upper_bound", link)}
     base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
                 warmup=warmup, ranks="virtual", clock=clock)
-    records = run_local([BenchConfig(**base, wiring=w, link=lk) for w, lk in spec.values()], progress=progress,
+    records = bench.run_local([BenchConfig(**base, wiring=w, link=lk) for w, lk in spec.values()], progress=progress,
                         interleave=True)
     steps = max(new_tokens - 1, 1)
     per_round = {m: [d / steps for d in r["samples_decode_s"]] for m, r in zip(spec, records)}
@@ -452,7 +449,6 @@ def plot_rivals(rows: list[dict], ax=None, title: str | None = None):
 def claim_entry(row: dict, records: list[dict], shape: ModelConfig, tp: int):
     """The claims entry (ladder.claims.ClaimEntry) of one `validate` row: the measured decode speed-up and
     recovered share, paired by round, with the regime's a/c the link was set to and the replay's error."""
-    from .speedup import measured_entry
     ub = [r for r in records if r["wiring"] == "upper_bound"]
     rounds = decode_rounds([r for r in records if r.get("ratio_name") == row["name"]] + ub[:1])
     what = (f"{shape.n_layers}L d{shape.dim}, one rank of TP={tp}, batch {records[0]['batch']}: ladder / standard "

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import torch
 
+from . import data
 from .data import TokenBlocks, pack
+from .eval import offline_default
+from .generate import generate
+from .paths import data_path
+# datasets and ladder.hf (which imports transformers) are imported inside the functions that use them: importing
+# ladder.retraining_data does not load them.
 
 INFINITY_INSTRUCT = "BAAI/Infinity-Instruct"
 # the 7M subset: 7.45M conversations, ~11 GB of text, about the paper's 3B-token budget ("0625" has 660k)
@@ -107,7 +115,6 @@ def chat_blocks(conversations, tokenizer, seq_len: int, num_proc: int | None = N
     Conversations are concatenated and cut into blocks of seq_len + 1 tokens (like `pack`); the tail
     is padded with EOS and masked out.
     """
-    import numpy as np
     ids, masks = [], []  # one numpy array per conversation: billions of tokens fit (Python ints would not)
     if hasattr(conversations, "map") and hasattr(conversations, "column_names"):
         tokenized = conversations.map(_chat_row, fn_kwargs={"tokenizer": tokenizer}, num_proc=num_proc,
@@ -141,7 +148,6 @@ def sample_texts(model, tokenizer, n: int, max_new_tokens: int, *, batch_size: i
 
     Used offline to build a retraining corpus from the source model (self-distillation).
     """
-    from .generate import generate
     bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
     texts = []
     for b in range(math.ceil(n / batch_size)):
@@ -194,7 +200,6 @@ def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, 
 
 
 def _save_data(d: RetrainingData, folder: Path):
-    import shutil
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     for name in ("train", "select", "test", "real"):
@@ -213,8 +218,6 @@ def _load_data(folder: Path) -> RetrainingData:
 
 def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed, device, eval_text,
                instruct_data, instruct_config) -> RetrainingData:
-    from . import data
-    from .eval import offline_default
     from .hf import load_pretrained
     is_stories = Path(str(path)).parts[-2:] == ("stories260K", "hf")
     if kind == "auto":
@@ -236,7 +239,6 @@ def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed,
         # other seeds than the training corpus's batches (seed + batch index), so no sample repeats
         select, test = (sampled(eval_tokens, seed + offset)[1] for offset in (1_000_003, 2_000_003))
         if eval_text is None:
-            from .paths import data_path
             eval_text = data_path("text", "tinystories_sample", "tinystories_sample.txt")
         docs = [d for d in Path(eval_text).read_text().split("\n\n") if d.strip()]
         real = text_blocks(docs, tokenizer, seq_len)

@@ -11,9 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import replay as rp
 from . import speedup as sp
-from .claims import ClaimEntry
+from .claims import ClaimEntry, block
+from .config import preset
 from .paths import paper_table
+from .provenance import write_result
+from .replay import claim_entry, regimes
+from .trace import overlap_table
+# pandas and matplotlib are imported inside the functions that use them: importing ladder.speed_report does not load
+# them.
 
 
 @dataclass
@@ -48,8 +55,6 @@ def mechanism_section(shape, tp: int, on_cpu: bool = True) -> Section:
     """Which all-reduce runs behind which module, counted from one real decode step (ladder.trace). The order
     of starts and waits depends on the layers and wirings, not on the width: a paper-scale shape is counted on
     the same depth at a width this machine holds (the weight and FLOP columns are then that width's)."""
-    from .config import preset
-    from .trace import overlap_table
     mech = overlap_table(shape if on_cpu else preset("cpu-bench", n_layers=shape.n_layers), tp=tp, batch=2)
     values = {f"mech_{w.split(' ')[0]}": int(n) for w, n in zip(mech.wiring, mech["behind a whole module"])}
     values |= {"mech_n": int(mech.set_index("wiring").loc["standard", "all-reduces per step"]), "mech_tp": tp}
@@ -60,8 +65,6 @@ def mechanism_section(shape, tp: int, on_cpu: bool = True) -> Section:
 def regimes_section(mv: dict, claim_regimes: dict) -> Section:
     """Real hardware on the a/c axis (ladder.replay.regimes), and the ratio each claim is measured at."""
     import pandas as pd
-
-    from .replay import regimes
     regs = regimes(mv["hw"], paper_table("speed_grid.csv"), paper_slow_speedup=1.6)
     reg = pd.DataFrame(regs)
     values = {f"ratio_{k}": float(reg.set_index("short").loc[name, "a/c"]) for k, name in claim_regimes.items()}
@@ -78,8 +81,6 @@ def replay_section(shape, ratios: dict[str, float], *, tp: int, prompt_len: int,
     the same from module times (ladder.replay.validate), and draw the replay's curves with the measurements."""
     import matplotlib.pyplot as plt
     import pandas as pd
-
-    from . import replay as rp
     val = rp.validate(shape, ratios, tp=tp, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
                       warmup=warmup, reps=module_reps)
     curve = rp.curves(shape, val["costs"], [x / 20 for x in range(0, 41)])
@@ -106,8 +107,6 @@ def rivals_section(shape, ratio: float, *, batch: int, tp: int, prompt_len: int,
     """Ladder beside the exact rivals (a faster all-reduce, two-batch overlap) at one a/c and batch, measured
     and replayed (ladder.replay.rivals)."""
     import matplotlib.pyplot as plt
-
-    from . import replay as rp
     rv = rp.rivals(shape, ratio, batch=batch, tp=tp, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
                    warmup=warmup, reps=module_reps)
     ax = rp.plot_rivals(rv["rows"], title=f"decode speed-up over standard (batch {batch}, a/c = {ratio:.2f})")
@@ -144,7 +143,6 @@ def model_section(mv: dict, figure_path=None) -> Section:
 
 def cpu_claim_entries(claim_regimes: dict, replayed: Section, shape, tp: int) -> dict[str, list[ClaimEntry]]:
     """H1-H3 on CPU: each claim's `replay_section` row at the regime it is measured at (ladder.replay.claim_entry)."""
-    from .replay import claim_entry
     rows, records = replayed.data["validation"], replayed.data["_records"]
     return {cid: [claim_entry(next(r for r in rows if r["name"] == name), records, shape, tp)]
             for cid, name in claim_regimes.items()}
@@ -153,8 +151,6 @@ def cpu_claim_entries(claim_regimes: dict, replayed: Section, shape, tp: int) ->
 def write_chapter(path, claims: dict, sections: list[Section], params: dict, elapsed_s: float):
     """data/results/<profile>/speedup.json: the claims block, every section's data (raw records merged), the
     run's wall time and its parameters (with provenance)."""
-    from .claims import block
-    from .provenance import write_result
     payload = {"experiment": "speedup", "claims": block(claims)}
     raw = []
     for s in sections:

@@ -20,10 +20,17 @@ from __future__ import annotations
 
 import statistics
 
+import torch
+
 from . import perfmodel as pm
+from .bench import BenchConfig
 from .paths import paper_table
 from .claims import ClaimEntry
+from .link import PRESETS as LINKS
+from .link import get as get_link
 from .stats import bootstrap
+# pandas, matplotlib, transformers and ladder.hf (which imports transformers) are imported inside the functions that
+# use them: importing ladder.speedup does not load them.
 
 FIELDS = ("speedup", "upper_bound_speedup", "recovered", "comm_share")
 
@@ -112,7 +119,6 @@ def hybrid_configs(result: dict, *, tp: int = 2, links=(None,), **bench_kw) -> l
     (standard wiring) and each retrained hybrid, loaded from their checkpoints into the native TP runtime,
     at TP degree `tp`, for each (emulated) link. `bench_kw` are further BenchConfig fields (batch, ...)."""
     from transformers import AutoConfig
-    from .bench import BenchConfig
     from .hf import config_from_hf
     base = config_from_hf(AutoConfig.from_pretrained(result["path"]))
     cfgs = []
@@ -162,7 +168,6 @@ def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = 
     real gloo processes (on a named link, the emulated link's cost is added to every real collective:
     "cpu-real-processes" either way); `ranks="virtual"`, one rank's shard with its peers and link emulated
     ("cpu-emulated-link", or "gpu1-emulated-link" on a GPU). `what` names the models compared."""
-    from .link import get as get_link
     link = row["link"]
     tp, on_gpu = int(row["tp"]), str(device).startswith("cuda")
     emulated = get_link(None if link == NO_LINK else link)  # get_link: None and "none" are no emulated link
@@ -257,12 +262,11 @@ def model_slow_links(hw, fab, batches=(1, 4, 16, 64)):
     """The model's ladder / upper-bound speedups and comm share on slower links, with NCCL's fitted link
     factor and at the links' published rates (factor 1)."""
     import pandas as pd
-    from .link import PRESETS
     rows = []
     for b in batches:
         for name, shape, tp, link in SETTINGS:
             for eff_name, eff in (("fitted", fab.efficiency), ("spec", 1.0)):
-                f = pm.Fabric(PRESETS[link], eff)
+                f = pm.Fabric(LINKS[link], eff)
                 rows.append({"setting": name, "link factor": eff_name, "batch": b, "tp": tp, "shape": shape,
                              "link": link, "ladder_speedup": pm.speedup(shape, hw, f, tp, b),
                              "upper_bound_speedup": pm.speedup(shape, hw, f, tp, b, wiring="upper_bound"),
@@ -347,7 +351,6 @@ def grid_entries(records: list[dict], *, grid, preset_name: str, main_link: str,
                 out[cid] = [measured_entry(r, "multi-gpu", f"{what}, {lname}", "GPUs, torchrun, real NCCL",
                                            shape=preset_name, tp=tp0, batch=b0, link=lname)]
         return out
-    import torch
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else device
     how = f"one {gpu} computing one rank's shard, its peers emulated; every all-reduce a spin kernel of the link's time"
     sets = {r["set"] for r in records}

@@ -16,9 +16,15 @@ The rule (fixed before any run, pinned in tests/test_stability.py):
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
+
+from .claims import EVIDENCE, RESULTS_ROOT, claims_table, result_claims
+from .paths import display_path
+from .provenance import REPO_ROOT, write_result
 
 MIN_RUNS = 3
 MAX_RECOVERY_SPREAD = 0.10  # fraction of the upper bound's gain, i.e. 10 percentage points
@@ -27,7 +33,6 @@ MAX_RECOVERY_SPREAD = 0.10  # fraction of the upper bound's gain, i.e. 10 percen
 def claim_outcomes(profile: str, results_root: Path) -> dict[str, dict]:
     """Per claim measured in `results_root`/<profile>: its headline verdict and the deciding entry's recovered
     share (None when the entry has none)."""
-    from .claims import claims_table, result_claims
     measured = result_claims(profile, results_root)  # read once: the headline names an entry of these
     out = {}
     for row in claims_table(profile, results_root=results_root):
@@ -45,7 +50,6 @@ def claim_outcomes(profile: str, results_root: Path) -> dict[str, dict]:
 
 
 def _rank(evidence: str) -> int:
-    from .claims import EVIDENCE
     return list(EVIDENCE).index(evidence)
 
 
@@ -81,10 +85,6 @@ def hold_still(rows: list[dict], profile: str, results_root: Path | None = None)
     recorded stability check (<results_root>/<profile>/stability_*.json with at least its rule's runs)
     reads "inconclusive", with the verdicts of the re-runs as its reason; its entries and their own verdicts
     stay as they are (the details block lists them). Rows of `ladder.claims.claims_table`, changed in place."""
-    import json
-
-    from .claims import RESULTS_ROOT
-    from .paths import display_path
     folder = Path(results_root if results_root is not None else RESULTS_ROOT) / profile
     for f in sorted(folder.glob("stability_*.json")):
         record = json.loads(f.read_text())
@@ -105,7 +105,6 @@ def hold_still(rows: list[dict], profile: str, results_root: Path | None = None)
 def _measured(folder: Path) -> dict:
     """What a re-run measured that explains its verdicts, kept with the record: chapter 2's module compute
     (the c of a/c) and, per regime, the measured and replayed speed-ups and the replay's error."""
-    import json
     path = folder / "speedup.json"
     if not path.is_file():
         return {}
@@ -120,7 +119,6 @@ def _measured(folder: Path) -> dict:
 def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
     """Execute chapter `stem` `n` times, run i into root/run<i> (its own book folder and output root) as a user
     would, through `python -m ladder.pipeline`, and return each run's `claim_outcomes` with its wall time."""
-    import subprocess
     outcomes = []
     for i in range(n):
         run_root = root / f"run{i + 1}"
@@ -137,7 +135,6 @@ def rerun(stem: str, profile: str, n: int, root: Path, log=print) -> list[dict]:
 
 
 def main(argv=None) -> int:
-    from .provenance import REPO_ROOT, write_result
     ap = argparse.ArgumentParser(prog="python -m ladder.stability", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", default="02_speedup", help="the chapter to re-run (a notebook stem)")

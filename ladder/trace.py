@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import RESIDUAL_WIRINGS, WIRING_SPECS, ModelConfig
-from .model import LAYER_WIRINGS, Stream
+from .link import VirtualRanks
+from .model import LAYER_WIRINGS, Stream, build_model
 from .tp import WrappedComm
+# pandas is imported inside the function that uses it: importing ladder.trace does not load it.
 
 WIRINGS = RESIDUAL_WIRINGS  # the residual wirings; two_batch is traced too (trace_log), but is a schedule, not drawn
 
@@ -245,8 +247,6 @@ def step_overlap(config: ModelConfig, tp: int = 2, batch: int = 1, prompt_len: i
     """`overlaps` of one real step of `config` on one rank of a TP = `tp` group (ladder.link.VirtualRanks:
     this rank's shard and its real module code; the peers' partial sums are not needed to know the order):
     the decode step after a `prompt_len` prefill, or the prefill itself with `decode=False`."""
-    from .link import VirtualRanks
-    from .model import build_model
     model = build_model(config.replace(max_seq_len=max(config.max_seq_len, prompt_len + 1)), VirtualRanks(tp), seed=seed)
     model.setup_cache(batch, prompt_len + 1)
     gen = torch.Generator().manual_seed(seed)

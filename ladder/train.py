@@ -27,6 +27,7 @@ on the same trajectory.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -43,9 +44,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import IGNORE_INDEX, TokenBlocks
+from .config import preset
+from .data import IGNORE_INDEX, TokenBlocks, prepare_corpus
+from .model import build_model
 from .parallelize import init_process_group, parallelize
+from .paths import display_path, read_safetensors
 from .provenance import code_changed_since, git_commit, name_files, package_deps
+# safetensors, torch.distributed.checkpoint / .fsdp and ladder.hf (which imports transformers) are imported inside the
+# functions that use them: `python -m ladder.train` starts without them.
 
 
 @dataclass
@@ -150,7 +156,6 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state
 
 def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
     """Restore a checkpoint into a (possibly FSDP-sharded) model and its optimizer; every rank calls."""
-    from .paths import read_safetensors
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
     weights = read_safetensors(d / "model.safetensors")
     if model.config.tie_embeddings:
@@ -231,7 +236,7 @@ def _code_drift_note(out_dir: Path, commit: str, doing: str) -> str | None:
     changed = code_changed_since(commit, package_deps("import ladder.train"))
     if not changed:
         return None
-    from .paths import display_path  # a page shows the run's folder as a reader's path
+    # a page shows the run's folder as a reader's path
     return (f"note: {doing} {display_path(out_dir)}, trained from commit {commit[:10]}; the package code has changed since "
             f"({name_files(changed)}): delete that folder to train it with this code")
 
@@ -370,7 +375,6 @@ def save_hf(model, out_dir: str | os.PathLike, tokenizer=None, dtype: torch.dtyp
     """
     from torch.distributed.fsdp import FSDPModule
     from .hf import to_hf
-    from .model import build_model
     out_dir = Path(out_dir)
     model = getattr(model, "module", model)  # unwrap DDP
     rank, _ = _ddp_info()
@@ -395,10 +399,6 @@ def save_hf(model, out_dir: str | os.PathLike, tokenizer=None, dtype: torch.dtyp
 # --------------------------------------------------------------------------------------------- CLI
 def main(argv=None):
     """`python -m ladder.train` (or under `torchrun --nproc-per-node N`): one wiring, one run."""
-    import argparse
-    from .config import preset
-    from .data import prepare_corpus
-    from .model import build_model
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--preset", default="cpu-small")
     p.add_argument("--wiring", default="standard")

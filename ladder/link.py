@@ -152,7 +152,6 @@ def get(link: str | Link | dict | None) -> Link | None:
 
 class WallClock:
     """Wall time (time.perf_counter); a wait sleeps until its deadline (`wait_until`)."""
-    name = "wall"
 
     def __init__(self):
         self.waited_s = 0.0  # wall time spent waiting on the link (sleep overshoot included)
@@ -174,7 +173,6 @@ class VirtualClock:
     and the wiring that waits more pays more scheduler wake-ups); this thread's CPU time does not. A run on
     this clock executes the real wiring code, in its real order of starts and waits, and charges the link
     exactly its modelled time. Only valid when this thread does all the compute: one torch thread."""
-    name = "virtual"
 
     def __init__(self):
         if torch.get_num_threads() != 1:

@@ -301,8 +301,9 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
         est = speed_ratios(*map(list, zip(*rounds)))
         ci = paired_bootstrap(rounds)
         pred = replay(shape, costs, ratio)
-        waits = wait_rounds(rs)
-        hidden, hidden_ci = hidden_share(waits) if waits else (float("nan"), [float("nan")] * 2)
+        waits = wait_rounds(rs)  # none to hide at a/c = 0: then no share
+        hidden, hidden_ci = (hidden_share(waits) if waits and all(std > 0 for std, _ in waits)
+                             else (float("nan"), [float("nan"), float("nan")]))
         rows.append({"name": name, "a/c": ratio, "link": links[name], "allreduce_ms": pred.allreduce_s * 1e3,
                      "clock": clock, "rounds": len(rounds), "speedup": est["speedup"], "speedup_ci": ci["speedup"],
                      "recovered": est["recovered"], "recovered_ci": ci["recovered"],

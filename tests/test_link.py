@@ -213,6 +213,10 @@ def test_a_wait_ends_at_its_deadline_not_after_a_late_sleep(monkeypatch, oversho
     assert emu.waited == 1 and 0 <= emu.late_s <= 3e-6  # a few 1-us reads (the clock times its own wait)
     assert clock.t - t0 == pytest.approx(5e-3, abs=1e-5)
     assert emu.clock.waited_s == pytest.approx(5e-3, abs=1e-5)  # the wall clock's record of the wait
+    late = emu.late_s
+    emu.all_reduce(torch.ones(4))  # a second wait adds to both records
+    assert emu.waited == 2 and late < emu.late_s <= 2 * late + 2e-6
+    assert emu.clock.waited_s == pytest.approx(10e-3, abs=2e-5)
 
 
 def test_a_wait_after_the_deadline_costs_nothing_more():
@@ -296,11 +300,16 @@ def test_virtual_clock_charges_exactly_the_link_time_the_compute_did_not_hide(mo
     cpu.compute(6e-3)
     emu.wait(h)
     assert emu.clock.waited_s == pytest.approx(7e-3) and emu.waited == 2 and emu.late_s == pytest.approx(0)
+    cpu.t = 20.0                        # compute that ends exactly at the deadline: no wait either
+    h = emu.start(torch.ones(4))
+    cpu.t = h.deadline - emu.clock.waited_s
+    emu.wait(h)
+    assert emu.waited == 2 and emu.clock.waited_s == pytest.approx(7e-3)
     h1, h2 = emu.start(torch.ones(4)), emu.start(torch.ones(4))  # two in flight: one link, in issue order
     emu.wait(h1)
     emu.wait(h2)
     assert emu.clock.waited_s == pytest.approx(17e-3)
-    assert emu.modelled_s == pytest.approx(25e-3)
+    assert emu.modelled_s == pytest.approx(30e-3)
 
 
 def test_virtual_clock_needs_one_thread_and_a_host_link():
@@ -308,16 +317,28 @@ def test_virtual_clock_needs_one_thread_and_a_host_link():
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        with pytest.raises(ValueError, match="one thread"):
+        with pytest.raises(ValueError, match=r"^the virtual clock counts this thread's CPU time, so torch must run "
+                                             r"one thread \(torch.set_num_threads\(1\)\); it runs 2$"):
             lk.VirtualClock()
     finally:
         torch.set_num_threads(n)
-    with pytest.raises(ValueError, match="unknown clock 'sundial'"):
+    with pytest.raises(ValueError, match="^unknown clock 'sundial'; choose one of wall, virtual$"):
         lk.clock_named("sundial")
-    with pytest.raises(ValueError, match="there is none"):
+    with pytest.raises(ValueError, match="^clock='virtual' times an emulated link, and there is none$"):
         lk.emulate(SingleDevice(), None, clock="virtual")
-    with pytest.raises(ValueError, match="CUDA run"):
+    with pytest.raises(ValueError, match=r"^the virtual clock counts host CPU time; a CUDA run's link is timed on "
+                                         r"the GPU \(wall\)$"):
         lk.emulate(SingleDevice(), "nvlink4", device="cuda", clock="virtual")
+    # the defaults: a host link on wall time
+    emu = lk.emulate(SingleDevice(), "nvlink4")
+    assert isinstance(emu, EmulatedLink) and isinstance(emu.clock, lk.WallClock)
+    assert isinstance(lk.emulate(SingleDevice(), "nvlink4", clock="virtual").clock, lk.VirtualClock)
+
+
+def test_a_cuda_link_on_wall_time_goes_to_the_spin_kernel_link(monkeypatch):
+    from ladder import link as lk
+    monkeypatch.setattr(lk, "CudaEmulatedLink", lambda comm, link, device, ranks: ("cuda link", link.name, device))
+    assert lk.emulate(SingleDevice(), "nvlink4", device="cuda") == ("cuda link", "nvlink4", "cuda")
 
 
 def test_bench_config_refuses_a_virtual_clock_it_cannot_run():

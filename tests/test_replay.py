@@ -113,10 +113,13 @@ def test_decode_rounds_pair_samples_by_round():
 
 def test_validate_measures_and_replays_each_ratio():
     shape = ModelConfig(n_layers=2, dim=64, n_heads=4, n_kv_heads=4, ffn_dim=128, vocab_size=128, max_seq_len=64)
-    out = replay.validate(shape, {"slow": 2.0, "fast": 0.5}, prompt_len=4, new_tokens=4, samples=3, warmup=0, reps=5)
-    assert [r["name"] for r in out["rows"]] == ["slow", "fast"]
-    assert set(out["links"]) == {"slow", "fast"}
-    assert len(out["records"]) == 5  # standard and ladder per ratio, one upper bound
+    out = replay.validate(shape, {"slow": 2.0, "fast": 0.5, "free": 0.0}, prompt_len=4, new_tokens=4, samples=3,
+                          warmup=0, reps=5)
+    assert [r["name"] for r in out["rows"]] == ["slow", "fast", "free"]
+    assert set(out["links"]) == {"slow", "fast", "free"}
+    assert len(out["records"]) == 7  # standard and ladder per ratio, one upper bound
+    free = out["rows"].pop()  # a link that costs nothing: nothing to hide, so no hidden share
+    assert free["hidden"] != free["hidden"] and all(x != x for x in free["hidden_ci"])
     for row in out["rows"]:
         assert row["rounds"] == 3 and row["speedup_ci"][0] <= row["speedup"] <= row["speedup_ci"][1]
         assert row["replay_error"] == pytest.approx(row["speedup"] / row["replay_speedup"] - 1)
@@ -170,9 +173,16 @@ def test_hidden_share_pairs_the_link_waits_by_round():
     share, ci = replay.hidden_share(rounds)
     assert share == pytest.approx((0.75 + 0.5) / 2) and ci[0] <= share <= ci[1]
     assert replay.wait_rounds([recs[0]]) == [] and replay.wait_rounds([{**recs[0], "samples_decode_wait_s": []}, recs[1]]) == []
-    with pytest.raises(ValueError, match="nothing to hide"):
+    # records of another regime are left out, and a record matching is not enough without its wiring
+    other = [{**r, "ratio_name": "slow"} for r in recs[:2]]
+    mine = [{**r, "ratio_name": "fast", "samples_decode_wait_s": [2.0]} for r in recs[:2]]
+    assert replay.wait_rounds(other + mine, ratio_name="fast") == [(2.0, 2.0)]
+    assert replay.wait_rounds([{"wiring": "upper_bound", "ratio_name": "fast", "samples_decode_wait_s": [1.0]}],
+                              ratio_name="fast") == []
+    with pytest.raises(ValueError, match=r"^standard waited no time on the link: there is nothing to hide "
+                                         r"\(is a link emulated\?\)$"):
         replay.hidden_share([(0.0, 0.0)])
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match=r"^hidden_share needs at least one \(standard, ladder\) round$"):
         replay.hidden_share([])
 
 

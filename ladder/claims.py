@@ -349,16 +349,22 @@ def _cpu_premise(e: ClaimEntry, t: Mapping):
     return None
 
 
-def rule_speed(e: ClaimEntry, t: Mapping):
-    """H1-H3: the paper's number on real GPUs; on emulated links and CPUs, the mechanism (a speed-up that
-    keeps a good share of the no-communication upper bound's gain)."""
+def _speed_premise(e: ClaimEntry, t: Mapping, units: str):
+    """What any speed entry (H1-H3, H8) needs before its numbers are read, as (verdict, reason), or None: enough
+    paired `units` ("rounds", "runs"), an interval for the speed-up, and on CPU `_cpu_premise`."""
     _need(e, "speedup")
-    short = _rounds(e, t)
+    short = _rounds(e, t, units)
     if short:
         return short
     if e.interval("speedup") is None:
         return "inconclusive", "no confidence interval for the speed-up"
-    unmet = _cpu_premise(e, t)
+    return _cpu_premise(e, t)
+
+
+def rule_speed(e: ClaimEntry, t: Mapping):
+    """H1-H3: the paper's number on real GPUs; on emulated links and CPUs, the mechanism (a speed-up that
+    keeps a good share of the no-communication upper bound's gain)."""
+    unmet = _speed_premise(e, t, "rounds")
     if unmet:
         return unmet
     if e.evidence == "multi-gpu":
@@ -490,13 +496,7 @@ def rule_recovery(e: ClaimEntry, t: Mapping):
 
 def rule_hybrid_speed(e: ClaimEntry, t: Mapping):
     """H8: a hybrid speed-up; off real GPUs only on a model whose decode step is long enough to time."""
-    _need(e, "speedup")
-    short = _rounds(e, t, "runs")
-    if short:
-        return short
-    if e.interval("speedup") is None:
-        return "inconclusive", "no confidence interval for the speed-up"
-    unmet = _cpu_premise(e, t)
+    unmet = _speed_premise(e, t, "runs")
     if unmet:
         return unmet
     if e.evidence == "multi-gpu":
@@ -691,8 +691,10 @@ def _range(lo: float, hi: float, fmt: str, signed: bool = False) -> str:
 
 
 def _share(x: float, ci, what: str) -> str:
-    """'87% (75–100%) of ...': a share with its interval, in whole percent."""
-    pct = lambda v: f"{v * 100:.0f}".replace("-", "−")
+    """'87% (75–100%) of ...': a share with its interval, in whole percent; with one decimal when the interval
+    is under two points wide ('98.5% (98.5–98.5%)'), where whole percent would round its ends apart."""
+    digits = 1 if ci is not None and ci[1] - ci[0] < 0.02 else 0
+    pct = lambda v: f"{v * 100:.{digits}f}".replace("-", "−")
     if ci is None:
         return f"{pct(x)}% {what} (no interval)"
     return f"{pct(x)}% ({pct(ci[0])}{' to ' if ci[0] < 0 else '–'}{pct(ci[1])}%) {what}"
@@ -984,7 +986,8 @@ def stability_markdown(profile: str, results_root: Path = RESULTS_ROOT) -> str:
         per = []
         for cid, c in r.get("per_claim", {}).items():
             rec = [x for x in c["recovered"] if x is not None]
-            spread = f", recovered {min(rec):.0%}–{max(rec):.0%}" if rec else ""
+            digits = 1 if rec and max(rec) - min(rec) < 0.02 else 0  # whole percent would round a tight range apart
+            spread = f", recovered {min(rec):.{digits}%}–{max(rec):.{digits}%}" if rec else ""
             per.append(f"{cid}: {' / '.join(dict.fromkeys(c['verdicts']))}{spread}")
         said = (f"every verdict the same, recovered within {rule['max_recovery_spread'] * 100:.0f} points, at least "
                 f"{rule['min_runs']:g} runs" if {"max_recovery_spread", "min_runs"} <= set(rule)

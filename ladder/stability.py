@@ -70,13 +70,13 @@ def judge_stability(runs: list[dict[str, dict]], min_runs: int = MIN_RUNS,
         if not same:
             problems.append(f"{cid}'s verdict changed ({', '.join(verdicts)})")
         if spread is not None and spread > max_spread:
-            problems.append(f"{cid}'s recovered share spread {spread:.0%} > {max_spread:.0%}")
+            problems.append(f"{cid}'s recovered share spread {spread * 100:.0f} points > {max_spread * 100:.0f}")
     if len(runs) < min_runs:
         return {"verdict": "inconclusive", "reason": f"{len(runs)} runs; the rule needs {min_runs}", "per_claim": claims}
     if problems:
         return {"verdict": "unstable", "reason": "; ".join(problems), "per_claim": claims}
     return {"verdict": "stable", "reason": f"every verdict the same in {len(runs)} runs, every recovered share "
-                                           f"within {max_spread:.0%}", "per_claim": claims}
+                                           f"within {max_spread * 100:.0f} points", "per_claim": claims}
 
 
 def hold_still(rows: list[dict], profile: str, results_root: Path | None = None) -> list[dict]:

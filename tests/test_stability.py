@@ -147,3 +147,9 @@ def test_rerun_runs_the_chapter_as_a_user_would_and_collects_each_run(tmp_path, 
     monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 1))
     with pytest.raises(RuntimeError, match="run 1 of 02_speedup failed"):
         st.rerun("02_speedup", "cpu", 2, tmp_path / "other")
+
+
+def test_the_reasons_speak_of_points_of_the_share():
+    assert st.judge_stability(runs(0.80, 0.85, 0.86))["reason"] == ("every verdict the same in 3 runs, every recovered "
+                                                                    "share within 10 points")
+    assert st.judge_stability(runs(0.50, 0.95, 0.90))["reason"] == "H1's recovered share spread 45 points > 10"

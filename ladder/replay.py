@@ -408,7 +408,10 @@ def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster
 
 # --------------------------------------------------------------------------------------------- reporting
 def _ci_text(x: float, ci, pct: bool = False) -> str:
-    f = (lambda v: f"{v:.0%}") if pct else (lambda v: f"{v:.2f}")
+    """'1.42 (1.29–1.45)', or a share '89% (69%–90%)'; a share whose interval is under two points wide keeps one
+    decimal ('98.5% (98.5%–98.5%)'), where whole percent would round its ends apart."""
+    digits = 1 if ci[1] - ci[0] < 0.02 else 0
+    f = (lambda v: f"{v:.{digits}%}") if pct else (lambda v: f"{v:.2f}")
     return f"{f(x)} ({f(ci[0])}–{f(ci[1])})"
 
 
@@ -422,7 +425,7 @@ def validation_table(rows: list[dict]) -> "pd.DataFrame":
                           "speed-up, measured (95% CI)": _ci_text(r["speedup"], r["speedup_ci"]),
                           "speed-up, replay": f"{r['replay_speedup']:.2f}",
                           "recovered, from step times (95% CI)": _ci_text(r["recovered"], r["recovered_ci"], pct=True),
-                          "recovered, replay": f"{r['replay_recovered']:.0%}",
+                          "recovered, replay": f"{r['replay_recovered']:.1%}",
                           "link wait hidden (95% CI)": ("–" if r.get("hidden") is None or r["hidden"] != r["hidden"]
                                                         else _ci_text(r["hidden"], r["hidden_ci"], pct=True)),
                           "replay error": f"{r['replay_error']:+.1%}"} for r in rows])

@@ -152,6 +152,12 @@ def test_validation_table_reads_as_text_with_its_own_precision():
     t = replay.validation_table([row]).iloc[0].to_dict()
     assert t["a/c"] == "0.43" and t["all-reduce (ms)"] == "0.342" and t["speed-up, replay"] == "1.40"
     assert t["speed-up, measured (95% CI)"] == "1.44 (1.37–1.50)" and t["replay error"] == "+2.6%"
+    assert t["recovered, from step times (95% CI)"] == "97% (78%–225%)" and t["recovered, replay"] == "98.0%"
+    assert t["link wait hidden (95% CI)"] == "–"  # no virtual-clock waits in this row
+    t = replay.validation_table([{**row, "hidden": 0.9851, "hidden_ci": [0.9849, 0.9852]}]).iloc[0].to_dict()
+    assert t["link wait hidden (95% CI)"] == "98.5% (98.5%–98.5%)"  # under two points wide: one decimal
+    t = replay.validation_table([{**row, "hidden": 0.75, "hidden_ci": [0.68, 0.84]}]).iloc[0].to_dict()
+    assert t["link wait hidden (95% CI)"] == "75% (68%–84%)"
 
 
 def test_regimes_close_on_the_axis_share_one_label():

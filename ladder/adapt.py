@@ -45,7 +45,7 @@ from .model import build_model
 from .provenance import write_result
 from .retraining_data import retraining_data
 from .stats import paired_gap
-from .train import TrainConfig, _checkpoints, read_metrics, save_hf, train
+from .train import TrainConfig, _checkpoints, read_metrics, reuse_report, save_hf, train
 # pandas, seaborn and matplotlib are imported inside the functions that use them (tables, plots): importing
 # ladder.adapt does not load them.
 
@@ -303,11 +303,14 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
                       activation_checkpointing=activation_checkpointing,
                       export_dtype=None if export_dtype is None else getattr(torch, export_dtype))
 
+    trained = []  # every retraining run's summary, for the reuse report
+
     def retrained(n, recipe, tokens, trained_top):
         """Retrain the model converted at depth n (0: the source itself) with `recipe` for `tokens`."""
         run_dir = out / f"{f'hybrid{n}' if n else 'source'}-{_slug(recipe_name(recipe))}-{int(tokens)}tok"
         res = adapt(path, n, data.train, data.select, tokens, run_dir, lr=recipe["lr"],
                     trainable_layers=trained_top if recipe["train"] == "converted" else None, **retrain_kw)
+        trained.append(res["summary"])
         row = {"model": name, "ladder_layers": n, "retrain_tokens": res["summary"]["tokens"],
                "recipe": recipe_name(recipe), **_flatten(evaluate_checkpoint(res["checkpoint"], sets, tasks, **ev))}
         return res, row, run_dir
@@ -346,7 +349,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     return {"model": name, "path": str(path), "n_layers": n_layers, "params": params, "ladder_layers": counts,
             "data": data.note, "rows": rows, "curves": curves, "checkpoints": checkpoints,
             "train_summaries": summaries, "study": study, "recipe": best["recipe"], "tasks": list(tasks),
-            "limit": limit}
+            "limit": limit, "reuse": reuse_report(trained)}
 
 
 def recovery_entry(result: dict) -> ClaimEntry:
@@ -539,6 +542,8 @@ def run_models(models: Sequence[str], work: str | os.PathLike, *, explore: dict 
         results.append(res)
         print(f"{name}: {res['n_layers']} layers, converted {res['ladder_layers']}, {res['seconds']:.0f} s")
         print("  " + res["data"])
+        if res.get("reuse"):
+            print("  " + res["reuse"])
     if not results:
         raise RuntimeError(f"none of the models {list(models)} could be loaded")
     return results
@@ -748,7 +753,7 @@ def speed_table(rows: list[dict]):
     (of tokens/s, or of the decode step for a regime-set link: "of"), the replay's where there is one, the
     source's decode step and the number of runs."""
     import pandas as pd
-    return pd.DataFrame([{"model": r["model"], "link": r["link"], "converted layers": r["ladder_layers"],
+    return pd.DataFrame([{"model": r["model"], "link": speedup.link_label(r), "converted layers": r["ladder_layers"],
                           "source (tokens/s)": r["standard_tokens_per_s"], "hybrid (tokens/s)": r["hybrid_tokens_per_s"],
                           "speed-up (×)": r["speedup"], "of": r.get("measure", "tokens/s"),
                           "95% CI (×)": f"{r['speedup_ci'][0]:.2f}–{r['speedup_ci'][1]:.2f}",
@@ -767,7 +772,8 @@ def plot_speed(rows: list[dict], tp: int):
         lo, hi = r["speedup_ci"]
         ax.barh(i, r["speedup"], color=colours[(r["model"], r["link"])], height=0.6,
                 xerr=[[r["speedup"] - lo], [hi - r["speedup"]]], capsize=3)
-    ax.set_yticks(range(len(rows)), [f"{r['model']}\n{r['link']}, {r['ladder_layers']} converted" for r in rows],
+    ax.set_yticks(range(len(rows)), [f"{r['model']}\n{speedup.link_label(r)}, {r['ladder_layers']} converted"
+                                     for r in rows],
                   fontsize="small")
     ax.invert_yaxis()
     ax.axvline(1.0, color="k", lw=0.8)

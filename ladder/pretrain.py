@@ -28,7 +28,7 @@ from .model import build_model
 from .paths import paper_table, run_key
 from .provenance import REPO_ROOT, write_result
 from .stats import t_interval
-from .train import TrainConfig, read_metrics, save_hf, train
+from .train import TrainConfig, read_metrics, reuse_report, save_hf, train
 # matplotlib, seaborn and ladder.hf (which imports transformers) are imported inside the functions that use them:
 # importing ladder.pretrain does not load them.
 
@@ -125,7 +125,8 @@ def train_all(sizes: list, wirings: list[str], seeds: list[int], extra_standard_
               data_key: str = "", nproc: int = 1,
               log: Callable[[str], None] | None = print) -> tuple[list[dict], pd.DataFrame]:
     """Train every run of `run_plan` (`train_run`; finished runs are reused) and return (runs, summary
-    table). `log` gets one line saying how many runs of how many tokens are trained."""
+    table). `log` gets one line saying how many runs of how many tokens are trained, and `reuse_report`'s
+    paragraph when runs were reused."""
     plan = run_plan(sizes, wirings, seeds, extra_standard_seeds)
     step_tokens = cfg.tokens_per_step(train_blocks.seq_len, nproc)
     if log:
@@ -133,6 +134,9 @@ def train_all(sizes: list, wirings: list[str], seeds: list[int], extra_standard_
             f"{cfg.max_steps * step_tokens:,} tokens each")
     runs = [train_run(size, w, s, train_blocks, val_blocks, cfg, tokenizer, root, data_key, nproc=nproc)
             for size, w, s in plan]
+    report = reuse_report(runs)
+    if log and report:
+        log(report)
     return runs, summary_frame(runs)
 
 

@@ -34,6 +34,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -154,12 +155,22 @@ def save_checkpoint(out_dir: Path, model, optimizer, scheduler, step: int, state
     return d
 
 
+def _checkpoint_weights(d: Path, model) -> dict:
+    weights = read_safetensors(d / "model.safetensors")
+    if model.config.tie_embeddings:  # stored once (save_checkpoint)
+        weights["lm_head.weight"] = weights["embed_tokens.weight"]
+    return weights
+
+
+def _load_weights(d: Path, model):
+    """The weights of checkpoint `d` into an unsharded `model` (no optimizer)."""
+    model.load_state_dict(_checkpoint_weights(d, model))
+
+
 def load_checkpoint(d: Path, model, optimizer, scheduler) -> dict:
     """Restore a checkpoint into a (possibly FSDP-sharded) model and its optimizer; every rank calls."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
-    weights = read_safetensors(d / "model.safetensors")
-    if model.config.tie_embeddings:
-        weights["lm_head.weight"] = weights["embed_tokens.weight"]
+    weights = _checkpoint_weights(d, model)
     # mmap: under torchrun every rank reads the full optimizer state (64 GB for an 8B model); mapped, the
     # ranks share the page cache instead of each holding a copy
     st = torch.load(d / "trainer_state.pt", weights_only=True, mmap=True)
@@ -229,31 +240,114 @@ def _started_at(out_dir: Path) -> str | None:
         return None
 
 
-def _code_drift_note(out_dir: Path, commit: str, doing: str) -> str | None:
-    """Say when a run about to be reused or resumed was trained by other code: its folder's key holds the
-    parameters, so a change to the package alone does not start a new run."""
-    # the code that trains: this module and what it imports (a change elsewhere in ladder/ does not count)
-    changed = code_changed_since(commit, package_deps("import ladder.train"))
-    if not changed:
+def training_code_changed(commit: str | None) -> list[str] | None:
+    """The files of the code that trains (this module and what it imports; a change elsewhere in ladder/ does
+    not count) that changed since `commit`: a run's folder is keyed by its parameters, so a change to the
+    package alone does not start a new run. None when that cannot be told."""
+    return code_changed_since(commit, package_deps("import ladder.train")) if commit else None
+
+
+# A finished run met again with changed training code is checked, not trusted: its first steps are retrained
+# from the same initial weights and compared with its log. On CPU the losses come out identical (measured on
+# chapter 3's runs at 1 and 2 threads); the tolerance leaves room for GPU kernels that are not deterministic.
+REUSE_CHECK_STEPS = 8        # optimizer steps retrained
+REUSE_CHECK_TOL = 1e-3       # nats: the largest step loss difference that still counts as the same run
+REUSE_CHECK_LR_RTOL = 1e-9   # the logged learning rate of every step against this code's schedule
+
+
+def reuse_check(model, train_blocks: TokenBlocks, cfg: TrainConfig, out_dir: str | os.PathLike,
+                steps: int = REUSE_CHECK_STEPS) -> dict:
+    """Does this code still train the run in out_dir as it was trained? `model` must hold the run's initial
+    weights (built as the run was built); it is trained in place, in a temporary folder, for the first
+    `steps` optimizer steps. Compared with the run's log: the loss of each of those steps, and the learning
+    rate of every logged step against this code's schedule (which also covers the steps not retrained).
+    A change that acts only later in training and not through the schedule is not caught.
+    Returns {"steps", "max_loss_diff", "max_lr_rel_diff", "same"}."""
+    logged = read_metrics(out_dir)
+    k = min(steps, cfg.max_steps, len(logged))
+    if k == 0:
+        raise ValueError(f"{display_path(out_dir)}: no logged step to compare with (metrics.jsonl is empty)")
+    quiet = dataclasses.replace(cfg, eval_every=0, ckpt_every=0, progress=False, fsdp=False,
+                                activation_checkpointing=False)  # neither changes the losses (tested)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, train_blocks, None, quiet, tmp, until=k)
+        return compare_logs(read_metrics(tmp), logged, cfg)
+
+
+def compare_logs(again: list[dict], logged: list[dict], cfg: TrainConfig) -> dict:
+    """`reuse_check`'s rule: the retrained steps' losses (`again`) against the first ones of the run's log,
+    and every logged learning rate against cfg's schedule."""
+    loss_diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(again, logged))
+    lr_diff = max(abs(r["lr"] / (cfg.lr * lr_at(r["step"] - 1, cfg)) - 1) for r in logged)
+    return {"steps": len(again), "max_loss_diff": loss_diff, "max_lr_rel_diff": lr_diff,
+            "same": loss_diff <= REUSE_CHECK_TOL and lr_diff <= REUSE_CHECK_LR_RTOL}
+
+
+def _reuse(model, ckpt: Path, train_blocks: TokenBlocks, cfg: TrainConfig, out_dir: Path, world: int) -> dict:
+    """A finished run met again (e.g. a notebook re-run): its measured summary, and its final weights loaded
+    into `model`; nothing is retrained. When the training code changed since the run started, `reuse_check`
+    runs first (from `model`'s initial weights; in one process only) and its result goes in the summary's
+    "code_changed", which `reuse_report` reads."""
+    summary = {**json.loads((out_dir / "summary.json").read_text()), "reused": True}
+    started_at = _started_at(out_dir)
+    changed = training_code_changed(started_at)
+    if changed:
+        summary["code_changed"] = {"run": display_path(out_dir), "trained_at": started_at, "files": changed,
+                                   "check": reuse_check(model, train_blocks, cfg, out_dir) if world == 1 else None}
+    _load_weights(ckpt, model)
+    return summary
+
+
+def reuse_report(summaries: list[dict]) -> str | None:
+    """One paragraph on the reused runs among `summaries` (train's summaries): how many, whether the training
+    code changed since they were trained, and what `reuse_check` found. None when no run was reused."""
+    reused = [s for s in summaries if s.get("reused")]
+    if not reused:
         return None
-    # a page shows the run's folder as a reader's path
-    return (f"note: {doing} {display_path(out_dir)}, trained from commit {commit[:10]}; the package code has changed since "
-            f"({name_files(changed)}): delete that folder to train it with this code")
+    changed = [s["code_changed"] for s in reused if s.get("code_changed")]
+    head = f"{len(reused)} of {len(summaries)} runs reused from earlier executions with the same parameters"
+    if not changed:
+        return head + ": the code that trains has not changed since they were trained."
+    commits = sorted({c["trained_at"][:10] for c in changed})
+    files = sorted({f for c in changed for f in c["files"]})
+    text = (f"{head}; {len(changed)} were trained at an earlier commit ({', '.join(commits)}) and the code that "
+            f"trains has changed since ({name_files(files)}).")
+    checked = [c for c in changed if c["check"]]
+    same = [c for c in checked if c["check"]["same"]]
+    if same:
+        worst = max(c["check"]["max_loss_diff"] for c in same)
+        text += (f" Retraining the first {min(c['check']['steps'] for c in same)} steps of "
+                 f"{'each' if len(same) == len(changed) else f'{len(same)} of them'} with this code gives the logged "
+                 f"losses {'exactly' if worst == 0 else f'within {worst:.1e} nats'} (the check allows "
+                 f"{REUSE_CHECK_TOL:g}), and their logged learning rates follow this code's schedule.")
+    for c in checked:
+        if not c["check"]["same"]:
+            text += (f" {c['run']} is NOT what this code trains: its first {c['check']['steps']} steps differ by up to "
+                     f"{c['check']['max_loss_diff']:.3g} nats (learning rate: {c['check']['max_lr_rel_diff']:.1e} "
+                     f"relative); delete that folder to retrain it.")
+    if len(checked) < len(changed):
+        text += f" {len(changed) - len(checked)} could not be checked (trained on several processes)."
+    return text
 
 
 def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg: TrainConfig,
-          out_dir: str | os.PathLike) -> dict:
+          out_dir: str | os.PathLike, until: int | None = None) -> dict:
     """Train `model` (a ladder.Transformer, any wiring) for cfg.max_steps optimizer steps.
 
-    Resumes from the newest checkpoint in out_dir/checkpoints. Writes out_dir/metrics.jsonl (one line
-    per step: loss, lr, grad norm, tokens, tokens/s; plus val_loss at eval steps) and out_dir/summary.json.
-    Returns the summary: final train/val loss, tokens seen, wall time, tokens/s.
+    Resumes from the newest checkpoint in out_dir/checkpoints; a run that has finished is reused (`_reuse`:
+    its summary with "reused", its final weights loaded, checked when the training code changed since).
+    Writes out_dir/metrics.jsonl (one line per step: loss, lr, grad norm, tokens, tokens/s; plus val_loss at
+    eval steps) and out_dir/summary.json. Returns the summary: final train/val loss, tokens seen, wall time,
+    tokens/s. `until` stops after that many steps, the schedule still spanning cfg.max_steps (`reuse_check`).
     """
     out_dir = Path(out_dir)
     rank, world = _ddp_info()
     master = rank == 0
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).train()
+    ckpts = _checkpoints(out_dir)
+    if ckpts and int(ckpts[-1].name.split("_")[1]) >= cfg.max_steps and (out_dir / "summary.json").exists():
+        return _reuse(model, ckpts[-1], train_blocks, cfg, out_dir, world)  # already finished
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
     # before the optimizer, which must hold FSDP's sharded parameters. `dp_model` is what the forward calls
@@ -266,7 +360,6 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     step, tokens_seen = 0, 0
     metrics_path = out_dir / "metrics.jsonl"
-    ckpts = _checkpoints(out_dir)
     if ckpts:
         st = load_checkpoint(ckpts[-1], model, optimizer, scheduler)
         step, tokens_seen = st["step"], st["tokens_seen"]
@@ -274,15 +367,11 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
             _truncate_metrics(metrics_path, step)
     elif master and metrics_path.exists():
         metrics_path.unlink()  # a fresh run: no stale log lines
-    finished = step >= cfg.max_steps and (out_dir / "summary.json").exists()
     started_at = _started_at(out_dir) if ckpts else None
-    if master and started_at:
-        note = _code_drift_note(out_dir, started_at, "reusing" if finished else "resuming")
-        if note:
-            print(note, flush=True)
-    if finished:
-        # already finished (e.g. a notebook re-run): keep the measured summary instead of an empty one
-        return {**json.loads((out_dir / "summary.json").read_text()), "reused": True}
+    changed = training_code_changed(started_at) if master else None
+    if changed:
+        print(f"note: resuming {display_path(out_dir)}, started at commit {started_at[:10]}; the code that trains has "
+              f"changed since ({name_files(changed)}): delete that folder to train it with this code only", flush=True)
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
         # the code's commit when the run started: a run's folder is keyed by its parameters, not by the code
@@ -302,7 +391,7 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
                mininterval=cfg.progress_interval, dynamic_ncols=True)
     log = open(metrics_path, "a") if master else None
     t_start, start_step, loss_val, val_loss = time.perf_counter(), step, float("nan"), None
-    while step < cfg.max_steps:
+    while step < min(until or cfg.max_steps, cfg.max_steps):
         t0 = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         for micro in range(cfg.grad_accum):

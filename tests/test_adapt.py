@@ -290,6 +290,7 @@ def test_run_adaptation_chooses_on_the_selection_set_and_judges_on_the_test_set(
     # re-executed with the same parameters: every run is reused (nothing retrained), the numbers identical
     again = adapt.run_adaptation("stories260K", tmp_path, explore={"lr": [1e-3, 3e-2]}, **kw)
     assert all(s.get("reused") for s in again["train_summaries"].values())
+    assert res["reuse"] is None and again["reuse"].startswith("3 of 3 runs reused")  # 2 recipes + the control
     assert [r["test_ppl"] for r in again["rows"]] == pytest.approx([r["test_ppl"] for r in res["rows"]], rel=1e-6)
     entry = adapt.recovery_entry(res)
     n = len(rows["source"]["test_losses"])
@@ -534,6 +535,8 @@ def test_measure_hybrid_speed_runs_the_configurations_and_labels_the_h8_entries(
     assert [(c.wiring, c.ranks, c.clock, c.link) for c in v_cfgs] == [
         ("standard", "virtual", "virtual", rows[-1]["link"]), ("hybrid", "virtual", "virtual", rows[-1]["link"])]
     assert rows[-1]["link"].startswith("custom:") and rows[-1]["a/c"] == 0.43 and rows[-1]["hidden"] == 1.0
+    assert rows[-1]["hidden_ci"] == [1.0, 1.0]  # replay.hidden_share: every round hid all of standard's wait
+    assert list(adapt.speed_table(rows)["link"])[-2:] == ["pcie5-nop2p", "a/c = 0.43 (virtual clock)"]
     assert rows[-1]["measure"] == "decode step" and rows[-1]["replay_error"] == pytest.approx(1.5 / rows[-1]["replay_speedup"] - 1)
     # H8: the first model at its smallest converted depth on every link (real processes) and the virtual shape
     # (emulated link); not its larger depth, not "other"

@@ -222,6 +222,9 @@ def test_train_all_trains_the_plan_and_plots_its_curves(tok, tmp_path):
         assert ax.get_title() and "tokens" in ax.get_xlabel() and "(nats/token)" in ax.get_ylabel()
     import matplotlib.pyplot as plt
     plt.close(fig)
+    lines.clear()  # the chapter re-executed: every run reused, and said once for all of them
+    pretrain.train_all([SIZE], ["standard", "ladder"], [0], [1], train, val, cfg, tok, tmp_path, log=lines.append)
+    assert len(lines) == 2 and lines[1].startswith("3 of 3 runs reused")
 
 
 def test_sample_texts_fit_the_context_and_are_seeded(tok):

@@ -135,8 +135,9 @@ def test_finished_run_is_reused_not_retrained(tmp_path):
 
 
 def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_path, monkeypatch, capsys):
-    """A run's folder is keyed by its parameters only: reusing or resuming it says which package files
-    changed since the commit the run started from (kept in train_config.json, also across a resume)."""
+    """A run's folder is keyed by its parameters only: reusing it records which training files changed since
+    the commit the run started from (kept in train_config.json, also across a resume), and checks the run
+    against this code; resuming it says so."""
     import ladder.train as lt
     monkeypatch.setattr(lt, "git_commit", lambda: "aaaaaaaaaaaa")
     asked = []
@@ -144,21 +145,107 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     cfg = TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=2, keep_checkpoints=5,
                       progress=False, device="cpu")
     data = blocks(n=8)
-    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
+    first = train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
     assert json.loads((tmp_path / "train_config.json").read_text())["git_commit"] == "aaaaaaaaaaaa"
     assert asked == [] and "note:" not in capsys.readouterr().out  # a fresh run: nothing to compare
-    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
-    assert asked == ["aaaaaaaaaaaa"] and "note:" not in capsys.readouterr().out  # unchanged code: silent
+    again = train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
+    assert asked == ["aaaaaaaaaaaa"] and "code_changed" not in again  # unchanged code: nothing to check
     monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: [f"ladder/m{i}.py" for i in range(4)])
-    assert train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)["reused"]
-    out = capsys.readouterr().out
-    assert "reusing" in out and "aaaaaaaaaa" in out and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 1 more" in out
+    model = build_model(tiny("ladder"), seed=0)
+    reused = train(model, data, None, cfg, tmp_path)
+    assert reused["reused"] and reused["train_loss"] == first["train_loss"]
+    changed = reused["code_changed"]
+    assert changed["trained_at"] == "aaaaaaaaaaaa" and changed["files"][0] == "ladder/m0.py"
+    # this code trains the run exactly as it was trained (on CPU: identical losses), every step of a short run
+    assert changed["check"] == {"steps": 4, "max_loss_diff": 0.0, "max_lr_rel_diff": pytest.approx(0, abs=1e-15),
+                                "same": True}
+    # the check trained `model` in place; what the caller gets is still the run's final weights
+    final = lt._checkpoint_weights(lt._checkpoints(tmp_path)[-1], model)
+    assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
+    assert "note:" not in capsys.readouterr().out  # reported by the chapter, once (reuse_report)
     # resumed at a later commit: the note says so, and the run keeps the commit it started from
     shutil.rmtree(tmp_path / "checkpoints" / "step_000004")
     monkeypatch.setattr(lt, "git_commit", lambda: "bbbbbbbbbbbb")
     assert not train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path).get("reused")
-    assert "resuming" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resuming" in out and "aaaaaaaaaa" in out and "ladder/m0.py, ladder/m1.py, ladder/m2.py and 1 more" in out
     assert json.loads((tmp_path / "train_config.json").read_text())["git_commit"] == "aaaaaaaaaaaa"
+
+
+def test_reuse_check_catches_code_that_trains_differently(tmp_path, monkeypatch):
+    """Reused under changed code that no longer trains the same run: the check says so and the report names
+    the run; a changed schedule shows in the logged learning rates too."""
+    import ladder.train as lt
+    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: None)
+    cfg = TrainConfig(max_steps=12, batch_size=4, lr=3e-3, warmup_steps=2, progress=False, device="cpu")
+    data = blocks(n=8)
+    train(build_model(tiny("standard"), seed=0), data, None, cfg, tmp_path)
+    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: ["ladder/train.py"])
+    monkeypatch.setattr(lt, "loss_fn", lambda logits, y: loss_fn(logits, y) * 1.01)  # a "changed" loss
+    bad = train(build_model(tiny("standard"), seed=0), data, None, cfg, tmp_path)["code_changed"]["check"]
+    assert bad["steps"] == lt.REUSE_CHECK_STEPS and bad["max_loss_diff"] > 0.04 and not bad["same"]
+    assert bad["max_lr_rel_diff"] < 1e-12  # the schedule itself did not change
+    monkeypatch.setattr(lt, "loss_fn", loss_fn)
+    monkeypatch.setattr(lt, "lr_at", lambda step, c: lr_at(step, c) * (1 if step < 10 else 0.5))  # late steps only
+    late = train(build_model(tiny("standard"), seed=0), data, None, cfg, tmp_path)["code_changed"]["check"]
+    assert late["max_loss_diff"] == 0 and late["max_lr_rel_diff"] == pytest.approx(1.0) and not late["same"]
+
+
+def test_train_until_stops_early_on_the_full_schedule(tmp_path):
+    cfg = TrainConfig(max_steps=10, batch_size=4, lr=3e-3, warmup_steps=2, progress=False, device="cpu")
+    data = blocks(n=8)
+    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path / "full")
+    train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path / "part", until=3)
+    full, part = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
+    assert [r["step"] for r in part] == [1, 2, 3]
+    assert [(r["loss"], r["lr"]) for r in part] == [(r["loss"], r["lr"]) for r in full[:3]]
+    assert not (tmp_path / "part" / "checkpoints").exists()  # stopped early: no final checkpoint
+
+
+def test_compare_logs_rule_and_its_thresholds():
+    from ladder.train import REUSE_CHECK_LR_RTOL, REUSE_CHECK_STEPS, REUSE_CHECK_TOL, compare_logs
+    assert (REUSE_CHECK_STEPS, REUSE_CHECK_TOL, REUSE_CHECK_LR_RTOL) == (8, 1e-3, 1e-9)
+    cfg = TrainConfig(max_steps=4, lr=2.0, warmup_steps=1)
+    logged = [{"step": s, "loss": 5.0, "lr": 2.0 * lr_at(s - 1, cfg)} for s in (1, 2, 3, 4)]
+    def again(diff):
+        return [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 5.0 + diff}]
+    assert compare_logs(again(0.0), logged, cfg) == {"steps": 2, "max_loss_diff": 0.0, "max_lr_rel_diff": 0.0,
+                                                     "same": True}
+    assert compare_logs(again(0.0009765625), logged, cfg)["same"]          # 2**-10 < 1e-3: still the same run
+    assert not compare_logs(again(0.00103515625), logged, cfg)["same"]     # just above
+    assert not compare_logs(again(-0.00103515625), logged, cfg)["same"]    # either direction
+    shifted = [dict(r, lr=r["lr"] * (1 + 5e-10)) if r["step"] == 4 else r for r in logged]
+    assert compare_logs(again(0.0), shifted, cfg)["same"]
+    shifted = [dict(r, lr=r["lr"] * (1 + 2e-9)) if r["step"] == 4 else r for r in logged]
+    assert not compare_logs(again(0.0), shifted, cfg)["same"]
+
+
+def _summary(reused=True, check=None, trained_at="207a133fc7aa", files=("ladder/model.py",), run="runs/x"):
+    s = {"reused": reused}
+    if trained_at:
+        s["code_changed"] = {"run": run, "trained_at": trained_at, "files": list(files), "check": check}
+    return s
+
+
+def test_reuse_report_says_how_many_runs_were_reused_and_what_the_check_found():
+    from ladder.train import reuse_report
+    same = {"steps": 8, "max_loss_diff": 0.0, "max_lr_rel_diff": 0.0, "same": True}
+    assert reuse_report([{"train_loss": 1.0}]) is None
+    assert reuse_report([_summary(trained_at=None), {}]) == ("1 of 2 runs reused from earlier executions with the "
+                                                             "same parameters: the code that trains has not changed "
+                                                             "since they were trained.")
+    text = reuse_report([_summary(check=same), _summary(check=same, trained_at="670e082edaff",
+                                                        files=("ladder/data.py", "ladder/model.py"))])
+    assert text.startswith("2 of 2 runs reused") and "(207a133fc7, 670e082eda)" in text
+    assert "(ladder/data.py, ladder/model.py)" in text
+    assert "first 8 steps of each with this code gives the logged losses exactly (the check allows 0.001)" in text
+    close = dict(same, max_loss_diff=2.5e-4)
+    assert "within 2.5e-04 nats" in reuse_report([_summary(check=same), _summary(check=close)])
+    bad = dict(same, max_loss_diff=0.05, max_lr_rel_diff=0.5, same=False)
+    text = reuse_report([_summary(check=same), _summary(check=bad, run="runs/y"), _summary(check=None)])
+    assert "first 8 steps of 1 of them" in text
+    assert "runs/y is NOT what this code trains: its first 8 steps differ by up to 0.05 nats" in text
+    assert "1 could not be checked (trained on several processes)" in text
 
 
 def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):

@@ -342,7 +342,8 @@ def hybrid(shape: ModelConfig, ladder_layers: int, ratio: float, tp: int = 2, ba
     the replay of both wirings from module times measured in isolation just before.
 
     Returns {"costs", "link", "records", "row"}; the row has `ladder.speedup.hybrid_table`'s fields (its
-    speed-up is the decode step's) plus "a/c", "replay_speedup", "replay_error", "hidden" and "measure"."""
+    speed-up is the decode step's) plus "a/c", "replay_speedup", "replay_error", "hidden" (`hidden_share`) with
+    its interval "hidden_ci", and "measure"."""
     costs = module_times(shape, tp=tp, batch=batch, context=prompt_len + new_tokens, reps=reps)
     link = link_for(ratio, costs)
     base = dict(preset=shape, tp=tp, batch=batch, prompt_len=prompt_len, new_tokens=new_tokens, samples=samples,
@@ -357,13 +358,13 @@ def hybrid(shape: ModelConfig, ladder_layers: int, ratio: float, tp: int = 2, ba
     predicted = (timeline(shape.rewired("standard"), costs, a)[0]
                  / timeline(shape.rewired("hybrid", ladder_layers), costs, a)[0])
     speedup = stat(pairs)
-    hidden = statistics.median(1 - h / s for s, h in zip(std["samples_decode_wait_s"], hyb["samples_decode_wait_s"]))
+    hidden, hidden_ci = hidden_share(list(zip(std["samples_decode_wait_s"], hyb["samples_decode_wait_s"])))
     steps = max(new_tokens - 1, 1)
     row = {"link": link, "tp": tp, "ladder_layers": ladder_layers, "standard_tokens_per_s": std["tokens_per_s"],
            "hybrid_tokens_per_s": hyb["tokens_per_s"], "speedup": speedup, "speedup_ci": bootstrap(pairs, statistic=stat),
            "step_ms": 1e3 * statistics.median(std["samples_decode_s"]) / steps, "samples": len(pairs),
            "a/c": ratio, "replay_speedup": predicted, "replay_error": speedup / predicted - 1, "hidden": hidden,
-           "measure": "decode step", "clock": "virtual"}
+           "hidden_ci": hidden_ci, "measure": "decode step", "clock": "virtual"}
     return {"costs": costs, "link": link, "records": [std, hyb], "row": row}
 
 

@@ -163,6 +163,12 @@ def ratio_ci(a, b, n_boot: int = 2000, seed: int = 0) -> list[float]:
 NO_LINK = "none (measured gloo)"  # hybrid_table's link name for a run on the real collective alone
 
 
+def link_label(row: dict) -> str:
+    """How a row's link reads on a page: its a/c on the virtual clock when it was set from a regime's ratio
+    (its spec, "custom:A:B", says nothing to a reader), else its name."""
+    return f"a/c = {row['a/c']:.2f} (virtual clock)" if "a/c" in row else row["link"]
+
+
 def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = "cpu") -> ClaimEntry:
     """The claim-H8 entry of one `hybrid_table` row, labelled by how it was measured: `ranks="processes"`,
     real gloo processes (on a named link, the emulated link's cost is added to every real collective:
@@ -186,10 +192,10 @@ def hybrid_entry(row: dict, *, ranks: str, batch: int, what: str, device: str = 
     lo, hi = row["speedup_ci"]
     measure = row.get("measure", "tokens/s")
     ours = (f"{row['speedup']:.2f}x {measure} (95% CI {lo:.2f}-{hi:.2f}, {row['samples']} runs), {what}, "
-            f"TP={tp}, link {link}; decode step {row['step_ms']:.1f} ms")
+            f"TP={tp}, link {link_label(row)}; decode step {row['step_ms']:.1f} ms")
     regime = {}
     if "a/c" in row:  # a link set to a regime's a/c on the virtual clock (ladder.replay.hybrid)
-        ours += f"; link at a/c = {row['a/c']:.2f}, the replay predicts {row['replay_speedup']:.2f}x"
+        ours += f"; the replay predicts {row['replay_speedup']:.2f}x"
         how += (f", link at a/c = {row['a/c']:.2f} of one module's measured compute, timed on a virtual clock "
                 f"(compute = this thread's CPU time; nothing sleeps); decode steps paired by round")
         regime = {"link_ratio": float(row["a/c"]), "replay_error": float(row["replay_error"])}

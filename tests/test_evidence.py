@@ -89,6 +89,11 @@ def test_hybrid_entry_of_virtual_ranks_is_an_emulated_link():
         sp.hybrid_entry(row(sp.NO_LINK), ranks="threads", batch=1, what="w")
 
 
+def test_link_label_names_a_regime_set_link_by_its_ratio():
+    assert sp.link_label({"link": "pcie5-nop2p"}) == "pcie5-nop2p"
+    assert sp.link_label({"link": "custom:0.000359:1e12", "a/c": 0.4321}) == "a/c = 0.43 (virtual clock)"
+
+
 def test_hybrid_entry_carries_the_step_time_the_rule_needs():
     regime = {"a/c": 0.43, "replay_speedup": 1.19, "replay_error": 0.0, "measure": "decode step"}
     fast = sp.hybrid_entry({**row("custom:1e-3:1e12", step_ms=4.9), **regime}, ranks="virtual", batch=1, what="w")
@@ -97,6 +102,8 @@ def test_hybrid_entry_carries_the_step_time_the_rule_needs():
     assert claims.judge("H8", ok, THR["H8"])[0] == "consistent at small scale"
     assert ok.link_ratio == 0.43 and ok.replay_error == 0.0 and "1.19x decode step" in ok.ours
     assert "the replay predicts 1.19x" in ok.ours and "virtual clock" in ok.how
+    # a reader sees the link's a/c, not its spec; the spec stays in "how"
+    assert "link a/c = 0.43 (virtual clock)" in ok.ours and "custom:" not in ok.ours and "custom:1e-3:1e12" in ok.how
     # real processes cannot test the premise, whatever their step or speed-up
     real = sp.hybrid_entry(row(sp.NO_LINK, step_ms=5.0), ranks="processes", batch=1, what="w")
     assert claims.judge("H8", real, THR["H8"])[0] == "not applicable here" and real.link_ratio is None

@@ -365,6 +365,14 @@ def test_a_skipped_notebook_is_stale_only_when_a_module_it_imports_changed(tmp_p
     assert provenance.code_changed_since(commit, deps, checkout=tmp_path) == ["ladder/config.py"]
 
 
+def test_every_notebook_installs_itself_on_colab_but_the_page_does_not_show_it():
+    """The install cell runs in Colab and Binder; a reader of the built book never needs it."""
+    for path in sorted((pipeline.REPO_ROOT / "notebooks").glob("*.ipynb")):
+        cell = nbformat.read(path, as_version=4).cells[1]
+        assert "%pip install" in cell.source and "import ladder" in cell.source, path.name
+        assert "remove-cell" in cell.metadata.get("tags", []), path.name
+
+
 def test_every_module_a_notebook_imports_comes_with_the_package():
     """Colab and Binder install the package and nothing else (each notebook's install cell): every module a
     notebook imports must be the standard library's, ladder's, or come from a dependency in pyproject.toml

@@ -330,6 +330,33 @@ def reuse_report(summaries: list[dict]) -> str | None:
     return text
 
 
+def _start_or_resume(model, optimizer, scheduler, cfg: TrainConfig, out_dir: Path, ckpts: list[Path], world: int,
+                     master: bool) -> tuple[int, int]:
+    """Restore the newest checkpoint (if any) and its log; record the run's config and the commit it started
+    from in out_dir/train_config.json. Returns (step, tokens seen)."""
+    step, tokens_seen = 0, 0
+    metrics_path = out_dir / "metrics.jsonl"
+    if ckpts:
+        st = load_checkpoint(ckpts[-1], model, optimizer, scheduler)
+        step, tokens_seen = st["step"], st["tokens_seen"]
+        if master:
+            _truncate_metrics(metrics_path, step)
+    elif master and metrics_path.exists():
+        metrics_path.unlink()  # a fresh run: no stale log lines
+    started_at = _started_at(out_dir) if ckpts else None
+    changed = training_code_changed(started_at) if master else None
+    if changed:
+        print(f"note: resuming {display_path(out_dir)}, started at commit {started_at[:10]}; the code that trains has "
+              f"changed since ({name_files(changed)}): delete that folder to train it with this code only", flush=True)
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # the code's commit when the run started: a run's folder is keyed by its parameters, not by the code
+        (out_dir / "train_config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,
+                                                               "model": model.config.to_dict(),
+                                                               "git_commit": started_at or git_commit()}, indent=2))
+    return step, tokens_seen
+
+
 def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg: TrainConfig,
           out_dir: str | os.PathLike, until: int | None = None) -> dict:
     """Train `model` (a ladder.Transformer, any wiring) for cfg.max_steps optimizer steps.
@@ -358,26 +385,8 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
                                   fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
-    step, tokens_seen = 0, 0
+    step, tokens_seen = _start_or_resume(model, optimizer, scheduler, cfg, out_dir, ckpts, world, master)
     metrics_path = out_dir / "metrics.jsonl"
-    if ckpts:
-        st = load_checkpoint(ckpts[-1], model, optimizer, scheduler)
-        step, tokens_seen = st["step"], st["tokens_seen"]
-        if master:
-            _truncate_metrics(metrics_path, step)
-    elif master and metrics_path.exists():
-        metrics_path.unlink()  # a fresh run: no stale log lines
-    started_at = _started_at(out_dir) if ckpts else None
-    changed = training_code_changed(started_at) if master else None
-    if changed:
-        print(f"note: resuming {display_path(out_dir)}, started at commit {started_at[:10]}; the code that trains has "
-              f"changed since ({name_files(changed)}): delete that folder to train it with this code only", flush=True)
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # the code's commit when the run started: a run's folder is keyed by its parameters, not by the code
-        (out_dir / "train_config.json").write_text(json.dumps({"train": cfg.to_dict(), "world_size": world,
-                                                               "model": model.config.to_dict(),
-                                                               "git_commit": started_at or git_commit()}, indent=2))
 
     # global micro-batch index: `step * grad_accum * world` batches have been consumed by all ranks
     batches = train_blocks.batches(cfg.batch_size, cfg.seed, start=step * cfg.grad_accum * world,

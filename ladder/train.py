@@ -261,7 +261,8 @@ def reuse_check(model, train_blocks: TokenBlocks, cfg: TrainConfig, out_dir: str
     weights (built as the run was built); it is trained in place, in a temporary folder, for the first
     `steps` optimizer steps. Compared with the run's log: the loss of each of those steps, and the learning
     rate of every logged step against this code's schedule (which also covers the steps not retrained).
-    A change that acts only later in training and not through the schedule is not caught.
+    A change that acts only later in training and not through the schedule is not caught; a run trained on
+    another kind of device differs by that device's arithmetic too (retrain it there, or compare there).
     Returns {"steps", "max_loss_diff", "max_lr_rel_diff", "same"}."""
     logged = read_metrics(out_dir)
     k = min(steps, cfg.max_steps, len(logged))
@@ -278,7 +279,10 @@ def compare_logs(again: list[dict], logged: list[dict], cfg: TrainConfig) -> dic
     """`reuse_check`'s rule: the retrained steps' losses (`again`) against the first ones of the run's log,
     and every logged learning rate against cfg's schedule."""
     loss_diff = max(abs(a["loss"] - b["loss"]) for a, b in zip(again, logged))
-    lr_diff = max(abs(r["lr"] / (cfg.lr * lr_at(r["step"] - 1, cfg)) - 1) for r in logged)
+    def lr_rel_diff(r):
+        expected = cfg.lr * lr_at(r["step"] - 1, cfg)
+        return abs(r["lr"] / expected - 1) if expected else abs(r["lr"])
+    lr_diff = max(map(lr_rel_diff, logged))
     return {"steps": len(again), "max_loss_diff": loss_diff, "max_lr_rel_diff": lr_diff,
             "same": loss_diff <= REUSE_CHECK_TOL and lr_diff <= REUSE_CHECK_LR_RTOL}
 

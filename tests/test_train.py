@@ -218,6 +218,9 @@ def test_compare_logs_rule_and_its_thresholds():
     assert compare_logs(again(0.0), shifted, cfg)["same"]
     shifted = [dict(r, lr=r["lr"] * (1 + 2e-9)) if r["step"] == 4 else r for r in logged]
     assert not compare_logs(again(0.0), shifted, cfg)["same"]
+    zero = TrainConfig(max_steps=4, lr=0.0, warmup_steps=1)  # a zero schedule: compared absolutely
+    assert compare_logs(again(0.0), [dict(r, lr=0.0) for r in logged], zero)["same"]
+    assert not compare_logs(again(0.0), logged, zero)["same"]
 
 
 def _summary(reused=True, check=None, trained_at="207a133fc7aa", files=("ladder/model.py",), run="runs/x"):

@@ -31,7 +31,6 @@ import torch
 import torch.distributed as dist
 
 from . import link as links
-from . import perfmodel as pm
 from .config import ModelConfig, WIRINGS, preset
 from .config import PRESETS as SHAPES
 from .cudagraph import GraphedDecode, StreamCollectives, compile_modules
@@ -41,7 +40,6 @@ from .model import Transformer, build_model
 from .parallelize import init_distributed
 from .provenance import provenance
 from .tp import SingleDevice
-from .trace import n_allreduces
 # transformers, ladder.hf (which imports transformers) and tqdm.auto are imported inside the functions that use them:
 # `python -m ladder.bench` starts without them.
 
@@ -420,113 +418,6 @@ def sweep(base: dict | None = None, **axes) -> list[BenchConfig]:
     return [BenchConfig(**{**base, **dict(zip(keys, vals))}) for vals in itertools.product(*(axes[k] for k in keys))]
 
 
-# --------------------------------------------------------------------------------------------- chapter 2's plan
-def check_link_params(links_param, main_link) -> None:
-    """Chapter 2's `links` (name -> ladder.link spec) and `main_link` (one of those names) parameters, checked
-    before anything runs: one error naming the parameter and the valid names instead of a bare KeyError."""
-    valid = ", ".join(links.PRESETS)
-    if not isinstance(links_param, dict) or not links_param:
-        raise ValueError(f"parameter `links` must map names to links, e.g. {{'fast': 'nvlink4'}}; got "
-                         f"{links_param!r}")
-    for name, spec in links_param.items():
-        try:
-            links.get(spec)
-        except ValueError:
-            raise ValueError(f"parameter `links`: {name!r} -> {spec!r} is not a link; use one of {valid}, "
-                             "'custom:ALPHA_S:BANDWIDTH_BPS[:STEP_S]' or None") from None
-    if main_link not in links_param:
-        raise ValueError(f"parameter `main_link` is {main_link!r}, not one of the names in parameter `links`: "
-                         f"{', '.join(map(str, links_param))}")
-
-
-INTERLEAVE_BY = ("tp", "batch")  # chapter 2: one round-robin group per grid point (each statistic is within one)
-
-
-def chapter_runs(*, preset_name, model_overrides, grid, wirings, hybrid_layers, prompt_len, new_tokens, dtype,
-                 warmup, samples, compile, device, links, main_link, ranks, check_processes,
-                 extra_shapes) -> list[tuple[str, list[BenchConfig]]]:
-    """Chapter 2's measurements in local mode (CPU, or one GPU with virtual ranks), from its parameters:
-    (set name, configurations) per `run_local` call, in the order they run. The grid's first point is
-    where claims H1/H2 are judged; extra shapes (e.g. one 405B rank for H3) and the real-process check
-    follow, each its own call."""
-    check_link_params(links, main_link)
-    base = dict(preset=preset_name, overrides=model_overrides, prompt_len=prompt_len, new_tokens=new_tokens,
-                dtype=dtype, warmup=warmup, samples=samples, compile=compile, device=device)
-    main = []
-    for tp, batch in grid:
-        for name, spec in links.items():
-            for w in wirings:
-                if w == "upper_bound" and name != main_link:
-                    continue  # no all-reduce: the link does not matter
-                main.append(BenchConfig(**base, tp=tp, batch=batch, wiring=w, link=spec, ranks=ranks,
-                                        probe_allreduce=(w == "standard")))
-    tp0, b0 = grid[0]
-    for n in hybrid_layers:
-        main.append(BenchConfig(**base, tp=tp0, batch=b0, wiring="hybrid", ladder_layers=n,
-                                link=links[main_link], ranks=ranks))
-    plan = [(ranks, main)]
-    for x in extra_shapes:  # one shape per call: its weights are freed before the next one is built
-        xb = {**base, "preset": x["preset"], "overrides": x.get("overrides", {})}
-        plan.append((f"extra:{x['preset']}", [BenchConfig(**xb, tp=x["tp"], batch=x["batch"], wiring=w,
-                                                          link=x["link"], ranks=ranks)
-                                              for w in ("standard", "ladder", "upper_bound")]))
-    if check_processes:
-        plan.append(("processes", [BenchConfig(**base, tp=tp0, batch=b0, wiring=w, link=links[main_link],
-                                               ranks="processes", probe_allreduce=(w == "standard"))
-                                   for w in ("standard", "ladder", "upper_bound")]))
-    return plan
-
-
-# Sizing a GPU run before it runs (issue 18: the gpu1 chapter must fit its share of a 15-minute session).
-# Conservative on purpose: every all-reduce is charged in full, as if nothing overlapped (the standard
-# wiring's time; ladder's is lower), and compute runs at ESTIMATE_EFFICIENCY of the datasheet roofline
-# (ladder.perfmodel.module_costs) - the roofline test's floor; the compiled 70B-rank step reached 46% on an
-# H200 (reference/gpu.md). ESTIMATE_COMPILE_S per (shape, batch): reference/gpu.md measured ~20 s per batch
-# size for the decode shape alone on 16 cores; the benchmark also compiles the prefill shape: twice that.
-ESTIMATE_EFFICIENCY = 0.4
-ESTIMATE_COMPILE_S = 40.0
-
-
-def estimate_s(cfgs: list[BenchConfig], hw="H100-SXM", efficiency: float = ESTIMATE_EFFICIENCY,
-               compile_s: float = ESTIMATE_COMPILE_S) -> dict:
-    """Estimated seconds for `run(cfgs, interleave=True)` of one-GPU (virtual-rank) configurations:
-    per configuration (warm-ups + samples) x (prefill + (new_tokens - 1) decode steps, each its compute
-    plus all its all-reduces' modelled link time), plus the decode graph's capture (3 steps), the
-    all-reduce probe and the link-duration check; plus `compile_s` per distinct (shape, batch) compiled.
-    Returns {"configs": [(label, s)], "measure_s", "compile_s", "total_s"}."""
-    hw = dataclasses.replace(pm.HARDWARE[hw] if isinstance(hw, str) else hw, efficiency=efficiency)
-    rows, compiled = [], set()
-    for cfg in cfgs:
-        mcfg = cfg.model_config()
-        nb = DTYPES[cfg.dtype].itemsize
-        cache = cfg.prompt_len + cfg.new_tokens
-        lk = links.get(cfg.link)
-        n_ar = n_allreduces(mcfg)  # as the wiring code launches them (ladder.trace)
-        rows_per_message = -(-cfg.batch // mcfg.spec.batch_parts)  # two-batch overlap sends half-batch messages
-
-        def compute(tokens):
-            c = pm.module_costs(mcfg, cfg.tp, cfg.batch, tokens, cache, hw, nb, expand_kv=False)
-            return mcfg.n_layers * (c["attn"] + c["mlp"]) + c["head"]
-
-        def ar(tokens):
-            return lk.allreduce_time(rows_per_message * tokens * mcfg.dim * nb, cfg.tp) if lk else 0.0
-
-        step = compute(1) + n_ar * ar(1)
-        gen = compute(cfg.prompt_len) + n_ar * ar(cfg.prompt_len) + (cfg.new_tokens - 1) * step
-        sec = (cfg.warmup + cfg.samples) * gen + 3 * step
-        if cfg.probe_allreduce:
-            sec += 22 * (ar(1) + ar(cfg.prompt_len))
-        if lk and cfg.device.startswith("cuda"):
-            sec += 2 * links.WARM_UP_S + 6 * (ar(1) + ar(cfg.prompt_len))  # link_durations in the record
-        if cfg.compile:
-            compiled.add((repr(mcfg.replace(wiring="standard", ladder_layers=0)), cfg.tp, cfg.batch, cfg.dtype))
-        rows.append((f"{cfg.preset_name} tp={cfg.tp} b={cfg.batch} {cfg.wiring} "
-                     f"{lk.name if lk else 'none'}", sec))
-    measure = sum(s for _, s in rows)
-    comp = compile_s * len(compiled)
-    return {"configs": rows, "measure_s": measure, "compile_s": comp, "total_s": measure + comp}
-
-
 # --------------------------------------------------------------------------------------------- storing
 FLAT = ("preset", "wiring", "ladder_layers", "tp", "batch", "prompt_len", "new_tokens", "dtype", "device",
         "compile", "tokens_per_s", "decode_ms_per_token", "prefill_s", "decode_s_per_token",
@@ -732,41 +623,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-
-
-def chapter_measure(*, mode: str, records_path: str | os.PathLike, runs_dir: str | os.PathLike | None = None,
-                    p2p_off: bool = False, **params) -> tuple[list[dict], dict, str]:
-    """Chapter 2's grid measurement from its parameters (`chapter_runs`' keywords): in "local" mode (CPU or
-    one GPU with virtual ranks) every record is appended to `records_path` as it is measured and read back
-    from it; in "torchrun" mode (GPU nodes, real NCCL) one torchrun per TP degree, with NVLink peer-to-peer
-    on and, with `p2p_off`, off. Returns (records, links, main_link): each record tagged with its "set" and
-    "link_name" (the parameter's name of its link)."""
-    if mode == "local":
-        links_param, main_link = params["links"], params["main_link"]
-        path = start_records(records_path)
-        for sset, cfgs in chapter_runs(**params):  # round-robin within each grid point (the pairing statistics use)
-            run_local(cfgs, interleave=True, interleave_by=INTERLEAVE_BY, out=path, tags={"set": sset})
-        records = read_records(path)
-    elif mode == "torchrun":
-        runs = Path(runs_dir)
-        runs.mkdir(parents=True, exist_ok=True)
-        records = []
-        grid = params["grid"]
-        for p2p in [True] + ([False] if p2p_off else []):
-            for tp in sorted({tp for tp, _ in grid}):
-                recs = run_torchrun(tp, runs / f"tp{tp}-{'p2p' if p2p else 'nop2p'}.jsonl", p2p=p2p,
-                                    preset=[params["preset_name"]], wiring=params["wirings"],
-                                    batch=[b for t, b in grid if t == tp], dtype=[params["dtype"]],
-                                    prompt_len=params["prompt_len"], new_tokens=params["new_tokens"],
-                                    warmup=params["warmup"], samples=params["samples"], compile=params["compile"])
-                for r in recs:
-                    r["set"], r["link"] = "nccl", {"name": "nvlink" if p2p else "nccl_p2p_disable"}
-                records += recs
-        links_param = {"nvlink": None} | ({"nccl_p2p_disable": None} if p2p_off else {})
-        main_link = "nvlink"
-    else:
-        raise ValueError(f"parameter `mode` is {mode!r}: 'local' (CPU, or one GPU with virtual ranks) or 'torchrun'")
-    for r in records:
-        name = (r.get("link") or {}).get("name")
-        r["link_name"] = "none" if name is None else next((k for k, v in links_param.items() if v == name), name)
-    return records, links_param, main_link

@@ -314,8 +314,9 @@ def reuse_report(summaries: list[dict]) -> str | None:
         return head + ": the code that trains has not changed since they were trained."
     commits = sorted({c["trained_at"][:10] for c in changed})
     files = sorted({f for c in changed for f in c["files"]})
-    text = (f"{head}; {len(changed)} were trained at an earlier commit ({', '.join(commits)}) and the code that "
-            f"trains has changed since ({name_files(files)}).")
+    at = "an earlier commit" if len(commits) == 1 else "earlier commits"
+    text = (f"{head}; {len(changed)} {'was' if len(changed) == 1 else 'were'} trained at {at} ({', '.join(commits)}) "
+            f"and the code that trains has changed since ({name_files(files)}).")
     checked = [c for c in changed if c["check"]]
     same = [c for c in checked if c["check"]["same"]]
     if same:

@@ -239,11 +239,12 @@ def test_reuse_report_says_how_many_runs_were_reused_and_what_the_check_found():
                                                              "since they were trained.")
     text = reuse_report([_summary(check=same), _summary(check=same, trained_at="670e082edaff",
                                                         files=("ladder/data.py", "ladder/model.py"))])
-    assert text.startswith("2 of 2 runs reused") and "(207a133fc7, 670e082eda)" in text
+    assert text.startswith("2 of 2 runs reused") and "2 were trained at earlier commits (207a133fc7, 670e082eda)" in text
     assert "(ladder/data.py, ladder/model.py)" in text
     assert "first 8 steps of each with this code gives the logged losses exactly (the check allows 0.001)" in text
     close = dict(same, max_loss_diff=2.5e-4)
     assert "within 2.5e-04 nats" in reuse_report([_summary(check=same), _summary(check=close)])
+    assert "1 was trained at an earlier commit (207a133fc7)" in reuse_report([_summary(check=same), {}])
     bad = dict(same, max_loss_diff=0.05, max_lr_rel_diff=0.5, same=False)
     text = reuse_report([_summary(check=same), _summary(check=bad, run="runs/y"), _summary(check=None)])
     assert "first 8 steps of 1 of them" in text

@@ -95,3 +95,17 @@ def test_plain_papermill_in_a_clone_leaves_git_status_clean(tmp_path, data_dir):
     assert (out / "book" / "figures" / "wirings.png").is_file()
     committed = clone / "data" / "results" / "cpu" / "architecture.json"
     assert committed.read_bytes() == (CHECKOUT / "data" / "results" / "cpu" / "architecture.json").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_a_venv_that_is_a_symlink_is_ignored_like_a_folder(tmp_path):
+    """A `.venv` linked to a shared environment must be ignored too: once `git add -A` committed such a link,
+    and checking that commit out elsewhere replaced the real environment by the link."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    shutil.copy(paths.REPO_ROOT / ".gitignore", tmp_path / ".gitignore")
+    (tmp_path / "env").mkdir()
+    (tmp_path / ".venv").symlink_to(tmp_path / "env")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "x").write_text("")
+    for path in (".venv", "runs/x"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=tmp_path).returncode == 0, path

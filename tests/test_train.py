@@ -191,6 +191,16 @@ def test_reuse_check_catches_code_that_trains_differently(tmp_path, monkeypatch)
     assert late["max_loss_diff"] == 0 and late["max_lr_rel_diff"] == pytest.approx(1.0) and not late["same"]
 
 
+def test_reuse_check_of_a_run_with_an_empty_log_names_the_run(tmp_path):
+    from ladder.train import reuse_check
+    cfg = TrainConfig(max_steps=2, batch_size=4, lr=3e-3, warmup_steps=1, progress=False, device="cpu")
+    (tmp_path / "metrics.jsonl").write_text("")
+    with pytest.raises(ValueError, match=r"no logged step to compare with \(metrics.jsonl is empty\)"):
+        reuse_check(build_model(tiny("standard"), seed=0), blocks(n=8), cfg, tmp_path)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 3e-3}) + "\n")
+    assert reuse_check(build_model(tiny("standard"), seed=0), blocks(n=8), cfg, tmp_path)["steps"] == 1  # one is enough
+
+
 def test_train_until_stops_early_on_the_full_schedule(tmp_path):
     cfg = TrainConfig(max_steps=10, batch_size=4, lr=3e-3, warmup_steps=2, progress=False, device="cpu")
     data = blocks(n=8)

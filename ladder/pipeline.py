@@ -306,8 +306,12 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
     repo = repo_url().split("github.com/")[1]
     colab = f"https://colab.research.google.com/github/{repo}/blob/{BRANCH}/{nb}"
     binder = f"https://mybinder.org/v2/gh/{repo}/{BRANCH}?labpath={nb}"
-    rows = "".join(f"| `{k}` | `{json.dumps(v, default=str)}` |\n" for k, v in params.items() if k != "profile")
-    table = f"\n\n| parameter | value |\n|---|---|\n{rows}" if rows else " none."
+    shown = {k: v for k, v in params.items() if k != "profile"}
+    rows = "".join(f"| `{k}` | `{json.dumps(v, default=str)}` |\n" for k, v in shown.items())
+    source = f"Parameters (`profiles/{profile}/{stem}.yaml`)"
+    # folded: a reader comes for the results; the parameters are one click away
+    params_md = (f"\n\n:::{{dropdown}} {source}: {len(shown)}\n| parameter | value |\n|---|---|\n{rows}:::"
+                 if shown else f"\n{source}: none.")
     v = prov.get("versions", {})
     return (
         f"[![Open in Colab](../_static/colab-badge.svg)]({colab}) "
@@ -316,8 +320,7 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
         f"Executed with the **{profile}** profile on {prov['date'][:16].replace('T', ' ')} UTC in "
         f"{seconds:.0f} s, on {_hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
         f"git commit `{prov.get('git_commit', 'unknown')[:12]}`.\n"
-        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.\n"
-        f"Parameters (`profiles/{profile}/{stem}.yaml`):{table}\n```\n")
+        f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.{params_md}\n```\n")
 
 
 def _insert_provenance(executed: Path, text: str) -> None:

@@ -278,6 +278,11 @@ def test_parameters_are_shown_once_as_a_table(tmp_path):
     assert not [c for c in shown if {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
     prov = next(c for c in cells if "provenance" in c.metadata.get("tags", []))
     assert "| `x` | `7` |" in prov.source and '| `log` | `"a b"` |' in prov.source
+    # folded under its source file and count, inside the provenance note; none at all says so
+    assert ":::{dropdown} Parameters (`profiles/smoke/01_tiny.yaml`): 2\n| parameter | value |" in prov.source
+    assert prov.source.index(":::{dropdown}") < prov.source.index("|---|") < prov.source.rindex(":::\n```")
+    none = pipeline.provenance_cell("01_x", "cpu", {"profile": "cpu"}, {"date": "2026-01-01T00:00", "hardware": {}}, 1.0)
+    assert "Parameters (`profiles/cpu/01_x.yaml`): none." in none and "dropdown" not in none
 
 
 def test_code_changed_since_names_the_package_files_edited_after_a_commit(tmp_path):

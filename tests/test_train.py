@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from ladder import ModelConfig, build_model
 from ladder.data import TokenBlocks
+from ladder.paths import display_path
 from ladder.train import TrainConfig, loss_fn, lr_at, param_groups, read_metrics, save_hf, train
 
 WIRINGS = ["standard", "parallel", "ladder"]
@@ -162,7 +163,8 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     # the check trained `model` in place; what the caller gets is still the run's final weights
     final = lt._checkpoint_weights(lt._checkpoints(tmp_path)[-1], model)
     assert all(torch.equal(v, final[k]) for k, v in model.state_dict().items())
-    assert "note:" not in capsys.readouterr().out  # reported by the chapter, once (reuse_report)
+    out = capsys.readouterr()
+    assert "note:" not in out.out and out.err == ""  # reported by the chapter, once (reuse_report); no progress bar
     # resumed at a later commit: the note says so, and the run keeps the commit it started from
     shutil.rmtree(tmp_path / "checkpoints" / "step_000004")
     monkeypatch.setattr(lt, "git_commit", lambda: "bbbbbbbbbbbb")
@@ -195,8 +197,9 @@ def test_reuse_check_of_a_run_with_an_empty_log_names_the_run(tmp_path):
     from ladder.train import reuse_check
     cfg = TrainConfig(max_steps=2, batch_size=4, lr=3e-3, warmup_steps=1, progress=False, device="cpu")
     (tmp_path / "metrics.jsonl").write_text("")
-    with pytest.raises(ValueError, match=r"no logged step to compare with \(metrics.jsonl is empty\)"):
+    with pytest.raises(ValueError) as err:
         reuse_check(build_model(tiny("standard"), seed=0), blocks(n=8), cfg, tmp_path)
+    assert str(err.value) == f"{display_path(tmp_path)}: no logged step to compare with (metrics.jsonl is empty)"
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "lr": 3e-3}) + "\n")
     assert reuse_check(build_model(tiny("standard"), seed=0), blocks(n=8), cfg, tmp_path)["steps"] == 1  # one is enough
 
@@ -228,6 +231,16 @@ def test_compare_logs_rule_and_its_thresholds():
     assert compare_logs(again(0.0), shifted, cfg)["same"]
     shifted = [dict(r, lr=r["lr"] * (1 + 2e-9)) if r["step"] == 4 else r for r in logged]
     assert not compare_logs(again(0.0), shifted, cfg)["same"]
+    # each tolerance itself still counts as the same run (set to values whose differences are exact in binary)
+    import ladder.train as lt
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(lt, "REUSE_CHECK_TOL", 2.0 ** -10)
+        mp.setattr(lt, "REUSE_CHECK_LR_RTOL", 2.0 ** -20)
+        flat = TrainConfig(max_steps=100, lr=1.0, warmup_steps=0)  # lr_at(0) == 1.0 exactly
+        log = [{"step": 1, "loss": 0.0, "lr": 1.0 + 2.0 ** -20}]
+        assert compare_logs([{"step": 1, "loss": 2.0 ** -10}], log, flat)["same"]
+        assert not compare_logs([{"step": 1, "loss": 2.0 ** -10 + 2.0 ** -30}], log, flat)["same"]
+        assert not compare_logs([{"step": 1, "loss": 0.0}], [dict(log[0], lr=1.0 + 2.0 ** -19)], flat)["same"]
     zero = TrainConfig(max_steps=4, lr=0.0, warmup_steps=1)  # a zero schedule: compared absolutely
     assert compare_logs(again(0.0), [dict(r, lr=0.0) for r in logged], zero)["same"]
     assert not compare_logs(again(0.0), logged, zero)["same"]

@@ -189,8 +189,11 @@ def test_reuse_check_catches_code_that_trains_differently(tmp_path, monkeypatch)
     assert bad["max_lr_rel_diff"] < 1e-12  # the schedule itself did not change
     monkeypatch.setattr(lt, "loss_fn", loss_fn)
     monkeypatch.setattr(lt, "lr_at", lambda step, c: lr_at(step, c) * (1 if step < 10 else 0.5))  # late steps only
-    late = train(build_model(tiny("standard"), seed=0), data, None, cfg, tmp_path)["code_changed"]["check"]
-    assert late["max_loss_diff"] == 0 and late["max_lr_rel_diff"] == pytest.approx(1.0) and not late["same"]
+    late = train(build_model(tiny("standard"), seed=0), data, None, cfg, tmp_path)
+    check = late["code_changed"]["check"]
+    assert check["max_loss_diff"] == 0 and check["max_lr_rel_diff"] == pytest.approx(1.0) and not check["same"]
+    # the chapter's report names the run that is not what this code trains
+    assert f" {display_path(tmp_path)} is NOT what this code trains: " in lt.reuse_report([late])
 
 
 def test_reuse_check_of_a_run_with_an_empty_log_names_the_run(tmp_path):
@@ -262,17 +265,21 @@ def test_reuse_report_says_how_many_runs_were_reused_and_what_the_check_found():
                                                              "since they were trained.")
     text = reuse_report([_summary(check=same), _summary(check=same, trained_at="670e082edaff",
                                                         files=("ladder/data.py", "ladder/model.py"))])
-    assert text.startswith("2 of 2 runs reused") and "2 were trained at earlier commits (207a133fc7, 670e082eda)" in text
-    assert "(ladder/data.py, ladder/model.py)" in text
-    assert "first 8 steps of each with this code gives the logged losses exactly (the check allows 0.001)" in text
+    assert text == ("2 of 2 runs reused from earlier executions with the same parameters; 2 were trained at earlier "
+                    "commits (207a133fc7, 670e082eda) and the code that trains has changed since (ladder/data.py, "
+                    "ladder/model.py). Retraining the first 8 steps of each with this code gives the logged losses "
+                    "exactly (the check allows 0.001), and their logged learning rates follow this code's schedule.")
     close = dict(same, max_loss_diff=2.5e-4)
-    assert "within 2.5e-04 nats" in reuse_report([_summary(check=same), _summary(check=close)])
+    assert " gives the logged losses within 2.5e-04 nats (the check allows " in reuse_report(
+        [_summary(check=same), _summary(check=close)])
     assert "1 was trained at an earlier commit (207a133fc7)" in reuse_report([_summary(check=same), {}])
     bad = dict(same, max_loss_diff=0.05, max_lr_rel_diff=0.5, same=False)
     text = reuse_report([_summary(check=same), _summary(check=bad, run="runs/y"), _summary(check=None)])
-    assert "first 8 steps of 1 of them" in text
-    assert "runs/y is NOT what this code trains: its first 8 steps differ by up to 0.05 nats" in text
-    assert "1 could not be checked (trained on several processes)" in text
+    assert text.endswith(" Retraining the first 8 steps of 1 of them with this code gives the logged losses exactly "
+                         "(the check allows 0.001), and their logged learning rates follow this code's schedule. "
+                         "runs/y is NOT what this code trains: its first 8 steps differ by up to 0.05 nats (learning "
+                         "rate: 5.0e-01 relative); delete that folder to retrain it. 1 could not be checked (trained "
+                         "on several processes).")
 
 
 def test_saved_checkpoint_carries_the_tokenizers_special_tokens(tmp_path):

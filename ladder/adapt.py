@@ -550,27 +550,6 @@ def run_models(models: Sequence[str], work: str | os.PathLike, *, explore: dict 
 
 
 # ------------------------------------------------------------------------------------ tables and figures
-UNIT_FORMATS = {"(%)": "{:.1f}", "(×)": "{:.2f}", "(ms)": "{:.1f}", "(tokens/s)": "{:,.0f}", "(nats)": "{:.3f}"}
-
-
-def styled(df, caption: str | None = None, precision: int = 2):
-    """A pandas Styler for a chapter table: numbers rounded by the unit in their column label (UNIT_FORMATS,
-    else `precision` decimals), missing values as "–", cells padded and kept on one line, a default
-    (0, 1, ...) index hidden."""
-    import pandas as pd
-    label = lambda c: " ".join(map(str, c)) if isinstance(c, tuple) else str(c)
-    fmt = {c: next((f for unit, f in UNIT_FORMATS.items() if unit in label(c)), f"{{:.{precision}f}}")
-           for c in df.columns if pd.api.types.is_float_dtype(df[c]) or df[c].dtype == object}
-    fmt = {c: (lambda f: lambda v: v if isinstance(v, str) else f.format(v))(f) for c, f in fmt.items()}
-    st = df.style.format(fmt, na_rep="–").set_table_styles([
-        {"selector": "th, td", "props": [("padding", "3px 12px"), ("white-space", "nowrap")]},
-        {"selector": "td", "props": [("text-align", "right")]},
-        {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"), ("padding", "4px 0")]}])
-    if isinstance(df.index, pd.RangeIndex):
-        st = st.hide(axis="index")
-    return st.set_caption(caption) if caption else st
-
-
 def adaptation_table(results: list[dict]):
     """All models' `comparison_table`s in one DataFrame for the page: index (model, variant), the paper's
     matching row, perplexity on the test set (and on real text), each benchmark's accuracy (ours | paper) and
@@ -750,12 +729,12 @@ def measure_hybrid_speed(results: list[dict], *, device: str = "cpu", tp: int = 
 
 def speed_table(rows: list[dict]):
     """`measure_hybrid_speed`'s rows for the page: tokens/s of source and hybrid, their ratio with its 95% CI
-    (of tokens/s, or of the decode step for a regime-set link: "of"), the replay's where there is one, the
+    (of tokens/s, or of the decode step for a regime-set link: "ratio of"), the replay's where there is one, the
     source's decode step and the number of runs."""
     import pandas as pd
     return pd.DataFrame([{"model": r["model"], "link": speedup.link_label(r), "converted layers": r["ladder_layers"],
                           "source (tokens/s)": r["standard_tokens_per_s"], "hybrid (tokens/s)": r["hybrid_tokens_per_s"],
-                          "speed-up (×)": r["speedup"], "of": r.get("measure", "tokens/s"),
+                          "speed-up (×)": r["speedup"], "ratio of": r.get("measure", "tokens/s"),
                           "95% CI (×)": f"{r['speedup_ci'][0]:.2f}–{r['speedup_ci'][1]:.2f}",
                           "replay (×)": f"{r['replay_speedup']:.2f}" if "replay_speedup" in r else "–",
                           "decode step (ms)": r["step_ms"], "runs": r["samples"]} for r in rows])

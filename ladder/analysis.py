@@ -113,6 +113,15 @@ def _tp_all_wirings(comm, configs, state_dict, tokens, prefill_len):
     return out
 
 
+# tp_equivalence's and stale_input_stats's columns on the page (ladder.tables.styled)
+TP_CHECK_LABELS = {"max_abs_diff": "max |Δ logit| vs TP = 1", "all_reduces": "all-reduces per rank",
+                   "all_reduces_per_layer_step": "all-reduces per layer and step",
+                   "ranks_agree_on_count": "ranks launch the same number", "should_match": "should match TP = 1"}
+TP_CHECK_FORMATS = {"max_abs_diff": "{:.1e}", "all_reduces_per_layer_step": "{:g}"}
+STALE_LABELS = {"update_ratio": "update ratio ‖h_i‖ / ‖x_i‖", "stream_cos": "cos(stream read): ladder vs standard",
+                "output_cos": "cos(module output): stale vs fresh input"}
+
+
 def tp_equivalence(config: ModelConfig, state_dict: dict, tokens: torch.Tensor, prefill_len: int,
                    tp: int = 2, wirings=WIRINGS, ladder_layers: int | None = None):
     """Compare every wiring's cached logits at TP = `tp` (local gloo processes) with TP = 1.
@@ -176,6 +185,32 @@ def stale_input_stats(model: Transformer, tokens: torch.Tensor):
                          "output_cos": float(_cos(h, h_stale).mean())})
             x, prev = x + h, h
     return pd.DataFrame(rows)
+
+
+def stale_summary(stale) -> dict:
+    """The numbers the chapter cites from `stale_input_stats`'s table: the mean update ratio, and the lowest
+    and mean stream cosine and the mean output cosine of every module but layer 0's attention (which has no
+    previous module, so its stale input is its fresh one)."""
+    later = stale[(stale.layer > 0) | (stale.module != "attention")]
+    return {"mean_update_ratio": float(stale.update_ratio.mean()),
+            "min_stream_cos": float(later.stream_cos.min()), "mean_stream_cos": float(later.stream_cos.mean()),
+            "mean_output_cos": float(later.output_cos.mean())}
+
+
+def plot_stale(stale, title: str):
+    """`stale_input_stats`'s three measures along depth, one panel each (STALE_LABELS as titles), attention
+    and MLP as two lines. Returns the figure."""
+    import seaborn as sns
+    measures = list(STALE_LABELS)
+    long = stale.melt(id_vars=["layer", "module"], value_vars=measures, var_name="measure", value_name="value")
+    g = sns.relplot(data=long, x="layer", y="value", hue="module", col="measure", kind="line", marker="o",
+                    height=3.0, aspect=1.15, facet_kws={"sharey": False})
+    for ax, key in zip(g.axes.flat, measures):
+        ax.set_title(STALE_LABELS[key], fontsize=10)
+        ax.set(xlabel="layer", ylabel="")
+        ax.set_xticks(sorted(stale.layer.unique()))
+    g.figure.suptitle(title, y=1.03)
+    return g.figure
 
 
 # --------------------------------------------------------------------------------------------- inputs

@@ -107,11 +107,13 @@ def run_plan(sizes: list, wirings: list[str], seeds: list[int],
     return plan + [(size, "standard", s) for size in sizes for s in extra_standard_seeds if s not in seeds]
 
 
-SUMMARY_COLUMNS = ("size", "wiring", "seed", "params_non_embedding", "params", "tokens", "train_loss", "val_loss",
-                   "val_ppl", "tokens_per_s", "wall_s")
-# how the summary table is shown (Styler.format): counts with thousands separators, losses to 3 decimals
-SUMMARY_FORMAT = {"params_non_embedding": "{:,}", "params": "{:,}", "tokens": "{:,}", "train_loss": "{:.3f}",
-                  "val_loss": "{:.3f}", "val_ppl": "{:.1f}", "tokens_per_s": "{:,.0f}", "wall_s": "{:.1f}"}
+# every run trains on the same number of tokens (train_all prints it above the table)
+SUMMARY_COLUMNS = ("size", "wiring", "seed", "params_non_embedding", "params", "train_loss", "val_loss", "val_ppl",
+                   "tokens_per_s", "wall_s")
+# the summary table's labels on the page (ladder.tables.styled), with the unit that sets each column's rounding
+SUMMARY_LABELS = {"params_non_embedding": "params (non-embedding)", "train_loss": "train loss (nats)",
+                  "val_loss": "held-out loss (nats)", "val_ppl": "held-out ppl", "tokens_per_s": "speed (tokens/s)",
+                  "wall_s": "wall (s)"}
 
 
 def summary_frame(runs: list[dict]) -> pd.DataFrame:
@@ -237,6 +239,19 @@ def results_table(runs: list[dict], paper: pd.DataFrame | None = None) -> pd.Dat
 def substitute_labels() -> dict:
     """Column names that say which benchmark was really measured (offline, SciQ's column is OpenBookQA)."""
     return {t: f"{t} = {sub} (ours)" for t, sub in SUBSTITUTES.items()} if offline_default() else {}
+
+
+TASK_NAMES = {"arc_challenge": "ARC-C", "arc_easy": "ARC-E", "hellaswag": "HellaSwag", "piqa": "PIQA", "sciq": "SciQ",
+              "winogrande": "WinoGrande", "avg": "avg", "lambada_acc": "LAMBADA"}
+
+
+def table_labels() -> dict:
+    """`results_table`'s labels on the page (ladder.tables.styled): the benchmarks as the paper names them, with
+    the unit; a substituted benchmark says what was measured instead."""
+    subs = substitute_labels()
+    labels = {subs.get(t, t): f"{name} (%)" + (f" = {SUBSTITUTES[t]} (ours)" if t in subs else "")
+              for t, name in TASK_NAMES.items()}
+    return {**labels, "wikitext_ppl": "WikiText ppl", "heldout_ppl": "held-out ppl"}
 
 
 def load_paper_table() -> pd.DataFrame:

@@ -109,10 +109,15 @@ def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
+def _step(ckpt: Path) -> int:
+    """The optimizer step a checkpoint folder (step_NNNNNN) was saved at."""
+    return int(ckpt.name.removeprefix("step_"))
+
+
 def _checkpoints(out_dir: Path) -> list[Path]:
     """The finished checkpoints, oldest first (not the step_NNNNNN.tmp folder of a save that was killed)."""
     done = [p for p in (out_dir / "checkpoints").glob("step_*") if re.fullmatch(r"step_\d+", p.name)]
-    return sorted(done, key=lambda p: int(p.name.split("_")[1]))
+    return sorted(done, key=_step)
 
 
 def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
@@ -268,8 +273,8 @@ def reuse_check(model, train_blocks: TokenBlocks, cfg: TrainConfig, out_dir: str
     k = min(steps, cfg.max_steps, len(logged))
     if k == 0:
         raise ValueError(f"{display_path(out_dir)}: no logged step to compare with (metrics.jsonl is empty)")
-    quiet = dataclasses.replace(cfg, eval_every=0, ckpt_every=0, progress=False, fsdp=False,
-                                activation_checkpointing=False)  # neither changes the losses (tested)
+    # no validation set is passed, so nothing is evaluated; none of these changes the losses (tested)
+    quiet = dataclasses.replace(cfg, ckpt_every=0, progress=False, fsdp=False, activation_checkpointing=False)
     with tempfile.TemporaryDirectory() as tmp:
         train(model, train_blocks, None, quiet, tmp, until=k)
         return compare_logs(read_metrics(tmp), logged, cfg)
@@ -378,7 +383,7 @@ def train(model, train_blocks: TokenBlocks, val_blocks: TokenBlocks | None, cfg:
     device = torch.device(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).train()
     ckpts = _checkpoints(out_dir)
-    if ckpts and int(ckpts[-1].name.split("_")[1]) >= cfg.max_steps and (out_dir / "summary.json").exists():
+    if ckpts and _step(ckpts[-1]) >= cfg.max_steps and (out_dir / "summary.json").exists():
         return _reuse(model, ckpts[-1], train_blocks, cfg, out_dir, world)  # already finished
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()

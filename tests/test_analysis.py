@@ -62,6 +62,20 @@ def test_stale_input_stats_on_a_standard_model():
     assert (stats.stream_cos.iloc[1:] < 1).all()  # later modules really read a different stream
 
 
+def test_stale_summary_leaves_out_only_layer_0s_attention_and_the_plot_has_a_panel_per_measure():
+    import matplotlib
+    matplotlib.use("Agg")
+    import pandas as pd
+    stale = pd.DataFrame({"layer": [0, 0, 1, 1], "module": ["attention", "mlp", "attention", "mlp"],
+                          "update_ratio": [1.0, 2.0, 3.0, 4.0], "stream_cos": [1.0, 0.5, 0.9, 0.7],
+                          "output_cos": [1.0, 0.6, 0.8, 0.4]})
+    assert analysis.stale_summary(stale) == {"mean_update_ratio": 2.5, "min_stream_cos": 0.5,
+                                             "mean_stream_cos": pytest.approx(0.7), "mean_output_cos": 0.6}
+    fig = analysis.plot_stale(stale, "title")
+    assert [ax.get_title() for ax in fig.axes] == list(analysis.STALE_LABELS.values())
+    assert fig._suptitle.get_text() == "title"
+
+
 def test_tp_equivalence_matches_one_device():
     config = preset("tiny", max_seq_len=16)
     weights = build_model(config).state_dict()

@@ -229,6 +229,58 @@ def test_browser_renders_the_claims_table(smoke_book, tmp_path):
     assert "mjx-container" in r.stdout, "MathJax did not typeset the chapter's equations"
 
 
+# Measures every table of the page against the box it sits in (a notebook cell, else the article) once the
+# body is parsed and again when the page has loaded, and writes the result into the DOM, where --dump-dom
+# reads it.
+_TABLE_WIDTHS_JS = """<script>
+function measureTables() {
+  var out = [];
+  document.querySelectorAll("article table").forEach(function (t) {
+    var box = t.closest(".cell") || t.closest("article");
+    var head = (t.querySelector("th") || {}).textContent || "";
+    out.push({table: Math.round(t.getBoundingClientRect().width), box: Math.round(box.getBoundingClientRect().width),
+              head: head.trim().slice(0, 30)});
+  });
+  var pre = document.getElementById("table-widths") || document.body.appendChild(document.createElement("pre"));
+  pre.id = "table-widths"; pre.textContent = JSON.stringify(out);
+}
+measureTables();  /* the scripts run at the end of the body, after the stylesheets; again once all has loaded */
+window.addEventListener("load", measureTables);
+</script>"""
+
+
+def table_widths(exe: str, page, tmp_path, width: int = 1280) -> list[dict]:
+    """{"table", "box", "head"} of every table on a built page, laid out by chromium at `width` pixels."""
+    probe = page.with_name(f"_widths_{page.name}")  # beside the page, so its relative links still resolve
+    probe.write_text(page.read_text().replace("</body>", _TABLE_WIDTHS_JS + "</body>"))
+    try:
+        r = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                            f"--user-data-dir={tmp_path / ('profile_' + page.stem)}", f"--window-size={width},1600",
+                            "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        probe.unlink()
+    m = re.search(r'<pre id="table-widths"[^>]*>(.*?)</pre>', r.stdout, re.S)  # the theme adds a tabindex
+    assert m, f"no measurement from {page.name}: {r.stderr[-1500:]}"
+    import html
+    return json.loads(html.unescape(m.group(1)))
+
+
+def test_chapter_tables_fit_their_box_in_a_1280_pixel_window(smoke_book, tmp_path):
+    """A reader at a common laptop width sees every column of every chapter table without scrolling sideways
+    (ladder.tables.styled's layout; the widest tables' cells are tagged full-width)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    measured = 0
+    for page in sorted((smoke_book / "_build" / "html" / "notebooks").glob("[0-9][0-9]_*.html")):
+        widths = table_widths(exe, page, tmp_path)
+        measured += len(widths)
+        wide = [w for w in widths if w["table"] > w["box"] + 1]
+        assert not wide, f"{page.name}: tables wider than their box at 1280 px: {wide}"
+    assert measured >= 10  # the chapters' tables were found and measured
+
+
 # --------------------------------------------------------------------------------------------- workflows
 @pytest.mark.parametrize("name", ["book.yml", "gpu.yml"])
 def test_workflows_parse_and_have_required_keys(name):

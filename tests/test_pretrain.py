@@ -148,7 +148,7 @@ def test_summary_frame_keeps_the_summary_columns_and_marks_reused_runs():
             {**{k: 2 for k in pretrain.SUMMARY_COLUMNS}}]
     df = pretrain.summary_frame(runs)
     assert list(df.columns) == [*pretrain.SUMMARY_COLUMNS, "reused"] and list(df.reused) == [True, False]
-    assert set(pretrain.SUMMARY_FORMAT) <= set(df.columns)
+    assert set(pretrain.SUMMARY_LABELS) <= set(df.columns)
 
 
 def all_strings(obj):
@@ -215,7 +215,7 @@ def test_train_all_trains_the_plan_and_plots_its_curves(tok, tmp_path):
                                        log=lines.append)
     assert lines == ["3 runs x 2 steps x 64 tokens = 128 tokens each"]
     assert [(r["wiring"], r["seed"]) for r in runs] == [("standard", 0), ("ladder", 0), ("standard", 1)]
-    assert list(summary.wiring) == ["standard", "ladder", "standard"] and list(summary.tokens) == [128] * 3
+    assert list(summary.wiring) == ["standard", "ladder", "standard"] and [r["tokens"] for r in runs] == [128] * 3
     fig = pretrain.plot_loss_curves(runs, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0 and fig._suptitle.get_text()
     for ax in fig.axes:
@@ -236,3 +236,16 @@ def test_sample_texts_fit_the_context_and_are_seeded(tok):
     assert list(a) == ["prompt", "standard, greedy", "standard, sampled", "ladder, greedy", "ladder, sampled"]
     assert a["prompt"] == tok.decode(val.tokens[0, :5].tolist())  # a third of the 16-token context
     assert pretrain.sample_texts(runs, val, tok) == a
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_table_labels_name_every_results_column_with_its_unit(monkeypatch, local):
+    monkeypatch.setattr(pretrain, "offline_default", lambda: local)
+    run = {"wiring": "ladder", "size": "1B", "seed": 0, "heldout_ppl": 9.0,
+           "scores": {"arc_challenge": {"acc": 0.25}, "lambada_openai": {"acc": 0.1}}}
+    table = pretrain.results_table([run], pretrain.load_paper_table())
+    labels = pretrain.table_labels()
+    assert set(table.columns) - set(labels) == {"source"}
+    assert labels["arc_challenge"] == "ARC-C (%)" and labels["heldout_ppl"] == "held-out ppl"
+    sciq = "sciq = openbookqa (ours)" if local else "sciq"
+    assert labels[sciq] == ("SciQ (%) = openbookqa (ours)" if local else "SciQ (%)")

@@ -53,3 +53,19 @@ def test_every_cell_and_label_keeps_its_words_whole():
     for label in ("ARC-C (%)", "Standard-1B (seed 0)", "Ladder-3B (seed 1)", "25.0"):
         assert words(label) in [r.strip() for r in raw], label
     assert "white-space: normal" not in html and "padding: 3px 6px" in html
+
+
+def test_every_unit_has_its_own_rounding_also_in_two_level_labels():
+    df = pd.DataFrame({"speed-up (×)": [1.23456], "step (ms)": [12.345], "rate (tokens/s)": [1234.5]})
+    assert cells(styled(df, precision=4).to_html())[3:] == ["1.23", "12.3", "1,234"]  # not 4 decimals
+    two = pd.DataFrame([[12.345, 1.23456]], columns=pd.MultiIndex.from_tuples([("ARC-C (%)", "ours"), ("ppl", "")]))
+    assert cells(styled(two, precision=3).to_html())[-2:] == ["12.3", "1.235"]
+
+
+def test_the_layout_the_page_relies_on():
+    html = styled(pd.DataFrame({"a": [1.0]}), caption="c").to_html()
+    css = " ".join(html.split())
+    for rule in (" th { padding: 3px 6px; vertical-align: top; }", " td { padding: 3px 6px; vertical-align: top; }",
+                 " td { text-align: right; }",
+                 "caption { caption-side: top; text-align: left; padding: 4px 0; }"):
+        assert rule in css, rule

@@ -37,7 +37,7 @@ from . import claims as rules
 from .claims import ClaimEntry, block
 from .config import preset
 from .data import TokenBlocks
-from .eval import block_losses, headline_value, lm_eval_scores, perplexity
+from .eval import TASK_LABELS, block_losses, headline_value, lm_eval_scores, perplexity
 from .hf import config_from_hf, convert, load_pretrained, resolve_checkpoint
 from .paths import data_path, local_candidates, paper_file, run_key
 from .launch import rank_device, release_memory, torchrun_call
@@ -500,8 +500,6 @@ RESULT_PARAMS = ("models", "fractions", "data_kind", "retrain_tokens", "corpus_t
                  "batch_size", "lr", "explore", "n_points", "control", "tasks", "limit", "speed", "speed_tp",
                  "speed_links", "speed_batch", "speed_prompt_len", "speed_new_tokens", "speed_samples", "device",
                  "threads")  # the notebook parameters recorded in the result file's provenance
-BENCH_LABELS = {"mmlu": "MMLU", "arc_challenge": "ARC-C", "openbookqa": "OBQA", "hellaswag": "HellaSwag",
-                "truthfulqa_mc2": "TruthfulQA", "gsm8k": "GSM8K", "ifeval": "IFEval"}
 DEPTH_NAMES = ("upper half", "larger fraction")  # the converted depths, smallest first (16 and 20 of 32)
 CONTROL = "source, retrained (control)"  # run_adaptation's variant name of the control
 
@@ -559,7 +557,7 @@ def adaptation_table(results: list[dict]):
                     for r in results])
     rename = {("perplexity", "ours"): ("perplexity", "test"), ("real-text perplexity", "ours"): ("perplexity", "real text"),
               ("paper row", ""): ("paper's row", "")}
-    df.columns = pd.MultiIndex.from_tuples([rename.get(c) or (f"{BENCH_LABELS.get(c[0], c[0])} (%)", c[1])
+    df.columns = pd.MultiIndex.from_tuples([rename.get(c) or (f"{TASK_LABELS.get(c[0], c[0])} (%)", c[1])
                                             for c in df.columns])
     return df
 

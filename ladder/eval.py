@@ -47,6 +47,10 @@ LOCAL_TASKS = {
 }
 SUBSTITUTES = {"sciq": "openbookqa"}  # offline, the first is measured with the second's data
 PAPER_TASKS = ["arc_challenge", "arc_easy", "hellaswag", "piqa", "sciq", "winogrande", "wikitext"]
+# every benchmark as the papers' tables name it (the book's table labels)
+TASK_LABELS = {"arc_challenge": "ARC-C", "arc_easy": "ARC-E", "hellaswag": "HellaSwag", "piqa": "PIQA", "sciq": "SciQ",
+               "winogrande": "WinoGrande", "openbookqa": "OBQA", "lambada_openai": "LAMBADA", "wikitext": "WikiText",
+               "mmlu": "MMLU", "truthfulqa_mc2": "TruthfulQA", "gsm8k": "GSM8K", "ifeval": "IFEval"}
 # The one task -> metric table (lm-eval metric names) for every table in the book. ARC-Challenge, HellaSwag
 # and OpenBookQA are read as length-normalised accuracy, as the Open LLM Leaderboard (v1) built on lm-eval
 # reports them (their answers differ in length, so raw log-likelihood favours short ones); the rest as lm-eval's

@@ -20,8 +20,8 @@ from . import claims as claim_rules
 from .claims import ClaimEntry
 from .config import ModelConfig, preset
 from .data import TokenBlocks
-from .eval import (PAPER_TASKS, SUBSTITUTES, headline, lm_eval_scores,  # lm_eval_scores: no progress bars
-                   offline_default, perplexity)
+from .eval import (PAPER_TASKS, SUBSTITUTES, TASK_LABELS, headline,  # lm_eval_scores: no progress bars
+                   lm_eval_scores, offline_default, perplexity)
 from .generate import generate
 from .launch import rank_device, release_memory, torchrun_call
 from .model import build_model
@@ -241,17 +241,14 @@ def substitute_labels() -> dict:
     return {t: f"{t} = {sub} (ours)" for t, sub in SUBSTITUTES.items()} if offline_default() else {}
 
 
-TASK_NAMES = {"arc_challenge": "ARC-C", "arc_easy": "ARC-E", "hellaswag": "HellaSwag", "piqa": "PIQA", "sciq": "SciQ",
-              "winogrande": "WinoGrande", "avg": "avg", "lambada_acc": "LAMBADA"}
-
-
 def table_labels() -> dict:
     """`results_table`'s labels on the page (ladder.tables.styled): the benchmarks as the paper names them, with
     the unit; a substituted benchmark says what was measured instead."""
     subs = substitute_labels()
-    labels = {subs.get(t, t): f"{name} (%)" + (f" = {SUBSTITUTES[t]} (ours)" if t in subs else "")
-              for t, name in TASK_NAMES.items()}
-    return {**labels, "wikitext_ppl": "WikiText ppl", "heldout_ppl": "held-out ppl"}
+    labels = {subs.get(t, t): f"{TASK_LABELS[t]} (%)" + (f" = {SUBSTITUTES[t]} (ours)" if t in subs else "")
+              for t in TABLE_TASKS}
+    return {**labels, "avg": "avg (%)", "lambada_acc": f"{TASK_LABELS['lambada_openai']} (%)",
+            "wikitext_ppl": f"{TASK_LABELS['wikitext']} ppl", "heldout_ppl": "held-out ppl"}
 
 
 def load_paper_table() -> pd.DataFrame:

@@ -6,6 +6,7 @@ index page in headless Chromium. Without Chromium it is skipped locally and fail
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -262,7 +263,6 @@ def table_widths(exe: str, page, tmp_path, width: int = 1280) -> list[dict]:
         probe.unlink()
     m = re.search(r'<pre id="table-widths"[^>]*>(.*?)</pre>', r.stdout, re.S)  # the theme adds a tabindex
     assert m, f"no measurement from {page.name}: {r.stderr[-1500:]}"
-    import html
     return json.loads(html.unescape(m.group(1)))
 
 

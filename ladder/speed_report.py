@@ -18,6 +18,7 @@ from .config import preset
 from .paths import paper_table
 from .provenance import write_result
 from .replay import claim_entry, regimes
+from .tables import styled
 from .trace import overlap_table
 # pandas and matplotlib are imported inside the functions that use them: importing ladder.speed_report does not load
 # them.
@@ -58,8 +59,24 @@ def mechanism_section(shape, tp: int, on_cpu: bool = True) -> Section:
     mech = overlap_table(shape if on_cpu else preset("cpu-bench", n_layers=shape.n_layers), tp=tp, batch=2)
     values = {f"mech_{w.split(' ')[0]}": int(n) for w, n in zip(mech.wiring, mech["behind a whole module"])}
     values |= {"mech_n": int(mech.set_index("wiring").loc["standard", "all-reduces per step"]), "mech_tp": tp}
-    table = mech.style.hide(axis="index").format({"MB of weights behind each": "{:.2f}", "MFLOPs behind each": "{:.2f}"})
-    return Section(values, table, data={"mechanism": mech.to_dict(orient="records")})
+    return Section(values, mechanism_table(mech), data={"mechanism": mech.to_dict(orient="records")})
+
+
+# the columns of trace.overlap_table that describe the modules an all-reduce hides behind: blank ("–") on the
+# page for a wiring that hides none (the data keeps its 0.0 and "-")
+_BEHIND = ("hidden behind", "MB of weights behind each", "MFLOPs behind each")
+
+
+def mechanism_table(mech):
+    """trace.overlap_table's rows for the page: what a wiring hides behind left blank where it hides nothing."""
+    hides = mech["behind a whole module"] > 0
+    shown = mech.astype({c: object for c in _BEHIND})
+    shown.loc[~hides, list(_BEHIND)] = None
+    return styled(shown, formats={"MB of weights behind each": "{:.2f}", "MFLOPs behind each": "{:.2f}"})
+
+
+REGIME_LABELS = {"short": "regime", "name": "setting", "shape": "shape", "tp": "TP", "allreduce_us": "a (µs)",
+                 "c_us": "c (µs, model)", "a/c": "a/c", "note": "note", "source": "source"}
 
 
 def regimes_section(mv: dict, claim_regimes: dict) -> Section:
@@ -68,9 +85,8 @@ def regimes_section(mv: dict, claim_regimes: dict) -> Section:
     regs = regimes(mv["hw"], paper_table("speed_grid.csv"), paper_slow_speedup=1.6)
     reg = pd.DataFrame(regs)
     values = {f"ratio_{k}": float(reg.set_index("short").loc[name, "a/c"]) for k, name in claim_regimes.items()}
-    table = reg[["short", "name", "shape", "tp", "allreduce_us", "c_us", "a/c", "note", "source"]].rename(columns={
-        "short": "regime", "name": "setting", "allreduce_us": "a (µs)", "c_us": "c (µs, model)"}).style.hide(
-        axis="index").format({"a (µs)": "{:.1f}", "c (µs, model)": "{:.1f}", "a/c": "{:.2f}"}, na_rep="–")
+    table = styled(reg[list(REGIME_LABELS)], labels=REGIME_LABELS,
+                   formats={"allreduce_us": "{:.1f}", "c_us": "{:.1f}", "a/c": "{:.2f}"})
     ratios = {r["short"]: r["a/c"] for r in regs}
     return Section(values, table, data={"regimes": regs, "ratios": ratios})
 
@@ -97,7 +113,7 @@ def replay_section(shape, ratios: dict[str, float], *, tp: int, prompt_len: int,
               # the share of standard's link wait ladder hid: below a/c = 1 (the worst regime) and at the largest a/c
               "hidden_low": float(below.hidden.min()) if len(below) else float("nan"),
               "hidden_beyond": float(beyond.hidden), "ratio_beyond": float(beyond["a/c"])}
-    return Section(values, rp.validation_table(val["rows"]).style.hide(axis="index"), ax.figure,
+    return Section(values, styled(rp.validation_table(val["rows"])), ax.figure,
                    data={"module_costs": val["costs"], "replay_curve": curve.to_dict(orient="records"),
                          "validation": val["rows"], "raw_records": val["records"], "_records": val["records"]})
 

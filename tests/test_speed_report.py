@@ -69,3 +69,37 @@ def test_rivals_section_glues_plain_numbers(tmp_path):
     assert (tmp_path / "rivals.png").is_file() and len(s.data["rivals"]) == 5
     for name, v in s.values.items():
         assert name.startswith("fig_") or (isinstance(v, numbers.Number) and type(v).__module__ == "builtins"), name
+
+
+def _cells(styler) -> list[list[str]]:
+    """A Styler's body cells as the page shows them (the nowrap spans of ladder.tables removed)."""
+    import re
+    html = styler.to_html()
+    rows = re.findall(r"<tr>(.*?)</tr>", html, flags=re.S)
+    cell = lambda c: re.sub(r"<[^>]+>", "", c).strip()
+    return [[cell(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r, flags=re.S)] for r in rows if "<td" in r]
+
+
+def test_mechanism_table_leaves_blank_what_a_wiring_that_hides_nothing_hides_behind():
+    import pandas as pd
+    mech = pd.DataFrame([
+        {"wiring": "standard", "all-reduces per step": 8, "behind a whole module": 0, "exposed": 8,
+         "hidden behind": "-", "MB of weights behind each": 0.0, "MFLOPs behind each": 0.0},
+        {"wiring": "ladder", "all-reduces per step": 8, "behind a whole module": 1, "exposed": 7,
+         "hidden behind": "attn", "MB of weights behind each": 8.524, "MFLOPs behind each": 0.0}])
+    rows = _cells(report.mechanism_table(mech))
+    assert rows[0] == ["standard", "8", "0", "8", "–", "–", "–"]
+    # one hidden all-reduce is enough to show its module, and a real 0.00 stays a number
+    assert rows[1] == ["ladder", "8", "1", "7", "attn", "8.52", "0.00"]
+    assert mech.loc[0, "hidden behind"] == "-" and mech.loc[0, "MB of weights behind each"] == 0.0  # data kept
+
+
+def test_regimes_table_labels_its_columns_and_blanks_what_the_paper_does_not_give(model_vs_paper):
+    s = report.regimes_section(model_vs_paper, {"H1": "paper, NVLink"})
+    import re
+    heads = [re.sub(r"<[^>]+>", "", h).strip()
+             for h in re.findall(r"<th[^>]*>(.*?)</th>", s.table.to_html(), flags=re.S)]
+    assert heads == ["regime", "setting", "shape", "TP", "a (µs)", "c (µs, model)", "a/c", "note", "source"]
+    rows = {r[0]: r for r in _cells(s.table)}
+    assert rows["paper, NVLink"][4:7] == ["–", "–", f"{s.values['ratio_H1']:.2f}"]
+    assert all(c.count(".") <= 1 for c in rows["H100 one-shot"][4:7])  # each number rounded on its own

@@ -142,7 +142,8 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     import ladder.train as lt
     monkeypatch.setattr(lt, "git_commit", lambda: "aaaaaaaaaaaa")
     asked = []
-    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: asked.append(c) or [])
+    monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: asked.append(c) or paths_asked.append(paths) or [])
+    paths_asked = []
     cfg = TrainConfig(max_steps=4, batch_size=4, lr=3e-3, warmup_steps=1, ckpt_every=2, keep_checkpoints=5,
                       progress=False, device="cpu")
     data = blocks(n=8)
@@ -151,6 +152,9 @@ def test_reused_or_resumed_run_names_the_code_that_changed_since_it_started(tmp_
     assert asked == [] and "note:" not in capsys.readouterr().out  # a fresh run: nothing to compare
     again = train(build_model(tiny("ladder"), seed=0), data, None, cfg, tmp_path)
     assert asked == ["aaaaaaaaaaaa"] and "code_changed" not in again  # unchanged code: nothing to check
+    # what is compared: the training code and what it imports, not the rest of the package
+    assert {"ladder/train.py", "ladder/model.py", "ladder/data.py"} <= set(paths_asked[0])
+    assert not {"ladder/adapt.py", "ladder/speedup.py"} & set(paths_asked[0])
     monkeypatch.setattr(lt, "code_changed_since", lambda c, paths: [f"ladder/m{i}.py" for i in range(4)])
     model = build_model(tiny("ladder"), seed=0)
     reused = train(model, data, None, cfg, tmp_path)

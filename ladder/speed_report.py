@@ -13,7 +13,7 @@ from typing import Any
 
 from . import replay as rp
 from . import speedup as sp
-from .claims import ClaimEntry, block
+from .claims import EVIDENCE, ClaimEntry, block
 from .config import preset
 from .paths import paper_table
 from .provenance import write_result
@@ -155,6 +155,26 @@ def model_section(mv: dict, figure_path=None) -> Section:
     model = {k: mv[k] for k in ("fit", "in_sample_error", "out_of_sample_error", "batch_table_max_error",
                                 "size_speedup_error")}
     return Section(values, figure=fig, data={"model": model})
+
+
+def slow_links_table(slow):
+    """`speedup.model_slow_links` for reading: ladder's modelled speed-up per setting and link factor, a column per batch."""
+    wide = slow.pivot_table(index=["setting", "link factor"], columns="batch", values="ladder_speedup")
+    return wide.rename(columns=lambda b: f"batch {b} (×)").reset_index().rename_axis(columns=None)
+
+
+def entries_table(claims: dict):
+    """A claims block (claim -> entries) as a table: claim, evidence (as the claims table names it), what we
+    found and the 95% interval of its quantity (three significant digits, trailing zeros kept: 1.40–1.56)."""
+    import pandas as pd
+    rows = []
+    for cid, es in claims.items():
+        for e in es:
+            d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
+            ci = (d.get("ci") or {}).get(d.get("quantity"))
+            rows.append({"claim": cid, "evidence": EVIDENCE[d["evidence"]][0], "ours": d.get("ours", ""),
+                         "95% CI": f"{ci[0]:#.3g}–{ci[1]:#.3g}" if ci else None})
+    return pd.DataFrame(rows)
 
 
 def cpu_claim_entries(claim_regimes: dict, replayed: Section, shape, tp: int) -> dict[str, list[ClaimEntry]]:

@@ -30,7 +30,7 @@ import torch
 from . import perfmodel as pm
 from .bench import DTYPES, BenchConfig, read_records, run_local, run_torchrun, start_records
 from .paths import paper_table
-from .claims import EVIDENCE, ClaimEntry
+from .claims import ClaimEntry
 from .link import PRESETS as LINKS
 from .link import WARM_UP_S
 from .link import get as get_link
@@ -287,12 +287,6 @@ def model_slow_links(hw, fab, batches=(1, 4, 16, 64)):
     return pd.DataFrame(rows)
 
 
-def slow_links_table(slow):
-    """`model_slow_links` for reading: ladder's modelled speed-up per setting and link factor, a column per batch."""
-    wide = slow.pivot_table(index=["setting", "link factor"], columns="batch", values="ladder_speedup")
-    return wide.rename(columns=lambda b: f"batch {b} (×)").reset_index().rename_axis(columns=None)
-
-
 def model_entries(mv: dict, slow) -> dict[str, list[ClaimEntry]]:
     """Claims entries from the performance model. In sample: H1's and H4's values, both predicted at the
     70B, TP = 8, batch 1 NVLink point of the column the two efficiencies were fitted on; out of sample: H2
@@ -386,20 +380,6 @@ def grid_entries(records: list[dict], *, grid, preset_name: str, main_link: str,
                                         f"batch {x['batch']}, emulated link {x['link']}", how, shape=x["preset"],
                                         tp=x["tp"], batch=x["batch"], link=x["link"])]
     return out
-
-
-def entries_table(claims: dict):
-    """A claims block (claim -> entries) as a table: claim, evidence (as the claims table names it), what we
-    found and the 95% interval of its quantity (three significant digits, trailing zeros kept: 1.40–1.56)."""
-    import pandas as pd
-    rows = []
-    for cid, es in claims.items():
-        for e in es:
-            d = e.to_dict() if hasattr(e, "to_dict") else dict(e)
-            ci = (d.get("ci") or {}).get(d.get("quantity"))
-            rows.append({"claim": cid, "evidence": EVIDENCE[d["evidence"]][0], "ours": d.get("ours", ""),
-                         "95% CI": f"{ci[0]:#.3g}–{ci[1]:#.3g}" if ci else None})
-    return pd.DataFrame(rows)
 
 
 def plot_model_vs_paper(mv: dict):

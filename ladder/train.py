@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -250,14 +249,7 @@ def training_code_changed(commit: str | None) -> list[str] | None:
     """The files of the code that trains (this module and what it imports; a change elsewhere in ladder/ does
     not count) that changed since `commit`: a run's folder is keyed by its parameters, so a change to the
     package alone does not start a new run. None when that cannot be told."""
-    return code_changed_since(commit, _training_files()) if commit else None
-
-
-@functools.lru_cache(maxsize=1)
-def _training_files() -> tuple[str, ...]:
-    # the package does not change under a running process: its import graph is read once, not once per run
-    # a chapter reuses (0.2 s each)
-    return tuple(package_deps("import ladder.train"))
+    return code_changed_since(commit, package_deps("import ladder.train")) if commit else None
 
 
 # A finished run met again with changed training code is checked, not trusted: its first steps are retrained

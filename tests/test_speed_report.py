@@ -103,3 +103,24 @@ def test_regimes_table_labels_its_columns_and_blanks_what_the_paper_does_not_giv
     rows = {r[0]: r for r in _cells(s.table)}
     assert rows["paper, NVLink"][4:7] == ["–", "–", f"{s.values['ratio_H1']:.2f}"]
     assert all(c.count(".") <= 1 for c in rows["H100 one-shot"][4:7])  # each number rounded on its own
+
+
+def test_entries_table_names_evidence_as_the_claims_table_does_and_keeps_trailing_zeros():
+    from ladder.claims import EVIDENCE, ClaimEntry
+    e = ClaimEntry(evidence="cpu-emulated-link", quantity="speedup", value=1.42, speedup=1.42, how="h",
+                   ci={"speedup": [1.4, 1.5623]}, n=5)
+    m = ClaimEntry(evidence="model-in-sample", quantity="speedup", value=1.27, speedup=1.27, how="h")
+    t = report.entries_table({"H3": [e, m]})
+    assert list(t.evidence) == [EVIDENCE["cpu-emulated-link"][0], EVIDENCE["model-in-sample"][0]]
+    assert t.loc[0, "95% CI"] == "1.40–1.56" and list(t.claim) == ["H3", "H3"]
+    assert t.loc[1, "95% CI"] != t.loc[1, "95% CI"]  # none: NaN, shown as "–"
+
+
+def test_slow_links_table_has_a_row_per_setting_and_link_factor_and_a_column_per_batch():
+    import pandas as pd
+    slow = pd.DataFrame([{"setting": s, "link factor": f, "batch": b, "ladder_speedup": 1 + b / 100 + (f == "spec")}
+                         for s in ("70B NVLink", "405B 2 nodes") for f in ("fitted", "spec") for b in (1, 64)])
+    t = report.slow_links_table(slow)
+    assert list(t.columns) == ["setting", "link factor", "batch 1 (×)", "batch 64 (×)"] and len(t) == 4
+    row = t[(t.setting == "70B NVLink") & (t["link factor"] == "spec")].iloc[0]
+    assert row["batch 1 (×)"] == pytest.approx(2.01) and row["batch 64 (×)"] == pytest.approx(2.64)

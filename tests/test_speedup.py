@@ -198,24 +198,3 @@ def test_chapter_measure_local_records_every_set_and_names_each_records_link(tmp
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 8
     with pytest.raises(ValueError, match="parameter `mode` is 'cloud'"):
         spd.chapter_measure(mode="cloud", records_path=tmp_path / "x.jsonl", **params)
-
-
-def test_entries_table_names_evidence_as_the_claims_table_does_and_keeps_trailing_zeros():
-    from ladder.claims import EVIDENCE, ClaimEntry
-    e = ClaimEntry(evidence="cpu-emulated-link", quantity="speedup", value=1.42, speedup=1.42, how="h",
-                   ci={"speedup": [1.4, 1.5623]}, n=5)
-    m = ClaimEntry(evidence="model-in-sample", quantity="speedup", value=1.27, speedup=1.27, how="h")
-    t = sp.entries_table({"H3": [e, m]})
-    assert list(t.evidence) == [EVIDENCE["cpu-emulated-link"][0], EVIDENCE["model-in-sample"][0]]
-    assert t.loc[0, "95% CI"] == "1.40–1.56" and list(t.claim) == ["H3", "H3"]
-    assert t.loc[1, "95% CI"] != t.loc[1, "95% CI"]  # none: NaN, shown as "–"
-
-
-def test_slow_links_table_has_a_row_per_setting_and_link_factor_and_a_column_per_batch():
-    import pandas as pd
-    slow = pd.DataFrame([{"setting": s, "link factor": f, "batch": b, "ladder_speedup": 1 + b / 100 + (f == "spec")}
-                         for s in ("70B NVLink", "405B 2 nodes") for f in ("fitted", "spec") for b in (1, 64)])
-    t = sp.slow_links_table(slow)
-    assert list(t.columns) == ["setting", "link factor", "batch 1 (×)", "batch 64 (×)"] and len(t) == 4
-    row = t[(t.setting == "70B NVLink") & (t["link factor"] == "spec")].iloc[0]
-    assert row["batch 1 (×)"] == pytest.approx(2.01) and row["batch 64 (×)"] == pytest.approx(2.64)

@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -454,6 +455,46 @@ def cell_progress(stem: str, n_cells: int, expected, log=print, clock=time.perf_
     return on_cell_start
 
 
+# bf16 autocast on a CPU without native bf16 (AVX2 only, as in most laptops) is emulated. On the project's
+# AVX2 machine (2026-12-07) a training step of chapter 3's model took 9.2 s with it against 0.85 s in fp32,
+# and a bf16 matrix product of the same model ran 9.7x slower than fp32: the product's ratio tells the step's.
+# On CPUs with AVX512-BF16 bf16 is the faster one. A profile keeps the precision it was run with (runs are
+# keyed by it, and the committed results depend on it): the pipeline only says so before a notebook trains.
+BF16_SLOW = 2.0  # warn when a bf16 product is more than this many times slower than fp32 on this CPU
+
+
+def cpu_bf16_slowdown(pairs: int = 9) -> float:
+    """How many times longer a bf16 matrix product (chapter 3's shape: 2,048 tokens x 192 -> 512; ~4 ms in
+    fp32 on one core) takes than the same in fp32 on this CPU: the median over `pairs` interleaved pairs."""
+    a, w = torch.randn(2048, 192), torch.randn(192, 512)
+    a16, w16 = a.bfloat16(), w.bfloat16()
+    a @ w, a16 @ w16  # first calls: allocation and kernel selection
+    ratios = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        a @ w
+        t1 = time.perf_counter()
+        a16 @ w16
+        ratios.append((time.perf_counter() - t1) / max(t1 - t0, 1e-9))
+    return statistics.median(ratios)
+
+
+def bf16_note(params: dict, slowdown=None) -> str | None:
+    """A warning for a notebook about to train with bf16 autocast (`amp: bf16`) where there is no CUDA GPU
+    and this CPU runs bf16 more than BF16_SLOW times slower than fp32; None otherwise (then nothing is timed
+    unless the notebook asks for bf16 on a CPU)."""
+    if params.get("amp") != "bf16" or torch.cuda.is_available():
+        return None
+    factor = (slowdown or cpu_bf16_slowdown)()
+    if factor <= BF16_SLOW:
+        return None
+    return (f"amp: bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}): a bf16 matrix "
+            f"product runs {factor:.1f}x slower than fp32 here, and training slows about as much. The profile "
+            "trains in bf16 as the paper did (its runs and results are keyed by it); to train in fp32 instead, "
+            "set `amp: none` in its parameter file (new runs, results that differ slightly from the committed "
+            "book)")
+
+
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,
             profiles_dir: Path = PROFILES_DIR, kernel: str = "python3", log=print,
             log_output: bool = False, output_root: Path = REPO_ROOT) -> Path | None:
@@ -479,6 +520,9 @@ def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool
     tmp = failed_dir / f"{stem}.ipynb"
     tmp.parent.mkdir(parents=True, exist_ok=True)
     log(f"[pipeline] {stem}: running with profile {profile} ...")
+    slow = bf16_note(params)
+    if slow:
+        log(f"[pipeline] {stem}: warning: {slow}")
     t0 = time.perf_counter()
     # the kernel inherits this environment: make the repository's `ladder` importable from notebooks/
     # even when the package is not pip-installed

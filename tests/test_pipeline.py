@@ -7,6 +7,7 @@ import warnings
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ladder import pipeline
@@ -520,3 +521,38 @@ def test_output_root_is_where_a_run_writes(tmp_path):
     pipeline.run("smoke", no_book=True, notebooks_dir=nb.parent, profiles_dir=profiles, book_dir=tmp_path / "book",
                  output_root=out, log=lambda m: None)
     assert (out / "here.txt").read_text() == "5"
+
+
+# --------------------------------------------------------------------------------------------- bf16 on a CPU
+def test_bf16_note_times_nothing_unless_a_notebook_trains_in_bf16_without_a_gpu(monkeypatch):
+    def never():
+        raise AssertionError("timed bf16 for a notebook that does not train in it")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline.bf16_note({"amp": "none"}, never) is None and pipeline.bf16_note({"x": 1}, never) is None
+    assert pipeline.bf16_note({"amp": "auto"}, never) is None  # "auto" is bf16 on GPUs only
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pipeline.bf16_note({"amp": "bf16"}, never) is None
+
+
+def test_bf16_note_warns_past_its_threshold_and_names_the_remedy(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pipeline.BF16_SLOW == 2.0
+    assert pipeline.bf16_note({"amp": "bf16"}, lambda: 2.0) is None
+    assert pipeline.bf16_note({"amp": "bf16"}, lambda: 2.0001) is not None
+    note = pipeline.bf16_note({"amp": "bf16"}, lambda: 9.7)
+    assert "9.7x slower than fp32" in note and "`amp: none`" in note
+
+
+def test_cpu_bf16_slowdown_is_a_measured_ratio():
+    r = pipeline.cpu_bf16_slowdown(pairs=3)
+    assert isinstance(r, float) and 0 < r < 1000
+
+
+def test_execute_warns_before_a_notebook_trains_in_bf16_on_a_slow_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(pipeline, "cpu_bf16_slowdown", lambda: 9.7)
+    nb = _notebook(tmp_path / "nb" / "01_tiny.ipynb", "print(amp)", params='amp = "none"')
+    _profile(tmp_path / "profiles", "smoke", "01_tiny", "amp: bf16\n")
+    logs = []
+    pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
+    assert [m for m in logs if m.startswith("[pipeline] 01_tiny: warning: amp: bf16") and "9.7x" in m], logs

@@ -294,7 +294,8 @@ def code_changed_note(executed: Path, notebook: Path | None = None) -> str | Non
 # --------------------------------------------------------------------------------------------- executing
 def _hardware_line(prov: dict) -> str:
     hw = prov.get("hardware", {})
-    parts = [f"{hw.get('cpu_count', '?')} CPU cores ({hw.get('machine', '?')})"]
+    cpu = ", ".join(str(x) for x in (hw.get("machine", "?"), hw.get("cpu_model"), hw.get("cpu_capability")) if x)
+    parts = [f"{hw.get('cpu_count', '?')} CPU cores ({cpu})"]
     if "memory_gb" in hw:
         parts.append(f"{hw['memory_gb']} GB RAM")
     parts.append(f"{hw['gpu_count']} x {hw['gpu']}" if hw.get("gpu") else "no GPU")
@@ -489,10 +490,9 @@ def bf16_note(params: dict, slowdown=None) -> str | None:
     if factor <= BF16_SLOW:
         return None
     return (f"amp: bf16 on a CPU without native bf16 ({torch.backends.cpu.get_cpu_capability()}): a bf16 matrix "
-            f"product runs {factor:.1f}x slower than fp32 here, and training slows about as much. The profile "
-            "trains in bf16 as the paper did (its runs and results are keyed by it); to train in fp32 instead, "
-            "set `amp: none` in its parameter file (new runs, results that differ slightly from the committed "
-            "book)")
+            f"product runs {factor:.1f}x slower than fp32 here, and training slows about as much. To train in "
+            "fp32 instead, as the cpu profile does, set `amp: none` in the parameter file (runs are keyed by "
+            "their precision: new runs)")
 
 
 def execute(notebook: Path, profile: str, book_dir: Path = BOOK_DIR, force: bool = False,

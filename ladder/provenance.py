@@ -120,8 +120,20 @@ def name_files(files: list[str], most: int = 3) -> str:
     return ", ".join(files[:most]) + (f" and {len(files) - most} more" if len(files) > most else "")
 
 
+def cpu_model() -> str | None:
+    """The CPU's marketing name ("AMD EPYC 7B13"), from /proc/cpuinfo; None where that file is missing."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        return None
+
+
 def hardware() -> dict:
+    # cpu_capability: the widest vector kernels torch uses here ("AVX2", "AVX512", ...). It decides CPU speed
+    # as much as the core count does: without AVX512-BF16, bf16 autocast is emulated, ~10x slower than fp32
     info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

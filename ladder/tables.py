@@ -9,6 +9,7 @@ chapter.
 from __future__ import annotations
 
 import html
+import re
 
 # decimals by the unit in a column's label; a label without one gets `styled`'s `precision`
 UNIT_FORMATS = {"(%)": "{:.1f}", "(×)": "{:.2f}", "(ms)": "{:.1f}", "(tokens/s)": "{:,.0f}", "(nats)": "{:.3f}",
@@ -23,6 +24,12 @@ def _label(column) -> str:
 def words(text) -> str:
     """`text` as HTML that wraps only between words: each space-separated word kept on one line."""
     return " ".join(f'<span style="white-space: nowrap">{html.escape(w)}</span>' for w in str(text).split(" "))
+
+
+def is_prose(value) -> bool:
+    """Text to be read as words ("ladder hid 98% of the link wait"), not a number written as text ("1.40–1.56",
+    "1.41x", "–"): it holds a run of two or more letters."""
+    return isinstance(value, str) and re.search(r"[^\W\d_]{2,}", value) is not None
 
 
 def _formatter(fmt: str | None):
@@ -42,6 +49,7 @@ def styled(df, caption: str | None = None, precision: int = 2, labels: dict | No
     * numbers: `formats[column]` (keyed by the column's own name) if given, else by the unit in the label
       (UNIT_FORMATS), else `precision` decimals; integers with thousands separators; booleans as yes / no;
       missing values as "–";
+    * numbers align right, so that their digits line up; a column holding prose (`is_prose`) aligns left;
     * cells, column labels and row labels wrap only between words (`words`); a default (0, 1, ...) index
       is hidden."""
     import pandas as pd
@@ -65,5 +73,8 @@ def styled(df, caption: str | None = None, precision: int = 2, labels: dict | No
         {"selector": "th, td", "props": [("padding", "3px 6px"), ("vertical-align", "top")]},
         {"selector": "td", "props": [("text-align", "right")]},
         {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"), ("padding", "4px 0")]}])
+    prose = [label for c, label in zip(df.columns, shown.columns) if any(is_prose(v) for v in df[c])]
+    if prose:
+        st = st.set_properties(subset=pd.IndexSlice[:, prose], **{"text-align": "left"})
     st = st.hide(axis="index") if isinstance(shown.index, pd.RangeIndex) else st.format_index(words, axis=0)
     return st.set_caption(caption) if caption else st

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -556,3 +557,30 @@ def test_execute_warns_before_a_notebook_trains_in_bf16_on_a_slow_cpu(tmp_path, 
     logs = []
     pipeline.execute(nb, "smoke", tmp_path / "book", profiles_dir=tmp_path / "profiles", log=logs.append)
     assert [m for m in logs if m.startswith("[pipeline] 01_tiny: warning: amp: bf16") and "9.7x" in m], logs
+
+
+def test_the_hardware_record_names_the_cpu_and_its_vector_kernels(monkeypatch):
+    import torch
+    from ladder import provenance
+    hw = provenance.hardware()
+    assert hw["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and hw["cpu_capability"]
+    assert hw["cpu_model"] == provenance.cpu_model()
+    if Path("/proc/cpuinfo").is_file():
+        assert hw["cpu_model"] and "model name" not in hw["cpu_model"] and ":" not in hw["cpu_model"]
+    monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(a[0])))
+    assert provenance.cpu_model() is None  # a system without /proc/cpuinfo: no name, no error
+    line = pipeline._hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64", "cpu_model": "AMD EPYC",
+                                                 "cpu_capability": "AVX2", "memory_gb": 23.4}})
+    assert line == "2 CPU cores (x86_64, AMD EPYC, AVX2), 23.4 GB RAM, no GPU"
+    # a record from before the CPU was named reads as it did
+    assert pipeline._hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64"}}) == \
+        "2 CPU cores (x86_64), no GPU"
+
+
+def test_the_laptop_profiles_train_in_fp32():
+    # bf16 autocast is emulated on CPUs without AVX512-BF16 (most laptops), ~10x slower than fp32: the profiles
+    # meant for any CPU must not ask for it ("auto" is bf16 on GPUs only)
+    for profile in ("smoke", "cpu"):
+        for nb in pipeline.discover():
+            params = pipeline.load_parameters(profile, nb.stem, notebook=nb)
+            assert params.get("amp", "auto") in ("none", "auto"), (profile, nb.stem, params.get("amp"))

@@ -3,7 +3,7 @@ import re
 
 import pandas as pd
 
-from ladder.tables import styled, words
+from ladder.tables import is_prose, styled, words
 
 
 def cells(html: str) -> list[str]:
@@ -69,3 +69,22 @@ def test_the_layout_the_page_relies_on():
                  " td { text-align: right; }",
                  "caption { caption-side: top; text-align: left; padding: 4px 0; }"):
         assert rule in css, rule
+
+
+def _aligned_left(html: str) -> set[str]:
+    """The columns (col0, col1, ...) whose cells the Styler aligns left."""
+    return set(re.findall(r"#T_\w+_row\d+_(col\d+)\s*{\s*text-align: left;", html))
+
+
+def test_prose_aligns_left_and_numbers_written_as_text_stay_right():
+    df = pd.DataFrame({"claim": ["H1", "H2"], "ours": ["ladder hid 98.5% of the wait", "1.51x"],
+                       "CI (×)": ["1.40–1.56", "–"], "speed-up": ["1.41x", None], "ppl": [5.1, 6.2]})
+    assert _aligned_left(styled(df).to_html()) == {"col1"}  # "H1" and "1.41x" are not words to read
+    two = pd.DataFrame([["a long phrase", 1.0]], columns=pd.MultiIndex.from_tuples([("x", "what"), ("y", "n")]))
+    assert _aligned_left(styled(two).to_html()) == {"col0"}
+    assert _aligned_left(styled(df[["CI (×)", "ppl"]]).to_html()) == set()
+
+
+def test_prose_is_two_letters_in_a_row():
+    assert [is_prose(v) for v in ("ab", "1.41x (1.25–1.41)", "a1b", "+0.070 nats", "–", None, 3.0)] == \
+        [True, False, False, True, False, False, False]

@@ -74,7 +74,8 @@ def styled(df, caption: str | None = None, precision: int = 2, labels: dict | No
         {"selector": "td", "props": [("text-align", "right")]},
         {"selector": "caption", "props": [("caption-side", "top"), ("text-align", "left"), ("padding", "4px 0")]}])
     prose = [label for c, label in zip(df.columns, shown.columns) if any(is_prose(v) for v in df[c])]
-    if prose:
-        st = st.set_properties(subset=pd.IndexSlice[:, prose], **{"text-align": "left"})
+    if prose:  # a rule per column: "td.colN" outranks the table's "td" rule, a cell's own id would not
+        st = st.set_table_styles({label: [{"selector": "td", "props": [("text-align", "left")]}] for label in prose},
+                                 overwrite=False)
     st = st.hide(axis="index") if isinstance(shown.index, pd.RangeIndex) else st.format_index(words, axis=0)
     return st.set_caption(caption) if caption else st

@@ -239,8 +239,12 @@ function measureTables() {
   document.querySelectorAll("article table").forEach(function (t) {
     var box = t.closest(".cell") || t.closest("article");
     var head = (t.querySelector("th") || {}).textContent || "";
+    var row = t.querySelector("tbody tr"), cells = [];
+    if (row) row.querySelectorAll("td").forEach(function (td) {
+      cells.push([td.textContent.trim().slice(0, 30), getComputedStyle(td).textAlign]);
+    });
     out.push({table: Math.round(t.getBoundingClientRect().width), box: Math.round(box.getBoundingClientRect().width),
-              head: head.trim().slice(0, 30)});
+              head: head.trim().slice(0, 30), cells: cells, styled: t.id.indexOf("T_") === 0});
   });
   var pre = document.getElementById("table-widths") || document.body.appendChild(document.createElement("pre"));
   pre.id = "table-widths"; pre.textContent = JSON.stringify(out);
@@ -251,7 +255,8 @@ window.addEventListener("load", measureTables);
 
 
 def table_widths(exe: str, page, tmp_path, width: int = 1280) -> list[dict]:
-    """{"table", "box", "head"} of every table on a built page, laid out by chromium at `width` pixels."""
+    """{"table", "box", "head", "cells"} of every table on a built page, laid out by chromium at `width` pixels
+    ("cells": [text, computed text-align] of its first body row; "styled": made by pandas' Styler)."""
     probe = page.with_name(f"_widths_{page.name}")  # beside the page, so its relative links still resolve
     probe.write_text(page.read_text().replace("</body>", _TABLE_WIDTHS_JS + "</body>"))
     try:
@@ -279,6 +284,23 @@ def test_chapter_tables_fit_their_box_in_a_1280_pixel_window(smoke_book, tmp_pat
         wide = [w for w in widths if w["table"] > w["box"] + 1]
         assert not wide, f"{page.name}: tables wider than their box at 1280 px: {wide}"
     assert measured >= 10  # the chapters' tables were found and measured
+
+
+def test_chapter_tables_align_numbers_right_and_words_left(smoke_book, tmp_path):
+    """What the browser shows, not only the CSS written: a wiring's name reads from the left, a number lines up
+    on the right (ladder.tables.styled; a cell's own rule would lose to the table's)."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    seen = {"word": set(), "number": set()}
+    for page in sorted((smoke_book / "_build" / "html" / "notebooks").glob("[0-9][0-9]_*.html")):
+        for w in [w for w in table_widths(exe, page, tmp_path) if w["styled"]]:
+            for text, align in w["cells"]:
+                if text in ("standard", "parallel", "ladder"):
+                    seen["word"].add(align)
+                elif re.fullmatch(r"-?[\d,]+(\.\d+)?", text):
+                    seen["number"].add(align)
+    assert seen == {"word": {"left"}, "number": {"right"}}, seen
 
 
 # --------------------------------------------------------------------------------------------- workflows

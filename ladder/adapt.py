@@ -18,6 +18,7 @@ into quality vs retraining tokens.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -259,6 +260,44 @@ def run_folder(name: str, data_kind, corpus_tokens, eval_tokens, seq_len, seed, 
     return f"{_slug(name)}-{key}"
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def weights_digest(checkpoint: str | os.PathLike) -> str:
+    """sha256 over the weight files of a checkpoint folder (names and contents): what the source model is,
+    where its name or path says nothing (a local folder retrained in place, as chapter 3's export is)."""
+    import hashlib
+    h = hashlib.sha256()
+    files = sorted(f for f in Path(checkpoint).iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"{checkpoint}: no weight file ({', '.join(WEIGHT_SUFFIXES)}) to identify it by")
+    for f in files:
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def claim_run_folder(out: Path, source: str | os.PathLike, log=print) -> Path:
+    """Tie a run folder to the weights of its source. The folder is keyed by the model's name and the
+    parameters, not by its weights: if the weights behind that name changed since the folder's runs were
+    trained, those runs belong to another model, so the folder is set aside (renamed, not deleted) and `out`
+    starts anew. A folder from before sources were recorded is adopted as it is."""
+    record, digest = out / "source.json", weights_digest(source)
+    if record.is_file():
+        before = json.loads(record.read_text()).get("weights_sha256")
+        if before != digest:
+            stale = out.with_name(f"{out.name}-replaced-{str(before)[:10]}")
+            out.rename(stale)
+            log(f"note: the weights of {source} changed since the runs in {out.name} were trained; those runs "
+                f"were moved to {stale.name} and are retrained")
+    out.mkdir(parents=True, exist_ok=True)
+    if not record.is_file():
+        record.write_text(json.dumps({"source": str(source), "weights_sha256": digest}, indent=1) + "\n")
+    return out
+
+
 def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequence[float] = (0.5, 0.625),
                    retrain_tokens: float = 200_000, seq_len: int = 128, batch_size: int = 16, lr: float = 1e-3,
                    explore: dict | None = None, tasks: Sequence[str] = (), limit: int | None = None,
@@ -290,6 +329,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
     path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
     out = Path(out_root) / run_folder(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size,
                                       grad_accum, n_points, export_dtype, nproc)
+    claim_run_folder(out, path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     hf_config = AutoConfig.from_pretrained(str(path))
     n_layers, params = hf_config.num_hidden_layers, config_from_hf(hf_config).num_params()

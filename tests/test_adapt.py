@@ -1,6 +1,7 @@
 """Llama adaptation (issue 5): chat data with response-only loss, token budgets, the convert -> retrain ->
 export path on stories260K, and the quality-vs-tokens curve."""
 
+import json
 import math
 from pathlib import Path
 
@@ -645,3 +646,37 @@ def test_run_folder_keys_the_process_count_only_above_one():
     assert adapt.run_folder(*parts, nproc=1) == one
     two = adapt.run_folder(*parts, nproc=2)
     assert two != one and two.startswith("stories260K-") and two != adapt.run_folder(*parts, nproc=4)
+
+
+def test_a_run_folder_belongs_to_the_weights_it_was_trained_from(tmp_path):
+    # chapter 4's run folders are keyed by the model's name; chapter 3 re-exports its checkpoint under the same
+    # name when it retrains: the runs of the old weights must not be reused for the new ones
+    from ladder.adapt import claim_run_folder, weights_digest
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    (src / "config.json").write_text("{}")
+    (src / "model.safetensors").write_bytes(b"old weights")
+    out, logs = tmp_path / "runs" / "model-abc", []
+    assert claim_run_folder(out, src, log=logs.append) == out and logs == []
+    recorded = json.loads((out / "source.json").read_text())["weights_sha256"]
+    assert recorded == weights_digest(src)
+    (out / "hybrid2-run").mkdir()
+    claim_run_folder(out, src, log=logs.append)  # same weights: the runs stay
+    assert (out / "hybrid2-run").is_dir() and logs == []
+    (src / "config.json").write_text('{"x": 1}')  # not a weight file: still the same model
+    claim_run_folder(out, src, log=logs.append)
+    assert (out / "hybrid2-run").is_dir() and logs == []
+    (src / "model.safetensors").write_bytes(b"new weights")
+    claim_run_folder(out, src, log=logs.append)
+    stale = tmp_path / "runs" / f"model-abc-replaced-{recorded[:10]}"
+    assert (stale / "hybrid2-run").is_dir() and not (out / "hybrid2-run").exists()  # set aside, not deleted
+    assert json.loads((out / "source.json").read_text())["weights_sha256"] == weights_digest(src) != recorded
+    assert len(logs) == 1 and "changed" in logs[0] and stale.name in logs[0]
+    # a folder from before sources were recorded is adopted
+    old = tmp_path / "runs" / "model-old"
+    (old / "source-run").mkdir(parents=True)
+    claim_run_folder(old, src, log=logs.append)
+    assert (old / "source-run").is_dir() and (old / "source.json").is_file() and len(logs) == 1
+    (src / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="no weight file"):
+        claim_run_folder(old, src)

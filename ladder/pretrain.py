@@ -114,6 +114,10 @@ SUMMARY_COLUMNS = ("size", "wiring", "seed", "params_non_embedding", "params", "
 SUMMARY_LABELS = {"params_non_embedding": "params (non-embedding)", "train_loss": "train loss (nats)",
                   "val_loss": "held-out loss (nats)", "val_ppl": "held-out ppl", "tokens_per_s": "speed (tokens/s)",
                   "wall_s": "wall (s)"}
+# the corpus table's labels (ladder.data.prepare_corpus's info, one row)
+CORPUS_LABELS = {"documents": "documents", "train_documents": "training documents",
+                 "val_documents": "held-out documents", "train_tokens": "training tokens",
+                 "val_tokens": "held-out tokens", "vocab_size": "vocabulary", "seq_len": "sequence length"}
 
 
 def summary_frame(runs: list[dict]) -> pd.DataFrame:

@@ -46,7 +46,7 @@ from .config import preset
 from .link import describe
 from .paths import paper_file
 from .provenance import REPO_ROOT
-from .stats import t_interval
+from .stats import runs_for_width, t_interval
 
 PAPER_CLAIMS = paper_file("claims.csv")
 RESULTS_ROOT = REPO_ROOT / "data" / "results"
@@ -424,7 +424,9 @@ def _training_gap(e: ClaimEntry, t: Mapping):
     (lo, hi), margin = got["ci"], _thr(t, "margin_nats")
     text = f"paired gap {got['mean']:+.3f} nats, 95% CI [{lo:+.3f}, {hi:+.3f}] over {got['n']} seeds"
     if hi - lo > margin:
-        return "inconclusive", f"underpowered: {text} is {hi - lo:.3f} wide > margin {margin:g}"
+        needed = runs_for_width(got["sd"], margin)
+        return "inconclusive", (f"underpowered: {text} is {hi - lo:.3f} wide > margin {margin:g}; at this seed-to-"
+                                f"seed spread (sd {got['sd']:.3f}) a {margin:g}-wide interval needs {needed} seeds")
     at_scale = (e.params is not None and e.params >= _thr(t, "min_params")
                 and e.tokens is not None and e.tokens >= _thr(t, "min_tokens"))
     return lo, hi, at_scale, text

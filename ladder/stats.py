@@ -128,3 +128,20 @@ def t_interval(xs: Sequence[float], level: float = 0.95) -> dict:
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1))
     half = t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n)
     return {"mean": m, "ci": [m - half, m + half], "n": n, "sd": sd}
+
+
+def runs_for_width(sd: float, width: float, level: float = 0.95) -> int:
+    """The smallest number of runs n (>= 2) whose Student-t `level` interval of the mean is at most `width`
+    wide when the runs spread by `sd`: what an underpowered comparison would need to decide, if the spread
+    stays as measured."""
+    if sd < 0 or width <= 0:
+        raise ValueError(f"runs_for_width needs sd >= 0 and width > 0, got sd={sd}, width={width}")
+    # start from the normal quantile's answer: t's quantile is larger, so fewer runs are never enough; from
+    # there t's quantile is within a few percent of the normal one, so the search takes a few steps
+    # (mutation check, equivalent: `floor` for `ceil` starts lower, still below the answer; `>=` for `>` differs
+    # only where the width equals `width` to the last bit)
+    z = t_quantile(1 - (1 - level) / 2, 1e9)
+    n = max(2, math.ceil((2 * z * sd / width) ** 2))
+    while 2 * t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n) > width:
+        n += 1
+    return n

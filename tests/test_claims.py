@@ -14,6 +14,7 @@ import pytest
 
 from ladder import claims
 from ladder.claims import ClaimEntry
+from ladder.stats import t_quantile
 from ladder.paths import paper_file
 from ladder.provenance import REPO_ROOT, write_result
 
@@ -215,13 +216,19 @@ def test_h5_interval_is_students_t_over_the_per_seed_gaps():
     # gaps 0.017, 0.028, 0.020: mean 0.0217, sd 0.00569, t(0.975, 2) = 4.303 -> CI [0.0075, 0.0358], 0.028 wide
     reason = why("H5", **train(gaps=(0.017, 0.028, 0.020)))
     assert "underpowered" in reason and "[+0.008, +0.036]" in reason and "0.028 wide" in reason
+    # what it would take: 4 seeds at this spread give 2 x 3.182 x 0.00569 / 2 = 0.0181 <= 0.02
+    assert reason.endswith("at this seed-to-seed spread (sd 0.006) a 0.02-wide interval needs 4 seeds")
 
 
 @pytest.fixture
 def ci_is(monkeypatch):
     """Make the paired interval exactly [lo, hi], to test the rules' boundaries without float noise."""
     def set_ci(lo, hi):
-        monkeypatch.setattr(claims, "t_interval", lambda xs: {"mean": (lo + hi) / 2, "ci": [lo, hi], "n": len(xs)})
+        def fake(xs):  # and the spread that gives that interval over len(xs) seeds
+            n = len(xs)
+            sd = (hi - lo) / 2 * math.sqrt(n) / t_quantile(0.975, n - 1)
+            return {"mean": (lo + hi) / 2, "ci": [lo, hi], "n": n, "sd": sd}
+        monkeypatch.setattr(claims, "t_interval", fake)
     return set_ci
 
 
@@ -594,7 +601,7 @@ REASONS = [
     ("H5", _tr(base=(6.5, 6.5, 6.5)), 'inconclusive', 'the models did not learn: worst held-out loss 6.500 > unigram entropy 7.000 − 1 nat'),
     ("H5", _tr(gaps=(0, 0), base=(5.0, 5.2)), 'inconclusive', '2 standard / 2 ladder seeds: the rule needs ≥ 3 per wiring'),
     ("H5", {**_tr(), "seeds": None}, 'inconclusive', 'the seeds are not recorded: the gap cannot be paired by seed'),
-    ("H5", _tr(gaps=(0.017, 0.028, 0.020)), 'inconclusive', 'underpowered: paired gap +0.022 nats, 95% CI [+0.008, +0.036] over 3 seeds is 0.028 wide > margin 0.02'),
+    ("H5", _tr(gaps=(0.017, 0.028, 0.020)), 'inconclusive', 'underpowered: paired gap +0.022 nats, 95% CI [+0.008, +0.036] over 3 seeds is 0.028 wide > margin 0.02; at this seed-to-seed spread (sd 0.006) a 0.02-wide interval needs 4 seeds'),
     ("H5", _tr(gaps=(0.001, 0.001, 0.001)), 'consistent at small scale', 'paired gap +0.001 nats, 95% CI [+0.001, +0.001] over 3 seeds inside ±0.02'),
     ("H5", _tr(gaps=(0.03, 0.03, 0.03)), 'not reproduced at small scale', 'ladder worse: paired gap +0.030 nats, 95% CI [+0.030, +0.030] over 3 seeds, low above 0.02'),
     ("H5", _tr(gaps=(-0.03, -0.03, -0.03)), 'inconclusive', "ladder better beyond the margin (paired gap -0.030 nats, 95% CI [-0.030, -0.030] over 3 seeds): not the paper's 'comparable'"),

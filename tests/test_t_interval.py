@@ -40,3 +40,34 @@ def test_t_interval_needs_two_values_and_a_valid_level():
     for p, df in ((1.0, 3), (0.0, 3), (0.9, 0), (0.9, -1)):
         with pytest.raises(ValueError, match=rf"^t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}$"):
             stats.t_quantile(p, df)
+
+
+def _width(n, sd):  # the 95% Student-t interval's width over n runs, from the tables' quantiles
+    return 2 * stats.t_quantile(0.975, n - 1) * sd / n ** 0.5
+
+
+@pytest.mark.parametrize("sd, width, want", [
+    # chapter 3's fp32 gaps (sd 0.0275) against H5's 0.02 margin: t(0.975, 32) = 2.0369 -> 0.01986 wide at 33,
+    # t(0.975, 31) = 2.0395 -> 0.02019 at 32
+    (0.028, 0.02, 33),
+    # the gaps 0.017, 0.028, 0.020 (sd 0.00569): 3 seeds give 0.028 wide, 4 seeds (t(3) = 3.182) 0.0181
+    (0.005686240703077327, 0.02, 4),
+    (0.01, 0.02, 7),     # far from the normal answer (4): t's heavy tails at few runs add three
+    (0.0, 0.02, 2),      # no spread: the fewest runs an interval needs
+    (1.0, 0.001, 15365838),
+])
+def test_runs_for_width_is_the_fewest_runs_whose_interval_fits(sd, width, want):
+    n = stats.runs_for_width(sd, width)
+    assert n == want
+    assert _width(n, sd) <= width and (n == 2 or _width(n - 1, sd) > width)
+
+
+def test_runs_for_width_at_a_width_met_exactly():
+    sd = 0.02 * 5 ** 0.5 / (2 * stats.t_quantile(0.975, 4))  # 5 runs give exactly 0.02 (to rounding)
+    assert stats.runs_for_width(sd * (1 - 1e-9), 0.02) == 5 and stats.runs_for_width(sd * (1 + 1e-9), 0.02) == 6
+
+
+def test_runs_for_width_rejects_a_negative_spread_or_no_width():
+    for sd, width in ((-0.1, 0.02), (0.1, 0.0), (0.1, -0.02)):
+        with pytest.raises(ValueError, match=rf"^runs_for_width needs sd >= 0 and width > 0, got sd={sd}, width={width}$"):
+            stats.runs_for_width(sd, width)

@@ -634,14 +634,14 @@ def recovery_curve(results: list[dict]):
 
 
 def plot_recovery(results: list[dict], path: str | os.PathLike | None = None):
-    """One panel per model: perplexity along retraining for each converted depth, with the source (dotted)
+    """One panel per model: selection-set perplexity along retraining for each converted depth, with the source (dotted)
     and the control (dashed). Saved to `path` if given; returns the figure."""
     import seaborn as sns
     g = sns.relplot(data=recovery_curve(results), x="k tokens", y="ppl", hue="converted", col="model", kind="line",
                     marker="o", facet_kws={"sharey": False, "sharex": False}, height=3.6, aspect=1.3)
     for ax, r in zip(g.axes.flat, results):
         lines = _reference_lines(ax, r, loss=False, control_label="source, retrained")
-        ax.set(xlabel="retraining tokens (thousands)", ylabel="held-out perplexity")
+        ax.set(xlabel="retraining tokens (thousands)", ylabel="selection-set perplexity")
         ax.set_title(f"{display_name(r['model'])}: last {' or '.join(map(str, r['ladder_layers']))} "
                      f"of {r['n_layers']}", fontsize="small")
         ax.legend(handles=lines, loc="upper right", fontsize="small")

@@ -460,7 +460,7 @@ def test_recovery_curve_and_its_figure():
     a, b = fig.axes[:2]
     assert [line.get_label() for line in a.get_legend().get_lines()] == ["source", "source, retrained"]
     assert [line.get_label() for line in b.get_legend().get_lines()] == ["source"]  # no control, no dashed line
-    assert a.get_ylabel() == "held-out perplexity" and "last 3 of 5" in a.get_title()
+    assert a.get_ylabel() == "selection-set perplexity" and "last 3 of 5" in a.get_title()
 
 
 def test_recipe_study_compares_recipes_on_the_selection_set():

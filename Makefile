@@ -5,6 +5,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
+# --no-compile: pip would byte-compile every installed file (torch, jupyter-book, lm-eval's tree: ~2 of a fresh
+# install's ~4 min on 2 cores); Python compiles what is imported, once, on first use.
+PIP := $(PY) -m pip install -q --no-compile
+# pytest workers (pytest-xdist). --dist loadfile keeps each test file on one worker, so a module's fixtures
+# (the smoke book of tests/test_book.py, the models of tests/test_tp.py) are built once.
+TEST_WORKERS ?= 2
 
 # Data (FineWeb/C4 text, eval sets, tokenizers, stories260K): $LADDER_DATA if set, else ../shared/data when
 # it exists, else the user cache ~/.cache/ladder, which `make data` fills from the sources (ladder/data_manifest.csv).
@@ -37,22 +43,22 @@ torch:  ## install torch first: the CPU build when there is no NVIDIA GPU
 	  echo "[setup] torch $$($(PY) -c 'import torch; print(torch.__version__)' 2>/dev/null) already installed: kept"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
 	  echo "[setup] NVIDIA GPU found: $$req from pip's index (a CUDA build)"; \
-	  $(PY) -m pip install -q "$$req"; \
+	  $(PIP) "$$req"; \
 	else \
 	  echo "[setup] no NVIDIA GPU (no nvidia-smi): the CPU build of $$req from $(TORCH_CPU_INDEX)"; \
-	  $(PY) -m pip install -q "$$req" --index-url $(TORCH_CPU_INDEX) --timeout 20 --retries 1 2>&1 \
+	  $(PIP) "$$req" --index-url $(TORCH_CPU_INDEX) --timeout 20 --retries 1 2>&1 \
 	    | { grep -v -E "is ignored|Retrying \(Retry" || true; }; \
 	  if ! $(PY) -c "import torch" 2>/dev/null; then \
 	    echo "[setup] $(TORCH_CPU_INDEX) could not be reached: installing $$req with plain pip instead (on Linux"; \
 	    echo "[setup] that is the CUDA build, several GB; set TORCH_CPU_INDEX to a reachable mirror to avoid it)"; \
-	    $(PY) -m pip install -q "$$req"; \
+	    $(PIP) "$$req"; \
 	  fi; \
 	fi
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(MAKE) --no-print-directory torch
-	set -o pipefail; $(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
-	$(PY) -m pip install -q --no-deps -e .
+	set -o pipefail; $(PIP) -r requirements.txt 2>&1 | { grep -v "is ignored" || true; }
+	$(PIP) --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
@@ -61,11 +67,11 @@ setup: $(VENV)/.installed  ## create .venv and install the pinned requirements
 data: setup  ## fetch (or verify) every data file into LADDER_DATA / ~/.cache/ladder
 	$(PY) -m ladder.fetch
 
-test: setup data  ## run the test suite (what CI runs)
-	$(PY) -m pytest -q tests
+test: setup data  ## run the test suite (what CI runs), on TEST_WORKERS pytest workers
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 test-fast: setup data  ## the edit loop: every test not marked slow (the smoke book, the wheel, torchrun, compile)
-	$(PY) -m pytest -q -x -m "not slow" tests
+	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
 
 # Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped (a note
 # names ladder/ files changed since they ran);

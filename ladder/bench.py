@@ -38,6 +38,7 @@ from .generate import generate
 from .launch import launch_local, release_memory, torchrun_argv
 from .model import Transformer, build_model
 from .parallelize import init_distributed
+from .paths import resolve_checkpoint
 from .provenance import provenance
 from .tp import SingleDevice
 # transformers, ladder.hf (which imports transformers) and tqdm.auto are imported inside the functions that use them:
@@ -579,10 +580,11 @@ def main(argv=None):
     def _main(a):
         presets = a.preset
         if a.checkpoint:  # the checkpoint's own shape, so ladder_layers is checked against its real depth
+            path = resolve_checkpoint(a.checkpoint)  # a wrong path is named before transformers loads (seconds)
             from transformers import AutoConfig
 
-            from .hf import config_from_hf, resolve_checkpoint
-            presets = [config_from_hf(AutoConfig.from_pretrained(resolve_checkpoint(a.checkpoint)),
+            from .hf import config_from_hf
+            presets = [config_from_hf(AutoConfig.from_pretrained(path),
                                       max_seq_len=a.prompt_len + a.new_tokens, wiring="standard", ladder_layers=0)]
         if a.nccl_p2p_disable:
             os.environ["NCCL_P2P_DISABLE"] = "1"

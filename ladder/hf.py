@@ -26,9 +26,8 @@ from transformers.models.llama.modeling_llama import (LlamaDecoderLayer, LlamaPr
 
 from .config import WIRING_SPECS, ModelConfig
 from .model import LAYER_WIRINGS, Stream, Transformer, build_model
-from .paths import is_hub_id, read_safetensors
+from .paths import read_safetensors, resolve_checkpoint
 from .tp import SingleDevice, gather_state_dict
-# huggingface_hub.snapshot_download is imported inside resolve_checkpoint: looked up at call time (tests patch it).
 
 LLAMA_TYPES = ("llama", "ladder_llama")
 
@@ -175,25 +174,6 @@ AutoModelForCausalLM.register(LadderLlamaConfig, LadderLlamaForCausalLM, exist_o
 
 
 # --------------------------------------------------------------------------------------------- loading
-def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """A local checkpoint directory, or a hub id downloaded (config + safetensors) to the HF cache."""
-    p = Path(name_or_path).expanduser()
-    if p.is_dir():
-        if not (p / "config.json").is_file():
-            raise FileNotFoundError(f"{p} has no config.json: not a Hugging Face checkpoint directory")
-        return p
-    if not is_hub_id(str(name_or_path)):
-        raise FileNotFoundError(f"checkpoint {str(name_or_path)!r} not found (expected a directory with config.json "
-                                "and *.safetensors, or a hub id like 'meta-llama/Llama-3.1-8B-Instruct')")
-    from huggingface_hub import snapshot_download  # looked up at call time (tests patch it)
-    try:
-        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
-    except Exception as e:  # offline, no such repo, no access: the hub's own error says which
-        raise FileNotFoundError(f"could not get {str(name_or_path)!r} from the Hugging Face hub ({type(e).__name__}: "
-                                f"{e}). A gated model (e.g. meta-llama/*) also needs its licence accepted on the "
-                                "hub and a token (`hf auth login`)") from e
-
-
 def load_hf_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """All safetensors shards of a checkpoint, with names in our convention (no `model.` prefix)."""
     files = sorted(path.glob("*.safetensors"))

@@ -135,8 +135,9 @@ def adapt(source, ladder_layers, train_blocks: TokenBlocks, val_blocks: TokenBlo
 def evaluate_checkpoint(checkpoint, sets: dict[str, TokenBlocks] | None, tasks: Sequence[str] = (), *,
                         limit: int | None = None, batch_size: int = 8, device: str = "cpu", **overrides) -> dict:
     """A HF checkpoint on named held-out sets (native runtime) and on lm-eval `tasks`:
-    {"sets": {name: {"ppl", "losses", "tokens"}}, "tasks": {task: scores}}, where "losses" and "tokens"
-    are per block (summed loss, scored tokens: the units of `ladder.stats.paired_gap`).
+    {"sets": {name: {"ppl", "losses", "tokens", "docs"}}, "tasks": {task: scores}}, where "losses", "tokens"
+    and "docs" are per block (summed loss, scored tokens, the document it starts in; None where the blocks
+    do not know it): the units of `ladder.stats.paired_gap`.
 
     `overrides` rewire the checkpoint on load (e.g. wiring="hybrid", ladder_layers=4 evaluates the
     converted-but-not-retrained model without saving it); lm-eval always sees the saved checkpoint,
@@ -150,7 +151,7 @@ def evaluate_checkpoint(checkpoint, sets: dict[str, TokenBlocks] | None, tasks: 
         for name, blocks in sets.items():
             losses, tokens = block_losses(model, blocks, batch_size)
             out["sets"][name] = {"ppl": math.exp(float(losses.sum() / tokens.sum())), "losses": losses.tolist(),
-                                 "tokens": tokens.tolist()}
+                                 "tokens": tokens.tolist(), "docs": None if blocks.doc is None else blocks.doc.tolist()}
         del model
         release_memory()  # lm-eval loads its own copy next (an 8B model is 32 GB in fp32)
     out["tasks"] = lm_eval_scores(checkpoint, tasks, limit, batch_size)
@@ -394,8 +395,9 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
 
 def recovery_entry(result: dict) -> ClaimEntry:
     """The claim-H7 entry of one adaptation result (measurements only; ladder.claims judges it), on the
-    *test* set, each a paired bootstrap over its held-out sequences: the smallest converted depth retrained
-    against the source retrained on the same data (the control: the rule's comparator), `drop` (what the
+    *test* set, each a paired bootstrap over its held-out documents (over sequences where the blocks do not
+    know their documents): the smallest converted depth retrained against the source retrained on the same
+    data (the control: the rule's comparator), `drop` (what the
     conversion cost against the control) and, beside them, the gap to the original (untouched source) model,
     which the paper compares with. Without a control, gap_to_control is None (the rule then says so) and
     the cost is measured against the source. "ours" and "how" describe it for the claims table."""
@@ -404,17 +406,19 @@ def recovery_entry(result: dict) -> ClaimEntry:
     conv, ret, src = rows[f"Hybrid-{n}L, no retraining"], rows[f"Hybrid-{n}L, retrained"], rows["source"]
     ctrl = rows.get("source, retrained (control)")
     ref = ctrl or src
-    tokens = src["test_tokens"]
-    gap = paired_gap(ret["test_losses"], ctrl["test_losses"], tokens) if ctrl else None
-    drop = paired_gap(conv["test_losses"], ref["test_losses"], tokens)
-    to_source = paired_gap(ret["test_losses"], src["test_losses"], tokens)
+    tokens, docs = src["test_tokens"], src.get("test_docs")  # every row scored the same test blocks
+    gap = paired_gap(ret["test_losses"], ctrl["test_losses"], tokens, clusters=docs) if ctrl else None
+    drop = paired_gap(conv["test_losses"], ref["test_losses"], tokens, clusters=docs)
+    to_source = paired_gap(ret["test_losses"], src["test_losses"], tokens, clusters=docs)
+    units = (f"{drop['sequences']} test sequences" if docs is None else
+             f"{drop['sequences']} test sequences from {drop['n']} documents")
     loss = lambda r: math.log(r["test_ppl"])
     shares = recovery(result["rows"])
     towards = "recovered_vs_control" if ctrl else "recovered"
     recovered, deepest = shares[n][towards], result["ladder_layers"][-1]
     versus = "no control retrained on the same data" if gap is None else (
         f"gap to the control {gap['gap']:+.3f} nats (95% CI {gap['ci'][0]:+.3f} to {gap['ci'][1]:+.3f}, "
-        f"{gap['n']} test sequences)")
+        f"{units})")
     ours = (f"{display_name(result['model'])}, last {n} of {result['n_layers']} layers converted, "
             f"{recipe_name(result['recipe'])}, {result['data'].split(';')[0]}: test loss {loss(src):.3f} "
             f"(source) -> {loss(conv):.3f} converted -> {loss(ret):.3f} after {ret['retrain_tokens']:,} retraining "
@@ -422,15 +426,16 @@ def recovery_entry(result: dict) -> ClaimEntry:
             f"{'control' if ctrl else 'source'}); {versus}; gap to the original model {to_source['gap']:+.3f} nats "
             f"(95% CI {to_source['ci'][0]:+.3f} to {to_source['ci'][1]:+.3f})"
             + (f"; last {deepest}: {100 * shares[deepest][towards]:.0f}%" if deepest != n else ""))
-    how = ("loss on a held-out test set, paired bootstrap over its sequences; recipe chosen on a separate "
-           "selection set")
+    how = ("loss on a held-out test set, paired bootstrap over its "
+           + ("sequences" if docs is None else "documents (a document's sequences resampled together)")
+           + "; recipe chosen on a separate selection set")
     ci = {"drop": drop["ci"], "gap_to_source": to_source["ci"], **({"gap_to_control": gap["ci"]} if gap else {})}
     return ClaimEntry(
         evidence="small-scale-training", quantity="gap_to_control (nats, test set)",
         subject=display_name(result["model"]), ours=ours, how=how, n=drop["n"], ci=ci,
         value=None if gap is None else gap["gap"], gap_to_control=None if gap is None else gap["gap"],
         drop=drop["gap"], gap_to_source=to_source["gap"], recovered=recovered, params=result.get("params", 0),
-        extra={"n_sequences": drop["n"], "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
+        extra={"n_sequences": drop["sequences"], "n_documents": None if docs is None else drop["n"], "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
                "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
                "test_loss": {"source": loss(src), "converted": loss(conv), "retrained": loss(ret),
                              "control": None if ctrl is None else loss(ctrl)}})
@@ -460,6 +465,7 @@ def _flatten(ev: dict) -> dict:
             out[f"{name}_ppl"] = r["ppl"]
     if "test" in sets:
         out["test_losses"], out["test_tokens"] = sets["test"]["losses"], sets["test"]["tokens"]
+        out["test_docs"] = sets["test"].get("docs")
     for task, scores in ev.get("tasks", {}).items():
         out[task] = headline_value(scores, task)
     return out

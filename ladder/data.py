@@ -44,15 +44,21 @@ class TokenBlocks:
     `tokens` is [n, seq_len + 1]: a model reads `tokens[:, :-1]` and predicts `tokens[:, 1:]`.
     `loss_mask` (same shape, or None = everything counts) says which *target* positions count, i.e.
     `loss_mask[:, 1:]` selects the next-token predictions that enter the loss.
+    `doc` ([n], or None = unknown) is the index, in packing order, of the document each block starts in:
+    the blocks cut from one long document share it, and their losses are not independent, so a bootstrap
+    over held-out blocks resamples documents whole (ladder.stats.paired_gap's `clusters`).
     """
     tokens: torch.Tensor
     loss_mask: torch.Tensor | None = None
+    doc: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.tokens.dim() != 2 or self.tokens.shape[1] < 2:
             raise ValueError(f"tokens must be [n, seq_len + 1] with seq_len >= 1, got {tuple(self.tokens.shape)}")
         if self.loss_mask is not None and self.loss_mask.shape != self.tokens.shape:
             raise ValueError(f"loss_mask shape {tuple(self.loss_mask.shape)} != tokens shape {tuple(self.tokens.shape)}")
+        if self.doc is not None and tuple(self.doc.shape) != (len(self.tokens),):
+            raise ValueError(f"doc shape {tuple(self.doc.shape)} != ({len(self.tokens)},): one document index per block")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -68,7 +74,7 @@ class TokenBlocks:
 
     def __getitem__(self, idx) -> "TokenBlocks":
         mask = None if self.loss_mask is None else self.loss_mask[idx]
-        return TokenBlocks(self.tokens[idx], mask)
+        return TokenBlocks(self.tokens[idx], mask, None if self.doc is None else self.doc[idx])
 
     def inputs_targets(self, idx=slice(None)) -> tuple[torch.Tensor, torch.Tensor]:
         """(inputs, targets) for the selected blocks; targets outside the loss mask are IGNORE_INDEX."""
@@ -102,13 +108,20 @@ class TokenBlocks:
     def save(self, path: str | os.PathLike) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"tokens": self.tokens, "loss_mask": self.loss_mask}, path)
+        torch.save({"tokens": self.tokens, "loss_mask": self.loss_mask, "doc": self.doc}, path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TokenBlocks":
         d = torch.load(path, weights_only=True)
-        return cls(d["tokens"], d["loss_mask"])
+        return cls(d["tokens"], d["loss_mask"], d.get("doc"))  # files saved before `doc` existed: None
+
+
+def block_documents(doc_lengths: Sequence[int], width: int, n_blocks: int) -> torch.Tensor:
+    """The document (its index in `doc_lengths`, the packing order) in which each of `n_blocks` consecutive
+    blocks of `width` tokens starts, for documents of `doc_lengths` tokens concatenated."""
+    ends = np.cumsum(np.asarray(doc_lengths, dtype=np.int64))
+    return torch.from_numpy(np.searchsorted(ends, np.arange(n_blocks, dtype=np.int64) * width, side="right"))
 
 
 # --------------------------------------------------------------------------------------------- documents
@@ -274,11 +287,13 @@ def pack(texts_or_token_lists, tokenizer, seq_len: int, *, add_eos: bool = True)
     if add_eos and eos is None:
         raise ValueError("pack(add_eos=True) needs a tokenizer with an EOS token")
     sep = [eos] if add_eos else []
-    stream = np.concatenate([np.asarray(list(ids) + sep, dtype=np.int64) for ids in docs]) if docs else np.zeros(0)
+    pieces = [np.asarray(list(ids) + sep, dtype=np.int64) for ids in docs]
+    stream = np.concatenate(pieces) if pieces else np.zeros(0)
     n = len(stream) // (seq_len + 1)
     if n == 0:
         raise ValueError(f"{len(stream)} tokens are fewer than one block of seq_len + 1 = {seq_len + 1}")
-    return TokenBlocks(torch.from_numpy(stream[:n * (seq_len + 1)].astype(np.int64)).view(n, seq_len + 1))
+    return TokenBlocks(torch.from_numpy(stream[:n * (seq_len + 1)].astype(np.int64)).view(n, seq_len + 1),
+                       doc=block_documents([len(p) for p in pieces], seq_len + 1, n))
 
 
 def prepare_corpus(out_dir: str | os.PathLike, *, sources=None, tokenizer: str | None = None,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import data
-from .data import TokenBlocks, pack
+from .data import TokenBlocks, block_documents, pack
 from .eval import offline_default
 from .generate import generate
 from .paths import data_path
@@ -138,7 +138,7 @@ def chat_blocks(conversations, tokenizer, seq_len: int, num_proc: int | None = N
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     tokens = torch.from_numpy(np.concatenate([stream, np.full(pad, pad_id, dtype=np.int64)])).view(n, width)
     loss_mask = torch.from_numpy(np.concatenate([mask, np.zeros(pad, dtype=bool)])).view(n, width)
-    return TokenBlocks(tokens, loss_mask)
+    return TokenBlocks(tokens, loss_mask, block_documents([len(i) for i in ids], width, n))
 
 
 @torch.inference_mode()
@@ -191,7 +191,11 @@ def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, 
     when the tokenizer has a chat template, else "text".
     """
     if cache_dir is not None and (Path(cache_dir) / "note.txt").is_file():
-        return _load_data(Path(cache_dir))
+        cached = _load_data(Path(cache_dir))
+        if cached.select.doc is not None and cached.test.doc is not None:
+            return cached
+        # saved before blocks knew their documents: rebuilt (the same tokens; the reuse check of the
+        # retraining runs trained on it compares their first steps' losses)
     made = _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed, device, eval_text,
                       instruct_data, instruct_config)
     if cache_dir is not None:

@@ -6,7 +6,9 @@ Every confidence interval the claims table judges comes from here:
     the same time), resampled whole so the load drift they share stays paired;
   * a speed-up of two independent sample sets (ladder.speedup.ratio_ci): each set resampled on its own;
   * a loss gap between two models on the same held-out sequences (`paired_gap`): units are sequences,
-    each carrying both models' losses, so the difficulty of a sequence cancels in the gap;
+    each carrying both models' losses, so the difficulty of a sequence cancels in the gap; where the
+    sequences were cut from longer documents, units are documents (their sequences resampled together:
+    sequences of one document are correlated, and resampling them one by one would narrow the interval);
   * a training gap paired by seed (`t_interval`, claims H5/H6): with 3-5 seeds a percentile bootstrap
     undercovers badly (with 3 units it covers the mean at most 75% of the time: its interval never
     leaves [min, max]), so the mean per-seed gap gets Student's t interval with n - 1 degrees of freedom.
@@ -47,20 +49,27 @@ def bootstrap(*groups: Sequence, statistic: Callable, n_boot: int = 2000, seed: 
 
 
 def paired_gap(loss_a: Sequence[float], loss_b: Sequence[float], tokens: Sequence[float], n_boot: int = 2000,
-               seed: int = 0, level: float = 0.95) -> dict:
+               seed: int = 0, level: float = 0.95, clusters: Sequence | None = None) -> dict:
     """Mean per-token loss of model a minus model b on the same held-out sequences, with its bootstrap
-    interval over sequences. `loss_a[i]`, `loss_b[i]`: summed loss of sequence i under each model;
-    `tokens[i]`: its scored tokens. Returns {"gap", "ci": [lo, hi], "n"}."""
-    if not (len(loss_a) == len(loss_b) == len(tokens)):
+    interval. `loss_a[i]`, `loss_b[i]`: summed loss of sequence i under each model; `tokens[i]`: its scored
+    tokens; `clusters[i]` (optional): the document sequence i was cut from. The bootstrap resamples
+    documents whole when `clusters` is given, else sequences. Returns {"gap", "ci": [lo, hi], "n": units
+    resampled, "sequences"}."""
+    if not (len(loss_a) == len(loss_b) == len(tokens)) or (clusters is not None and len(clusters) != len(tokens)):
         raise ValueError(f"paired_gap needs one loss per sequence from each model: got {len(loss_a)}, "
-                         f"{len(loss_b)} losses for {len(tokens)} sequences")
-    units = [(float(a), float(b), float(n)) for a, b, n in zip(loss_a, loss_b, tokens)]
+                         f"{len(loss_b)} losses for {len(tokens)} sequences"
+                         + ("" if clusters is None else f" and {len(clusters)} document labels"))
+    units: dict = {}  # a unit's summed losses and tokens: the gap is a ratio of sums, so a document's suffice
+    for i, (a, b, n) in enumerate(zip(loss_a, loss_b, tokens)):
+        u = units.setdefault(i if clusters is None else clusters[i], [0.0, 0.0, 0.0])
+        u[0], u[1], u[2] = u[0] + float(a), u[1] + float(b), u[2] + float(n)
+    units = list(units.values())
 
     def gap(sample):
         n = sum(u[2] for u in sample)
         return (sum(u[0] for u in sample) - sum(u[1] for u in sample)) / n
     return {"gap": gap(units), "ci": bootstrap(units, statistic=gap, n_boot=n_boot, seed=seed, level=level),
-            "n": len(units)}
+            "n": len(units), "sequences": len(tokens)}
 
 
 def _betacf(a: float, b: float, x: float) -> float:

@@ -66,6 +66,10 @@ def test_chat_blocks_from_a_dataset_on_two_processes_equal_the_list_path(chat_to
                                      chat_tok, seq_len=16, num_proc=2)
     assert torch.equal(from_list.tokens, from_dataset.tokens)
     assert torch.equal(from_list.loss_mask, from_dataset.loss_mask)
+    assert torch.equal(from_list.doc, from_dataset.doc)
+    lengths = [len(retraining_data.chat_example(retraining_data.normalize_conversation(r), chat_tok)[0]) for r in rows]
+    owner = [d for d, n in enumerate(lengths) for _ in range(n)]
+    assert from_list.doc.tolist() == [owner[i * 17] for i in range(len(from_list))]  # the conversation it starts in
     with pytest.raises(ValueError, match="no conversations"):
         retraining_data.chat_blocks([], chat_tok, seq_len=16)
 
@@ -149,6 +153,8 @@ def test_evaluate_checkpoint_rewires_on_load(stories_dir, tok):
     assert len(s["losses"]) == len(s["tokens"]) == len(val)
     assert s["ppl"] == pytest.approx(math.exp(sum(s["losses"]) / sum(s["tokens"])))
     assert s["ppl"] == pytest.approx(evaluation.perplexity(load_pretrained(stories_dir), val), rel=1e-6)
+    assert s["docs"] == val.doc.tolist() and len(set(s["docs"])) == 4  # each block's document, for the bootstrap
+    assert adapt._flatten(src)["test_docs"] == s["docs"]
 
 
 def test_table_columns_keep_perplexity_as_it_is_and_accuracy_in_percent():
@@ -230,9 +236,20 @@ def test_instruct_retraining_data_from_a_local_conversation_file(chat_tok, tmp_p
     assert "Answer number 5 " in test and "Answer number 9 " in test and "Answer number 10 " not in test
     train = chat_tok.decode(data.train.tokens.flatten())
     assert "Answer number 10 " in train and "Answer number 9 " not in train
+    assert data.test.doc is not None and data.test.doc.max() == 4  # the 5 test conversations
     with pytest.raises(ValueError, match="too few"):
         retraining_data.retraining_data("unused", chat_tok, kind="instruct", seq_len=32, corpus_tokens=512 * 100,
                               eval_tokens=512 * 20, instruct_data=str(path))
+    # a cache saved before blocks knew their documents is rebuilt, to the same tokens
+    kw = dict(kind="instruct", seq_len=32, corpus_tokens=512 * 30, eval_tokens=512 * 5, instruct_data=str(path),
+              cache_dir=tmp_path / "cache")
+    retraining_data.retraining_data("unused", chat_tok, **kw)
+    old = torch.load(tmp_path / "cache" / "test.pt", weights_only=True)  # one set without documents is enough
+    torch.save({"tokens": old["tokens"], "loss_mask": old["loss_mask"]}, tmp_path / "cache" / "test.pt")
+    assert retraining_data._load_data(tmp_path / "cache").test.doc is None
+    rebuilt = retraining_data.retraining_data("unused", chat_tok, **kw)
+    assert torch.equal(rebuilt.test.doc, data.test.doc) and torch.equal(rebuilt.test.tokens, data.test.tokens)
+    assert retraining_data._load_data(tmp_path / "cache").test.doc is not None
 
 
 def test_self_distilled_sets_share_no_sample(stories_dir, tok):

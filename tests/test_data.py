@@ -57,6 +57,29 @@ def test_pack_separates_documents_with_eos(tok):
     assert tok.convert_ids_to_tokens(tok.eos_token_id) == EOS
 
 
+def starts_in(lengths, width, n):
+    """Brute force: the document each block of `width` tokens starts in, walking the stream token by token."""
+    owner = [d for d, n_tok in enumerate(lengths) for _ in range(n_tok)]
+    return [owner[i * width] for i in range(n)]
+
+
+def test_pack_records_the_document_each_block_starts_in(tok, tmp_path):
+    docs = ["hello world", "a much longer second document that spans several blocks of three tokens", "x", "third one"]
+    lengths = [len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in docs]  # + EOS
+    blocks = pack(docs, tok, seq_len=3)
+    assert blocks.doc.tolist() == starts_in(lengths, 4, len(blocks))
+    assert len(set(blocks.doc.tolist())) >= 3 and blocks.doc.tolist() == sorted(blocks.doc.tolist())
+    assert blocks[2:5].doc.tolist() == blocks.doc.tolist()[2:5]  # a slice keeps its blocks' documents
+    # token lists of 3, 5 and 9 tokens (+ EOS: 4, 6, 10): block 1 starts exactly where document 1 does
+    assert pack([[5] * 3, [6] * 5, [7] * 9], tok, seq_len=3).doc.tolist() == [0, 1, 1, 2, 2] == starts_in([4, 6, 10], 4, 5)
+    again = TokenBlocks.load(blocks.save(tmp_path / "b.pt"))
+    assert torch.equal(again.doc, blocks.doc) and torch.equal(again.tokens, blocks.tokens)
+    torch.save({"tokens": blocks.tokens, "loss_mask": None}, tmp_path / "old.pt")  # saved before `doc` existed
+    assert TokenBlocks.load(tmp_path / "old.pt").doc is None
+    with pytest.raises(ValueError, match=r"doc shape \(3,\) != \(2,\): one document index per block"):
+        TokenBlocks(blocks.tokens[:2], doc=torch.arange(3))
+
+
 def test_tokenizer_round_trip_and_reload(tok, tmp_path):
     text = "The court ruled on Tuesday."
     assert tok.decode(tok(text)["input_ids"]) == text

@@ -286,7 +286,7 @@ def test_recovery_entry_stores_exactly_this():
         "subject": "stories260K", "n": 4,
         "ci": {"drop": drop["ci"], "gap_to_source": src["ci"], "gap_to_control": gap["ci"]},
         "params": 260032.0, "drop": drop["gap"], "gap_to_control": gap["gap"], "gap_to_source": src["gap"],
-        "n_sequences": 4, "recovered_towards": "control", "ladder_layers": 3, "n_layers": 5,
+        "n_sequences": 4, "n_documents": None, "recovered_towards": "control", "ladder_layers": 3, "n_layers": 5,
         "recipe": {"lr": 0.001, "train": "all"}, "retrain_tokens": 1000}
     alone = varied(control=False, deeper=False)
     del alone["params"]
@@ -294,6 +294,27 @@ def test_recovery_entry_stores_exactly_this():
     assert e.params == 0 and e.extra["recovered_towards"] == "source" and e.extra["test_loss"]["control"] is None
     assert "(against the source); no control retrained on the same data; gap to the original model" in e.ours
     assert "last 4" not in e.ours and e.ours.endswith(")")
+
+
+def test_recovery_entry_resamples_the_test_documents_when_known():
+    """Test blocks that know their documents: the intervals resample documents (here 2, of 2 sequences each),
+    and the entry says so."""
+    from ladder.stats import paired_gap
+    res = varied()
+    for row in res["rows"]:
+        row["test_docs"] = [0, 0, 1, 1]
+    rows = {x["variant"]: x for x in res["rows"]}
+    tok = rows["source"]["test_tokens"]
+    gap = paired_gap(rows["Hybrid-3L, retrained"]["test_losses"], rows["source, retrained (control)"]["test_losses"], tok,
+                     clusters=[0, 0, 1, 1])
+    e = adapt.recovery_entry(res)
+    assert e.n == 2 and e.extra["n_documents"] == 2 and e.extra["n_sequences"] == 4
+    assert list(e.interval("gap_to_control")) == gap["ci"]
+    assert gap["ci"] != paired_gap(rows["Hybrid-3L, retrained"]["test_losses"],
+                                   rows["source, retrained (control)"]["test_losses"], tok)["ci"]
+    assert f"{gap['ci'][1]:+.3f}, 4 test sequences from 2 documents); gap to the original" in e.ours
+    assert e.how == ("loss on a held-out test set, paired bootstrap over its documents (a document's sequences "
+                     "resampled together); recipe chosen on a separate selection set")
 
 
 def test_hybrid_entry_stores_exactly_this():

@@ -57,3 +57,23 @@ def test_paired_gap_weighs_sequences_by_their_tokens():
     assert out["gap"] == pytest.approx(11 / 100)  # per token, not a mean of per-sequence means (0.5056)
     with pytest.raises(ValueError, match="one loss per sequence"):
         paired_gap([1.0, 2.0], [1.0], [5, 5])
+
+
+def test_paired_gap_resamples_documents_whole():
+    """Sequences cut from one document repeat its gap: counted as independent they narrow the interval as if
+    there were more documents. With `clusters`, three copies of each of 20 documents' sequences give the
+    interval of the 20 documents alone (same draws: the seed picks the same documents)."""
+    rng = random.Random(1)
+    base = [100 * rng.uniform(1.0, 4.0) for _ in range(20)]
+    worse = [b + 100 * (0.05 + rng.gauss(0, 0.05)) for b in base]
+    alone = paired_gap(worse, base, [100] * 20, n_boot=400)
+    copies = paired_gap(worse * 3, base * 3, [100] * 60, n_boot=400, clusters=list(range(20)) * 3)
+    assert copies["n"] == 20 and copies["sequences"] == 60 and alone["n"] == alone["sequences"] == 20
+    assert copies["gap"] == pytest.approx(alone["gap"]) and copies["ci"] == pytest.approx(alone["ci"])
+    as_sequences = paired_gap(worse * 3, base * 3, [100] * 60, n_boot=400)
+    width = lambda r: r["ci"][1] - r["ci"][0]
+    assert width(as_sequences) < 0.7 * width(alone)  # ~1/sqrt(3) of it: the too-narrow interval this avoids
+    # one document per sequence is the plain sequence bootstrap, draw for draw
+    assert paired_gap(worse, base, [100] * 20, n_boot=400, clusters=list("abcdefghijklmnopqrst"))["ci"] == alone["ci"]
+    with pytest.raises(ValueError, match=r"for 2 sequences and 3 document labels"):
+        paired_gap([1.0, 2.0], [1.0, 2.0], [5, 5], clusters=[0, 0, 1])

@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
-# --no-compile: pip would byte-compile every installed file (torch, jupyter-book, lm-eval's tree: ~2 of a fresh
-# install's ~4 min on 2 cores); Python compiles what is imported, once, on first use.
-PIP := $(PY) -m pip install -q --no-compile
+# pip byte-compiles what it installs (~2 of a fresh install's ~4 min here). Kept: with PYTHONDONTWRITEBYTECODE
+# set (as on this project's machines) nothing would compile later, and every process (each torchrun rank, each
+# notebook kernel) would compile torch and transformers again: ~5 s of CPU per process.
+PIP := $(PY) -m pip install -q
 # pytest workers (pytest-xdist). --dist loadfile keeps each test file on one worker, so a module's fixtures
 # (the smoke book of tests/test_book.py, the models of tests/test_tp.py) are built once.
 TEST_WORKERS ?= 2

@@ -44,7 +44,7 @@ from .paths import data_path, local_candidates, paper_file, run_key
 from .launch import rank_device, release_memory, torchrun_call
 from .model import build_model
 from .provenance import write_result
-from .retraining_data import retraining_data
+from .retraining_data import HELD_OUT_VERSION, resolve_kind, retraining_data
 from .stats import paired_gap
 from .train import TrainConfig, _checkpoints, read_metrics, reuse_report, save_hf, train
 # pandas, seaborn and matplotlib are imported inside the functions that use them (tables, plots): importing
@@ -251,13 +251,15 @@ def recipe_name(recipe: dict) -> str:
 
 
 def run_folder(name: str, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
-               export_dtype, nproc: int = 1) -> str:
+               export_dtype, nproc: int = 1, held_out_version: int = 1) -> str:
     """The folder of one model's adaptation runs: one per data and training setup, so re-executing with the same
     parameters reuses finished runs (and resumes killed ones) instead of retraining, and a changed parameter
     gets a new folder. The process count sets the tokens of an optimizer step, so a run is never resumed with
-    another; a one-process run keeps the key it always had."""
+    another; so does the way the held-out sets are built (`retraining_data.HELD_OUT_VERSION`), which the runs
+    log their validation curve on. At 1 process and version 1 a folder keeps the key it always had."""
     key = run_key(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size, grad_accum, n_points,
-                  export_dtype, *([f"nproc={nproc}"] if nproc > 1 else []))
+                  export_dtype, *([f"nproc={nproc}"] if nproc > 1 else []),
+                  *([f"held_out=v{held_out_version}"] if held_out_version > 1 else []))
     return f"{_slug(name)}-{key}"
 
 
@@ -328,10 +330,11 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
         print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
         return None
     path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
-    out = Path(out_root) / run_folder(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size,
-                                      grad_accum, n_points, export_dtype, nproc)
-    claim_run_folder(out, path)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
+    held_out_version = HELD_OUT_VERSION[resolve_kind(path, tokenizer, data_kind)]
+    out = Path(out_root) / run_folder(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size,
+                                      grad_accum, n_points, export_dtype, nproc, held_out_version)
+    claim_run_folder(out, path)
     hf_config = AutoConfig.from_pretrained(str(path))
     n_layers, params = hf_config.num_hidden_layers, config_from_hf(hf_config).num_params()
     counts = ladder_counts(n_layers, fractions)
@@ -394,13 +397,13 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
 
 
 def recovery_entry(result: dict) -> ClaimEntry:
-    """The claim-H7 entry of one adaptation result (measurements only; ladder.claims judges it), on the
-    *test* set, each a paired bootstrap over its held-out documents (over sequences where the blocks do not
-    know their documents): the smallest converted depth retrained against the source retrained on the same
-    data (the control: the rule's comparator), `drop` (what the
-    conversion cost against the control) and, beside them, the gap to the original (untouched source) model,
-    which the paper compares with. Without a control, gap_to_control is None (the rule then says so) and
-    the cost is measured against the source. "ours" and "how" describe it for the claims table."""
+    """The claim-H7 entry of one adaptation result (measurements only; ladder.claims judges it), on the *test*
+    set, each a paired bootstrap over its held-out documents (over sequences where the blocks do not know their
+    documents): the smallest converted depth retrained against the source retrained on the same data (the
+    control: the rule's comparator), `drop` (what the conversion cost against the control) and, beside them,
+    the gap to the original (untouched source) model, which the paper compares with. Without a control,
+    gap_to_control is None (the rule then says so) and the cost is measured against the source. "ours" and
+    "how" describe it for the claims table."""
     rows = {r["variant"]: r for r in result["rows"]}
     n = result["ladder_layers"][0]
     conv, ret, src = rows[f"Hybrid-{n}L, no retraining"], rows[f"Hybrid-{n}L, retrained"], rows["source"]
@@ -435,8 +438,8 @@ def recovery_entry(result: dict) -> ClaimEntry:
         subject=display_name(result["model"]), ours=ours, how=how, n=drop["n"], ci=ci,
         value=None if gap is None else gap["gap"], gap_to_control=None if gap is None else gap["gap"],
         drop=drop["gap"], gap_to_source=to_source["gap"], recovered=recovered, params=result.get("params", 0),
-        extra={"n_sequences": drop["sequences"], "n_documents": None if docs is None else drop["n"], "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
-               "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
+        extra={"n_sequences": drop["sequences"], "n_documents": None if docs is None else drop["n"],
+               "recovered_towards": "control" if ctrl else "source", "ladder_layers": n, "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
                "test_loss": {"source": loss(src), "converted": loss(conv), "retrained": loss(ret),
                              "control": None if ctrl is None else loss(ctrl)}})
 

@@ -203,6 +203,18 @@ def retraining_data(path, tokenizer, *, kind: str = "auto", seq_len: int = 128, 
     return made
 
 
+def resolve_kind(path, tokenizer, kind: str = "auto") -> str:
+    """The data kind `retraining_data` builds: `kind` itself, or for "auto" "self" for stories260K, "instruct"
+    online when the tokenizer has a chat template, else "text"."""
+    if kind not in ("auto", *HELD_OUT_VERSION):
+        raise ValueError(f"unknown retraining data kind {kind!r}; choose auto, instruct, text or self")
+    if kind != "auto":
+        return kind
+    if Path(str(path)).parts[-2:] == ("stories260K", "hf"):
+        return "self"
+    return "instruct" if not offline_default() and getattr(tokenizer, "chat_template", None) else "text"
+
+
 def _save_data(d: RetrainingData, folder: Path):
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -223,14 +235,7 @@ def _load_data(folder: Path) -> RetrainingData:
 def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed, device, eval_text,
                instruct_data, instruct_config) -> RetrainingData:
     from .hf import load_pretrained
-    is_stories = Path(str(path)).parts[-2:] == ("stories260K", "hf")
-    if kind == "auto":
-        if is_stories:
-            kind = "self"
-        elif not offline_default() and getattr(tokenizer, "chat_template", None):
-            kind = "instruct"
-        else:
-            kind = "text"
+    kind = resolve_kind(path, tokenizer, kind)
     real = None
     if kind == "self":
         source = load_pretrained(path, device=device, max_seq_len=max(seq_len + 1, 256))
@@ -255,14 +260,12 @@ def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed,
         docs = data.load_documents(sources, max_docs=None if sources is None else 20_000)
         train_docs, val_docs = data.split_documents(docs, 0.05, seed=0)
         train = _take_tokens(train_docs["text"], tokenizer, seq_len, corpus_tokens)
-        held = _take_tokens(val_docs["text"], tokenizer, seq_len, 2 * eval_tokens)
-        half = len(held) // 2
-        if half == 0:
-            raise ValueError(f"too little held-out text for two evaluation sets of {eval_tokens} tokens")
-        select, test = held[:half], held[half:2 * half]
+        (select, test), cap = held_out_sets(val_docs["text"], tokenizer, seq_len, eval_tokens)
         where = "local FineWeb/C4 stand-in" if sources is None else data.FINEWEB_EDU
         note = (f"retraining text: {train.num_tokens:,} tokens of training-split documents ({where}); held out: "
-                f"{select.num_tokens:,} + {test.num_tokens:,} tokens of held-out documents (selection, test; full loss)")
+                f"{select.num_tokens:,} + {test.num_tokens:,} tokens from {select.doc.unique().numel()} + "
+                f"{test.doc.unique().numel()} held-out documents, at most the first {cap:,} tokens of each "
+                "(selection, test; full loss)")
     elif kind == "instruct":
         per_conv = 512  # a rough size, only to decide how many conversations to stream
         n_train = max(8, corpus_tokens // per_conv)
@@ -282,6 +285,42 @@ def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed,
     else:
         raise ValueError(f"unknown retraining data kind {kind!r}; choose auto, instruct, text or self")
     return RetrainingData(train, select, test, note, real)
+
+
+# Bumped when a kind's held-out sets are built differently: the retraining runs log their validation curve on
+# the selection set, so the run folder is keyed by it (ladder.adapt.run_folder) and runs logged on the old sets
+# are not reused with new ones. text 2 (2026-12-07): document starts spread over every held-out document.
+HELD_OUT_VERSION = {"self": 1, "text": 2, "instruct": 1}
+
+
+def held_out_sets(texts, tokenizer, seq_len: int, n_tokens: int) -> tuple[tuple[TokenBlocks, TokenBlocks], int]:
+    """Two held-out sets (selection, test) of n_tokens // seq_len blocks each, spread over every document of
+    `texts`: the documents alternate between the two sets, and each gives at most its first `cap` tokens, `cap`
+    the smallest that fills both. Returns ((selection, test), cap).
+
+    Why not whole documents in order: a few long web pages then fill a set (17 documents for the test set's 256
+    sequences in the cpu profile), and the interval of a paired gap resamples documents (stats.paired_gap),
+    so few documents make it unreliable. A cut document gets no EOS: its text does not end there."""
+    docs = data.tokenize(list(texts), tokenizer)
+    eos = tokenizer.eos_token_id
+    n_blocks = max(1, n_tokens // seq_len)
+    need = n_blocks * (seq_len + 1)
+    halves = docs[0::2], docs[1::2]
+
+    def filled(cap: int) -> int:  # the tokens the smaller set gets when every document gives at most cap
+        return min(sum(min(len(d) + 1, cap) for d in half) for half in halves)
+    longest = max((len(d) + 1 for d in docs), default=0)
+    if filled(longest) < need:
+        raise ValueError(f"too little held-out text for two evaluation sets of {n_blocks} x {seq_len + 1} tokens: "
+                         f"{len(docs)} held-out documents give {filled(longest):,} tokens to the smaller set")
+    lo, hi = 1, longest  # filled() grows with cap: the smallest cap that fills both sets
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if filled(mid) >= need else (mid + 1, hi)
+    def start(d):  # a whole document ends with EOS; a cut one does not (its text goes on)
+        return d + [eos] if len(d) + 1 <= lo else d[:lo]
+    sets = tuple(pack([start(d) for d in half], tokenizer, seq_len, add_eos=False)[:n_blocks] for half in halves)
+    return sets, lo
 
 
 def _take_tokens(texts, tokenizer, seq_len: int, n_tokens: int) -> TokenBlocks:

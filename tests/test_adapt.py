@@ -665,6 +665,80 @@ def test_run_folder_keys_the_process_count_only_above_one():
     assert two != one and two.startswith("stories260K-") and two != adapt.run_folder(*parts, nproc=4)
 
 
+def test_run_folder_keys_the_held_out_version_only_above_one():
+    from ladder.paths import run_key
+    parts = ("stories260K", "self", 16384, 8192, 128, 0, 8, 1, 4, None)
+    one = adapt.run_folder(*parts)
+    assert adapt.run_folder(*parts, held_out_version=1) == one == f"stories260K-{run_key(*parts)}"
+    two = adapt.run_folder(*parts, held_out_version=2)
+    assert two != one and two != adapt.run_folder(*parts, nproc=2, held_out_version=2)
+    # the kinds' versions: text's held-out sets were rebuilt (v2); the others keep the folders they had
+    assert retraining_data.HELD_OUT_VERSION == {"self": 1, "text": 2, "instruct": 1}
+
+
+def test_resolve_kind(stories_dir, tok, monkeypatch):
+    assert retraining_data.resolve_kind(stories_dir, tok, "text") == "text"
+    assert retraining_data.resolve_kind(stories_dir, tok) == "self"  # stories260K: sampled from itself
+    monkeypatch.setattr(retraining_data, "offline_default", lambda: True)
+    assert retraining_data.resolve_kind("elsewhere/model", tok) == "text"
+    with pytest.raises(ValueError, match="unknown retraining data kind 'chat'"):
+        retraining_data.resolve_kind(stories_dir, tok, "chat")
+
+
+class DigitTokenizer:
+    """Whitespace-separated integers are the token ids: a document's tokens say which document and position
+    they are (id = 1000 * document + position), so where every token of a set came from can be checked."""
+    eos_token_id = 999_999
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[int(w) for w in t.split()] for t in texts]}
+
+
+def _digit_docs(lengths):
+    return [" ".join(str(1000 * i + j) for j in range(n)) for i, n in enumerate(lengths)]
+
+
+@pytest.mark.parametrize("lengths", [[300, 7, 40, 250, 90, 90, 12, 500, 64, 33],  # long and short mixed
+                                     [200] * 6, [64, 65, 66, 63],
+                                     [40] * 4, [3] * 160])  # cap = 40: cut at the end; cap = 1: first tokens
+def test_held_out_sets_spread_over_every_document(lengths):
+    tok, seq_len, n_tokens = DigitTokenizer(), 15, 75  # 5 blocks of seq_len + 1 = 16 tokens per set
+    (select, test), cap = retraining_data.held_out_sets(_digit_docs(lengths), tok, seq_len, n_tokens)
+    halves = [list(range(0, len(lengths), 2)), list(range(1, len(lengths), 2))]
+
+    def given(docs, c):  # brute force: what each document gives at most c tokens (EOS only when it ends)
+        return [[1000 * i + j for j in range(lengths[i])] + [tok.eos_token_id] if lengths[i] + 1 <= c
+                else [1000 * i + j for j in range(c)] for i in docs]
+    def fits(c):
+        return all(sum(map(len, given(h, c))) >= 5 * 16 for h in halves)
+    assert fits(cap) and not fits(cap - 1)  # the smallest cap that fills both sets
+    for blocks, docs in zip((select, test), halves):
+        assert blocks.tokens.shape == (5, 16)
+        stream = [t for piece in given(docs, cap) for t in piece]
+        assert blocks.tokens.flatten().tolist() == stream[:80]  # the documents' starts, in order, nothing else
+        starts = [sum(map(len, given(docs, cap)[:k])) for k in range(len(docs))]
+        owner = [max(k for k, s0 in enumerate(starts) if s0 <= 16 * b) for b in range(5)]
+        assert blocks.doc.tolist() == owner
+
+
+def test_held_out_sets_use_every_document_when_a_few_are_long():
+    # whole documents in order would fill a 5-block set from the first long one; spread, all six give tokens
+    tok = DigitTokenizer()
+    (select, test), cap = retraining_data.held_out_sets(_digit_docs([400] * 12), tok, 15, 75)
+    assert cap == 14 and [sorted({t // 1000 for t in b.tokens.flatten().tolist()}) for b in (select, test)] == \
+        [[0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]]
+    assert tok.eos_token_id not in select.tokens  # every document was cut, none ended
+
+
+def test_held_out_sets_say_when_the_text_is_too_short():
+    with pytest.raises(ValueError, match="too little held-out text for two evaluation sets of 5 x 16 tokens"):
+        retraining_data.held_out_sets(_digit_docs([40, 40, 40]), DigitTokenizer(), 15, 75)
+    with pytest.raises(ValueError, match="give 79 tokens to the smaller set"):  # one token short
+        retraining_data.held_out_sets(_digit_docs([79, 78]), DigitTokenizer(), 15, 75)
+    (select, test), cap = retraining_data.held_out_sets(_digit_docs([79, 79]), DigitTokenizer(), 15, 75)
+    assert cap == 80 and select.tokens.flatten()[-1] == test.tokens.flatten()[-1] == DigitTokenizer.eos_token_id
+
+
 def test_a_run_folder_belongs_to_the_weights_it_was_trained_from(tmp_path):
     # chapter 4's run folders are keyed by the model's name; chapter 3 re-exports its checkpoint under the same
     # name when it retrains: the runs of the old weights must not be reused for the new ones

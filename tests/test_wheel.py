@@ -1,4 +1,4 @@
-"""The wheel, installed into a fresh virtual environment outside the repository, runs notebooks 01 and 02
+"""The wheel, installed into a fresh virtual environment outside the repository, runs every notebook
 on the smoke profile from an empty directory (as Colab/Binder would after the install cell): the package
 data (paper tables, task YAMLs, data manifest) is found through importlib.resources, and results and
 figures land in that directory (below _output/smoke/manual, as for any hand run), not in site-packages. Offline: the dependencies come from this
@@ -53,7 +53,7 @@ def wheel_venv(tmp_path_factory):
     return py
 
 
-def test_wheel_runs_notebooks_01_and_02_from_an_empty_directory(wheel_venv, tmp_path):
+def test_wheel_runs_every_notebook_from_an_empty_directory(wheel_venv, tmp_path):
     work = tmp_path / "empty"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LADDER_WORKDIR", "LADDER_BOOK_DIR")}
@@ -61,7 +61,7 @@ def test_wheel_runs_notebooks_01_and_02_from_an_empty_directory(wheel_venv, tmp_
     where = _run([str(wheel_venv), "-c", "import ladder, ladder.provenance as p; print(ladder.__file__); "
                   "print(p.REPO_ROOT)"], cwd=work, env=env).stdout.split()
     assert "site-packages" in where[0] and Path(where[1]) == work.resolve()
-    for stem in ("01_architecture", "02_speedup"):
+    for stem in ("01_architecture", "02_speedup", "03_pretraining", "04_llama_adaptation"):
         nb = work / f"{stem}.ipynb"
         nb.write_bytes((CHECKOUT / "notebooks" / f"{stem}.ipynb").read_bytes())
         params = yaml.safe_load((CHECKOUT / "profiles" / "smoke" / f"{stem}.yaml").read_text())
@@ -74,3 +74,5 @@ def test_wheel_runs_notebooks_01_and_02_from_an_empty_directory(wheel_venv, tmp_
     assert (out / "data" / "results" / "smoke" / "architecture.json").is_file()
     assert list((out / "data" / "results" / "smoke").glob("speed*.json"))
     assert list((out / "book" / "figures").glob("*.png"))
+    for name in ("pretraining", "adaptation"):  # 03 evaluates through the packaged lm-eval task YAMLs
+        assert (out / "data" / "results" / "smoke" / f"{name}.json").is_file(), name

@@ -1230,3 +1230,57 @@ def test_a_paired_training_gap_reads_as_a_signed_interval():
 def test_only_the_first_mention_of_a_glossary_term_in_a_cell_is_linked():
     assert claims._terms("gloo and gloo; the link emulated here is an emulated link") == (
         "{term}`gloo` and gloo; the {term}`link emulated <emulated link>` here is an emulated link")
+
+
+def test_evidence_phrase_fallbacks_word_for_word():
+    """What the table says where hardware, TP size or link is not recorded (killed mutmut survivors)."""
+    phrase, cpu = claims.evidence_phrase, {"cpu_count": 2}
+    assert phrase(ClaimEntry(evidence="gpu1-emulated-link")) == "one GPU, emulated link"
+    assert phrase(ClaimEntry(evidence="multi-gpu", extra={"tp": 8}), {"gpu": "H100"}) == "several GPUs, TP = 8"
+    assert phrase(ClaimEntry(evidence="multi-gpu"), {"gpu_count": 8}) == "several GPUs"
+    assert phrase(ClaimEntry(evidence="cpu-real-processes"), cpu) == "2-core CPU, real gloo processes"
+    assert phrase(ClaimEntry(evidence="model-out-of-sample", extra={"shape": "llama3-70B", "tp": 8})) == \
+        "performance model of llama3-70B at TP = 8; out of sample"
+    # only a performance-model entry is timed at its decode step's message; a measured one names the bare link
+    measured = ClaimEntry(evidence="cpu-emulated-link", extra={"link": "pcie5-nop2p", "tp": 8, "shape": "llama3-70B",
+                                                               "batch": 64})
+    assert phrase(measured, cpu) == ("2-core CPU, emulated link: PCIe 5.0 without peer-to-peer, at least 45 µs per "
+                                     "all-reduce at 8 ranks")
+    assert ("PCIe 5.0 without peer-to-peer, 118 µs per all-reduce at 8 ranks"  # 64 x 8192 x 2 bytes
+            in phrase(ClaimEntry(evidence="model-out-of-sample", extra=measured.extra)))
+
+
+def test_entry_number_and_cells_fallbacks_word_for_word(tmp_path):
+    # a training entry needs both wirings' losses; one alone is no number
+    assert claims.entry_number(ClaimEntry(evidence="small-scale-training", standard=(5.0,))) == "no number recorded"
+    assert claims.entry_number(ClaimEntry(evidence="small-scale-training", gap_to_control=0.1, recovered=-0.05)) == \
+        "gap to control +0.100 nats (no interval), −5% of the conversion's cost recovered"
+    assert claims._with_link_names("") == "—" and claims._with_link_names("  ") == "—"
+    assert claims._chapter("methods") == "{doc}`/methods`"
+    # several deciding entries without a subject: no "None: " prefix
+    write_result(tmp_path / "cpu" / "a.json", {"claims": {"H8": [{**hyb(1.1, 1.3), "how": "one way"},
+                                                                  {**hyb(1.0, 1.4), "how": "another"}]}})
+    rows = claims.claims_table("cpu", results_root=tmp_path)
+    assert rows[7]["headline_number"] == "1.20× (1.10–1.30) (and 1 more entry: details)"
+    assert rows[7]["how"] == "one way; another"
+    assert rows[0]["evidence"] == [] and rows[0]["date"] == "—" and rows[0]["how"] == "no result in data/results/cpu/"
+    page = claims.write_claims_page("cpu", tmp_path / "page" / "claims.md", results_root=tmp_path)
+    assert "1.20× (1.10–1.30) (and 1 more entry: details)" in page.read_text()
+    # a result file without provenance (no date) and an entry with no text of its own
+    (tmp_path / "bare").mkdir()
+    (tmp_path / "bare" / "a.json").write_text(json.dumps({"claims": {"H8": {"evidence": "cpu-emulated-link",
+                                                                             "speedup": 1.2}}}))
+    lines = details_of(claims.to_markdown(claims.claims_table("bare", results_root=tmp_path), "bare"), "H8")
+    assert "\n  - Ours: —\n" in lines and f"\n  - Result file: `{tmp_path / 'bare' / 'a.json'}`\n\n" in lines
+
+
+def test_details_of_a_row_without_noise_or_a_built_chapter():
+    row = {"id": "H9", "claim": "c", "paper": "p", "source": "s", "verdict": "not run", "headline": None,
+           "profile": "cpu", "rule": "r", "chapter": "notebooks/09_x"}
+    assert claims._details(row, chapters=set()) == [
+        "````{dropdown} H9: c — not run", ":name: claim-h9", ":class-container: claims-details", "",
+        "**Claim.** c. **Paper:** p. **Where in the paper:** s.", "",
+        "**Verdict:** {bdg-secondary}`not run` — no result in `data/results/cpu/` addresses this claim yet.", "",
+        "```{container} claims-rule", "**Decision rule** (`ladder/paper/claims.csv`): r", "",
+        "**Noise it is judged against:** —", "```", "",
+        "Its chapter (`notebooks/09_x`) is not part of this build.", "", "````", ""]

@@ -7,9 +7,10 @@ link, not ladder. This module makes the experiment a function of one dimensionle
 
     r = a / c,   a = one all-reduce's time,   c = the mean compute of one module (attention or MLP)
 
-* `module_times` measures one rank's attention, MLP and LM head at a decode step in isolation, many
-  times, round-robin, and keeps a low quantile of each (thread CPU time when torch runs one thread:
-  another process on the machine stretches wall time, not this thread's CPU time).
+* `module_times` measures one rank's attention, MLP and LM head at a decode step in isolation, pass after
+  pass over the model in the step's order (so each finds its weights where the step finds them), and keeps
+  a low quantile of each (thread CPU time when torch runs one thread: another process on the machine
+  stretches wall time, not this thread's CPU time).
 * `replay` feeds them, with a = r x c, through ladder.perfmodel.timeline, the same replay of the wiring
   code's start/wait log that the GPU performance model uses: step time per wiring, ladder's speed-up,
   the upper bound's, the share of the upper bound's gain ladder recovers, and the communication share.
@@ -48,12 +49,19 @@ WIRINGS = ("standard", "parallel", "ladder", "upper_bound")
 
 # --------------------------------------------------------------------------------------------- measuring
 @torch.inference_mode()
-def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 64, reps: int = 200,
-                 quantile: float = 0.2, warmup: int = 10, seed: int = 0, dtype=torch.float32,
+def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 64, reps: int = 50,
+                 quantile: float = 0.2, warmup: int = 2, seed: int = 0, dtype=torch.float32,
                  back_to_back: bool = False) -> dict:
     """Seconds of one rank's attention (with its norm), MLP (with its norm) and norm + LM head at a decode
-    step over a `context`-slot cache, each measured `reps` times round-robin after `warmup` calls; the
-    `quantile` of each (low: the undisturbed cost). Returns {"attn", "mlp", "head", "clock", "reps"}.
+    step over a `context`-slot cache: `reps` passes over the model in the decode step's order (after `warmup`
+    passes), every module timed as the pass reaches it; the `quantile` of each kind (low: the undisturbed
+    cost). Returns {"attn", "mlp", "head", "clock", "reps", "quantile", "back_to_back"}.
+
+    Each module is timed where the step meets it, after the rest of the model has been through the cache:
+    a model larger than the cache finds its weights in memory, as the decode step does. Timing one layer over
+    and over finds them in cache instead; on a 2-core Xeon with a large L3 (2026-12-07) that read attention
+    + MLP 1.5x too fast, so the emulated link was set 1.5x too short and the replay missed the measured
+    speed-up by 12-15%.
 
     `back_to_back`: each sample is the mean of two calls of the module in a row, as two-batch overlap runs
     it (its two half-batches one after the other): the second call finds the module's weights in cache."""
@@ -65,24 +73,26 @@ def module_times(cfg: ModelConfig, tp: int = 2, batch: int = 1, context: int = 6
     pos = torch.tensor([context - 1])
     ctx = model.step_context(1, pos)
     x = torch.randn(batch, 1, cfg.dim, generator=torch.Generator().manual_seed(seed)).to(dtype)
-    block = model.layers[0]
-    calls = {"attn": lambda: block.self_attn(block.input_layernorm(x), **ctx),
-             "mlp": lambda: block.mlp(block.post_attention_layernorm(x)),
-             "head": lambda: model.lm_head(model.norm(x))}
+
+    def one_pass():  # (kind, call) in the decode step's order
+        for b in model.layers:
+            yield "attn", lambda b=b: b.self_attn(b.input_layernorm(x), **ctx)
+            yield "mlp", lambda b=b: b.mlp(b.post_attention_layernorm(x))
+        yield "head", lambda: model.lm_head(model.norm(x))
     # one torch thread: this thread's CPU time is the module's cost, whatever else runs on the machine
     cpu_clock = torch.get_num_threads() == 1
     clock = time.thread_time_ns if cpu_clock else time.perf_counter_ns
     for _ in range(warmup):
-        for f in calls.values():
+        for _, f in one_pass():
             f()
-    samples = {k: [] for k in calls}
+    samples = {"attn": [], "mlp": [], "head": []}
     calls_per_sample = 2 if back_to_back else 1
     for _ in range(reps):
-        for k, f in calls.items():
+        for kind, f in one_pass():
             t0 = clock()
             for _ in range(calls_per_sample):
                 f()
-            samples[k].append((clock() - t0) * 1e-9 / calls_per_sample)
+            samples[kind].append((clock() - t0) * 1e-9 / calls_per_sample)
     out = {k: quantile_of(sorted(v), quantile) for k, v in samples.items()}
     return {**out, "clock": "thread CPU time" if cpu_clock else "wall time", "reps": reps, "quantile": quantile,
             "back_to_back": back_to_back}
@@ -281,7 +291,7 @@ def hidden_share(rounds: list[tuple[float, float]]) -> tuple[float, list[float]]
 
 
 def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: int = 1, prompt_len: int = 32,
-             new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False,
+             new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 50, progress: bool = False,
              clock: str = "virtual") -> dict:
     """Measure standard, ladder and the upper bound on this machine (one rank's shard, peers emulated) with
     an emulated link set to each ratio a/c of `ratios` ({name: a/c}), the samples of every configuration
@@ -335,7 +345,7 @@ def regime_ratio(name: str, hw: Hardware | None = None) -> float:
 
 
 def hybrid(shape: ModelConfig, ladder_layers: int, ratio: float, tp: int = 2, batch: int = 1, prompt_len: int = 32,
-           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False) -> dict:
+           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 50, progress: bool = False) -> dict:
     """A hybrid (ladder on its top `ladder_layers`) against the same shape all standard, one rank's shard with the
     link at a/c = `ratio` on the virtual clock (claim H8 on CPU, measured as H1-H3 are): the decode speed-up
     paired by round with its bootstrap 95% interval, the share of standard's link wait the hybrid hides, and
@@ -372,7 +382,7 @@ RIVALS = ("standard", "faster all-reduce", "two-batch overlap", "ladder", "upper
 
 
 def rivals(shape: ModelConfig, ratio: float, batch: int = 4, tp: int = 2, faster: float = 0.5, prompt_len: int = 32,
-           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 200, progress: bool = False,
+           new_tokens: int = 24, samples: int = 7, warmup: int = 1, reps: int = 50, progress: bool = False,
            clock: str = "virtual") -> dict:
     """Ladder against the exact methods that attack the same exposed all-reduce, at one batch size and one
     link (a/c = `ratio`), measured here round-robin and replayed from module times:

@@ -85,6 +85,32 @@ def test_module_times_measures_each_module():
         replay.module_times(CFG, quantile=1.5)
 
 
+@pytest.mark.parametrize("back_to_back", [False, True])
+def test_module_times_times_every_module_in_the_decode_steps_order(monkeypatch, back_to_back):
+    """Each pass goes over the model as a decode step does (attention then MLP of layer 0, 1, ..., then the
+    head), so a module is timed where the step finds its weights, not after itself over and over; every
+    call of a pass is a sample of its kind."""
+    calls, built = [], []
+
+    def build(*a, **kw):
+        model = build_model(*a, **kw)
+        for i, b in enumerate(model.layers):
+            b.self_attn.register_forward_hook(lambda *_, i=i: calls.append(f"attn{i}"))
+            b.mlp.register_forward_hook(lambda *_, i=i: calls.append(f"mlp{i}"))
+        model.lm_head.register_forward_hook(lambda *_: calls.append("head"))
+        built.append(model)
+        return model
+    build_model = replay.build_model
+    monkeypatch.setattr(replay, "build_model", build)
+    cfg = CFG.replace(n_layers=3)
+    got = replay.module_times(cfg, context=16, reps=4, warmup=1, quantile=0.0, back_to_back=back_to_back)
+    def one_pass(twice):
+        return [c for i in range(3) for c in [f"attn{i}"] * twice + [f"mlp{i}"] * twice] + ["head"] * twice
+    # one warm-up pass, then 4 measured (back to back: each module called twice in a row, the second hot)
+    assert len(built) == 1 and calls == one_pass(1) + one_pass(2 if back_to_back else 1) * 4
+    assert got["reps"] == 4 and got["back_to_back"] is back_to_back and got["quantile"] == 0.0
+
+
 def test_two_batch_replay_needs_and_uses_half_batch_costs():
     with pytest.raises(ValueError, match="half_costs"):
         replay.replay(CFG, UNIT, 0.5, wirings=("standard", "ladder", "upper_bound", "two_batch"))

@@ -439,7 +439,8 @@ def recovery_entry(result: dict) -> ClaimEntry:
         value=None if gap is None else gap["gap"], gap_to_control=None if gap is None else gap["gap"],
         drop=drop["gap"], gap_to_source=to_source["gap"], recovered=recovered, params=result.get("params", 0),
         extra={"n_sequences": drop["sequences"], "n_documents": None if docs is None else drop["n"],
-               "recovered_towards": "control" if ctrl else "source", "ladder_layers": n, "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
+               "recovered_towards": "control" if ctrl else "source", "ladder_layers": n,
+               "n_layers": result["n_layers"], "recipe": result["recipe"], "retrain_tokens": ret["retrain_tokens"],
                "test_loss": {"source": loss(src), "converted": loss(conv), "retrained": loss(ret),
                              "control": None if ctrl is None else loss(ctrl)}})
 

@@ -45,7 +45,7 @@ from typing import Any, Mapping
 from .config import preset
 from .link import describe
 from .paths import paper_file
-from .provenance import REPO_ROOT
+from .provenance import REPO_ROOT, hardware_line
 from .stats import runs_for_width, t_interval
 
 PAPER_CLAIMS = paper_file("claims.csv")
@@ -912,7 +912,7 @@ def _details(row: dict, chapters=None) -> list[str]:
         seen = set()
         for i in range(len(row["judged"])):
             entry = _entry_lines(row, i)
-            key = "\n".join(entry).replace(" — **the headline rests on it**", "")
+            key = "\n".join(entry)  # identical entries get the same verdict: both decide the headline or neither
             if key not in seen:  # an entry written twice is shown once
                 seen.add(key)
                 lines += entry
@@ -995,7 +995,8 @@ def stability_markdown(profile: str, results_root: Path = RESULTS_ROOT) -> str:
                 f"{rule['min_runs']:g} runs" if {"max_recovery_spread", "min_runs"} <= set(rule)
                 else "not recorded in the result file")
         out.append(f"**Does it hold still?** Chapter `{r['chapter']}` was executed {len(r['runs'])} times in a row "
-                   f"on {str(prov.get('date', ''))[:10]} (commit `{str(prov.get('git_commit', ''))[:10]}`): "
+                   f"on {str(prov.get('date', ''))[:10]} (commit `{str(prov.get('git_commit', ''))[:10]}`)"
+                   + (f" on {hardware_line(prov)}" if prov.get("hardware") else "") + ": "
                    f"**{r['verdict']}** ({r['reason']}). Per claim, its verdicts over the runs and the range of "
                    f"the share of the upper bound's gain recovered: {'; '.join(per)}. The rule ({said}) is "
                    f"`ladder/stability.py`.\n")

@@ -44,7 +44,8 @@ import yaml
 
 from .claims import book_chapters, claims_table, stability_markdown, to_markdown
 from .paths import CorruptDataError, DataFolderError, _manifest_by_path, display_path
-from .provenance import CHECKOUT, REPO_ROOT, code_changed_since, name_files, notebook_deps, provenance
+from .provenance import (CHECKOUT, REPO_ROOT, code_changed_since, hardware_line, name_files, notebook_deps,
+                         provenance)
 from .stability import hold_still
 # nbformat and papermill are imported inside the functions that use them: `python -m ladder.pipeline` starts without
 # them.
@@ -292,16 +293,6 @@ def code_changed_note(executed: Path, notebook: Path | None = None) -> str | Non
 
 
 # --------------------------------------------------------------------------------------------- executing
-def _hardware_line(prov: dict) -> str:
-    hw = prov.get("hardware", {})
-    cpu = ", ".join(str(x) for x in (hw.get("machine", "?"), hw.get("cpu_model"), hw.get("cpu_capability")) if x)
-    parts = [f"{hw.get('cpu_count', '?')} CPU cores ({cpu})"]
-    if "memory_gb" in hw:
-        parts.append(f"{hw['memory_gb']} GB RAM")
-    parts.append(f"{hw['gpu_count']} x {hw['gpu']}" if hw.get("gpu") else "no GPU")
-    return ", ".join(parts)
-
-
 def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: float) -> str:
     """Markdown for the top of an executed chapter: launch badges and when/what produced it."""
     nb = f"notebooks/{stem}.ipynb"
@@ -320,7 +311,7 @@ def provenance_cell(stem: str, profile: str, params: dict, prov: dict, seconds: 
         f"[![Launch Binder](../_static/binder-badge.svg)]({binder})\n\n"
         "```{admonition} How this page was produced\n:class: note\n"
         f"Executed with the **{profile}** profile on {prov['date'][:16].replace('T', ' ')} UTC in "
-        f"{seconds:.0f} s, on {_hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
+        f"{seconds:.0f} s, on {hardware_line(prov)}; Python {v.get('python', '?')}, torch {v.get('torch', '?')}, "
         f"git commit `{prov.get('git_commit', 'unknown')[:12]}`.\n"
         f"Re-run: `python -m ladder.pipeline --profile {profile} --only {stem}`.{params_md}\n```\n")
 

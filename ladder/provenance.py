@@ -129,6 +129,17 @@ def cpu_model() -> str | None:
         return None
 
 
+def hardware_line(prov: dict) -> str:
+    """The machine of a provenance record in words: "2 CPU cores (x86_64, AMD EPYC, AVX2), 23.4 GB RAM, no GPU"."""
+    hw = prov.get("hardware", {})
+    cpu = ", ".join(str(x) for x in (hw.get("machine", "?"), hw.get("cpu_model"), hw.get("cpu_capability")) if x)
+    parts = [f"{hw.get('cpu_count', '?')} CPU cores ({cpu})"]
+    if "memory_gb" in hw:
+        parts.append(f"{hw['memory_gb']} GB RAM")
+    parts.append(f"{hw['gpu_count']} x {hw['gpu']}" if hw.get("gpu") else "no GPU")
+    return ", ".join(parts)
+
+
 def hardware() -> dict:
     # cpu_capability: the widest vector kernels torch uses here ("AVX2", "AVX512", ...). It decides CPU speed
     # as much as the core count does: without AVX512-BF16, bf16 autocast is emulated, ~10x slower than fp32

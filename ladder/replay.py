@@ -295,7 +295,7 @@ def validate(shape: ModelConfig, ratios: dict[str, float], tp: int = 2, batch: i
              clock: str = "virtual") -> dict:
     """Measure standard, ladder and the upper bound on this machine (one rank's shard, peers emulated) with
     an emulated link set to each ratio a/c of `ratios` ({name: a/c}), the samples of every configuration
-    taken round-robin; and replay the same ratios from module times measured in isolation just before.
+    taken round-robin; and replay the same ratios from module times measured just before (`module_times`).
 
     Returns {"costs", "links" ({name: spec}), "records", "rows"}: one row per ratio with the measured
     decode speed-up and share of the upper bound's gain recovered (medians over rounds, paired-bootstrap

@@ -266,7 +266,7 @@ def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed,
                 f"{select.num_tokens:,} + {test.num_tokens:,} tokens from {select.doc.unique().numel()} + "
                 f"{test.doc.unique().numel()} held-out documents, at most the first {cap:,} tokens of each "
                 "(selection, test; full loss)")
-    elif kind == "instruct":
+    else:  # "instruct": resolve_kind admits no other kind
         per_conv = 512  # a rough size, only to decide how many conversations to stream
         n_train = max(8, corpus_tokens // per_conv)
         n_val = max(4, eval_tokens // per_conv)
@@ -282,8 +282,6 @@ def _make_data(path, tokenizer, kind, seq_len, corpus_tokens, eval_tokens, seed,
         note = (f"retraining data: {len(convs) - 2 * n_val} {name} conversations, chat template, loss on "
                 f"assistant responses only; held out: the {2 * n_val} conversations before them ({n_val} "
                 f"selection, {n_val} test)")
-    else:
-        raise ValueError(f"unknown retraining data kind {kind!r}; choose auto, instruct, text or self")
     return RetrainingData(train, select, test, note, real)
 
 

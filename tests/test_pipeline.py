@@ -569,11 +569,11 @@ def test_the_hardware_record_names_the_cpu_and_its_vector_kernels(monkeypatch):
         assert hw["cpu_model"] and "model name" not in hw["cpu_model"] and ":" not in hw["cpu_model"]
     monkeypatch.setattr("builtins.open", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError(a[0])))
     assert provenance.cpu_model() is None  # a system without /proc/cpuinfo: no name, no error
-    line = pipeline._hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64", "cpu_model": "AMD EPYC",
+    line = provenance.hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64", "cpu_model": "AMD EPYC",
                                                  "cpu_capability": "AVX2", "memory_gb": 23.4}})
     assert line == "2 CPU cores (x86_64, AMD EPYC, AVX2), 23.4 GB RAM, no GPU"
     # a record from before the CPU was named reads as it did
-    assert pipeline._hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64"}}) == \
+    assert provenance.hardware_line({"hardware": {"cpu_count": 2, "machine": "x86_64"}}) == \
         "2 CPU cores (x86_64), no GPU"
 
 

@@ -158,7 +158,9 @@ def test_the_reasons_speak_of_points_of_the_share():
 def test_the_book_paragraph_word_for_word(tmp_path):
     """The whole paragraph, so that every phrase of it is pinned (make mutate found only substrings checked)."""
     import json
+    import os
     from ladder.claims import stability_markdown
+    from ladder.provenance import hardware_line
     assert stability_markdown("gpu", tmp_path) == (
         "**Does it hold still?** No repeated run is recorded for the gpu profile (`python -m ladder.stability "
         "--profile gpu` re-runs a chapter and records it).\n")
@@ -166,9 +168,10 @@ def test_the_book_paragraph_word_for_word(tmp_path):
                        "H2": {"verdicts": ["inconclusive", "not run", "inconclusive"], "recovered": [0.5, 0.9, 0.7]},
                        "H4": {"verdicts": ["not run"] * 3, "recovered": [None] * 3}})
     prov = json.loads((tmp_path / "cpu" / "stability_02_speedup.json").read_text())["provenance"]
+    assert hardware_line(prov).startswith(f"{os.cpu_count()} CPU cores (")  # the machine that ran it is named
     assert stability_markdown("cpu", tmp_path) == (
         f"**Does it hold still?** Chapter `02_speedup` was executed 3 times in a row on {prov['date'][:10]} (commit "
-        f"`{prov['git_commit'][:10]}`): **x** (x). Per claim, its verdicts over the runs and the range of the share "
+        f"`{prov['git_commit'][:10]}`) on {hardware_line(prov)}: **x** (x). Per claim, its verdicts over the runs and the range of the share "
         "of the upper bound's gain recovered: H1: consistent at small scale, recovered 98.5%–99.0%; "
         "H2: inconclusive / not run, recovered 50%–90%; H4: not run. The rule (every verdict the same, recovered "
         "within 10 points, at least 3 runs) is `ladder/stability.py`.\n")

@@ -37,7 +37,7 @@ from . import bench, replay, speedup
 from . import claims as rules
 from .claims import ClaimEntry, block
 from .config import preset
-from .data import TokenBlocks
+from .data import TokenBlocks, forget_how_loaded
 from .eval import TASK_LABELS, block_losses, headline_value, lm_eval_scores, perplexity
 from .hf import config_from_hf, convert, load_pretrained, resolve_checkpoint
 from .paths import data_path, local_candidates, paper_file, run_key
@@ -330,7 +330,7 @@ def run_adaptation(name: str, out_root: str | os.PathLike, *, fractions: Sequenc
         print(f"note: {name} not found (no config.json there); skipping it. Run its notebook first to create it.")
         return None
     path = resolve_checkpoint(path)  # a hub id: downloaded once here, and every later step reads that folder
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    tokenizer = forget_how_loaded(AutoTokenizer.from_pretrained(str(path)))  # saved with each converted checkpoint
     held_out_version = HELD_OUT_VERSION[resolve_kind(path, tokenizer, data_kind)]
     out = Path(out_root) / run_folder(name, data_kind, corpus_tokens, eval_tokens, seq_len, seed, batch_size,
                                       grad_accum, n_points, export_dtype, nproc, held_out_version)

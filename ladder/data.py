@@ -238,6 +238,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.Pat
     return fast
 
 
+def forget_how_loaded(tokenizer):
+    """Drop what transformers keeps of how this copy was loaded (is_local, local_files_only: HF_HUB_OFFLINE's
+    value), which it would otherwise write into every checkpoint saved with the tokenizer: one machine's loading
+    flags, not part of the tokenizer. Returns the tokenizer."""
+    for key in ("is_local", "local_files_only"):
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
+
+
 def load_tokenizer(name_or_path: str | os.PathLike):
     """A tokenizer by local directory, short name ("gpt2", "llama3" from the data directory), or hub id
     (the paper's: "bigcode/starcoder"). Makes sure it has an EOS token, which packing needs."""
@@ -255,6 +264,7 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     except (OSError, ValueError) as e:
         raise FileNotFoundError(f"could not load tokenizer {name!r} (offline, no such hub repo, or a gated one whose "
                                 f"licence is not accepted or no token is set?): {e}") from e
+    forget_how_loaded(tok)
     if tok.eos_token is None:
         if EOS not in tok.get_vocab():
             raise ValueError(f"tokenizer {name!r} has no EOS token; cannot separate documents when packing")

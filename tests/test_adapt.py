@@ -310,6 +310,9 @@ def test_run_adaptation_chooses_on_the_selection_set_and_judges_on_the_test_set(
     assert all(s.get("reused") for s in again["train_summaries"].values())
     assert res["reuse"] is None and again["reuse"].startswith("3 of 3 runs reused")  # 2 recipes + the control
     assert [r["test_ppl"] for r in again["rows"]] == pytest.approx([r["test_ppl"] for r in res["rows"]], rel=1e-6)
+    # the converted checkpoints' tokenizer: the source's, without a flag of how this machine loaded it
+    saved = [json.loads(p.read_text()) for p in tmp_path.rglob("hybrid*_converted/tokenizer_config.json")]
+    assert saved and all(not {"is_local", "local_files_only"} & set(c) for c in saved)
     entry = adapt.recovery_entry(res)
     n = len(rows["source"]["test_losses"])
     assert entry["n_sequences"] == n >= 10 and res["params"] == 260_032 == entry["params"]

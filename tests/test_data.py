@@ -86,6 +86,10 @@ def test_tokenizer_round_trip_and_reload(tok, tmp_path):
     tok.save_pretrained(tmp_path)
     again = load_tokenizer(tmp_path)
     assert again(text)["input_ids"] == tok(text)["input_ids"] and again.eos_token == EOS
+    # saved again (as a checkpoint's tokenizer is), it carries no flag of how this machine loaded it
+    again.save_pretrained(tmp_path / "again")
+    config = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == EOS and not {"is_local", "local_files_only"} & set(config)
 
 
 def test_batches_are_deterministic_and_resumable():
